@@ -1,0 +1,632 @@
+//! Configuration: read once at start-up and passed down; never a global.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file (`--config`), environment variables
+//! `REELSMITH_<SECTION>_<KEY>` (for example `REELSMITH_RENDER_PRESET=fast`), MoneyPrinter's own names for
+//! endpoints and secrets (`OLLAMA_BASE_URL`, `OLLAMA_MODEL`, `PEXELS_API_KEY`, `TIKTOK_SESSION_ID`), then
+//! command-line flags. Unknown keys and bad values fail with a message that names the key.
+//! `config/reelsmith.toml` documents every key with its default; a test keeps the two in step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub daemon: DaemonConfig,
+    pub llm: LlmConfig,
+    pub footage: FootageConfig,
+    pub voice: VoiceConfig,
+    pub subtitles: SubtitlesConfig,
+    pub music: MusicConfig,
+    pub render: RenderConfig,
+    pub tools: ToolsConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// HTTP listen address.
+    pub listen: String,
+    /// `Access-Control-Allow-Origin` value; empty disables CORS headers.
+    pub cors_origin: String,
+    /// Largest JSON request body, in bytes.
+    pub max_body_bytes: u64,
+    /// Largest song upload request, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Where the event log, job folders, outputs and songs live. Empty: `$STATE_DIRECTORY`, else
+    /// `$XDG_STATE_HOME/reelsmith`, else `~/.local/state/reelsmith`.
+    pub state_dir: String,
+    /// Control socket path. Empty: `$RUNTIME_DIRECTORY/reelsmith.sock`, else `<state_dir>/reelsmith.sock`.
+    pub socket: String,
+    /// Group allowed on the control socket (mode 0660); empty: owner only (0600).
+    pub socket_group: String,
+    /// Jobs running at once.
+    pub concurrency: u32,
+    /// Attempts a job gets before an interruption fails it.
+    pub max_attempts: u32,
+    /// Start with the queue paused.
+    pub paused: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// `auto` (Ollama when it answers, else the offline writer), `ollama`, `openai` or `offline`.
+    pub provider: String,
+    pub ollama_base_url: String,
+    /// Default model when a request names none (`OLLAMA_MODEL`).
+    pub model: String,
+    pub openai_base_url: String,
+    pub openai_model: String,
+    /// Name of the environment variable that holds the OpenAI-compatible API key.
+    pub openai_api_key_env: String,
+    pub timeout_secs: u64,
+    pub retries: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct FootageConfig {
+    /// `generated` (ffmpeg sources, offline), `local` (clips from `local_dir`) or `pexels`.
+    pub provider: String,
+    /// A folder of video clips used when `provider = "local"` (or when set, with `generated`).
+    pub local_dir: String,
+    /// Clips to gather for one video.
+    pub clips: u32,
+    /// Longest stretch of one clip before the next one starts, in seconds.
+    pub seconds_per_clip: f64,
+    pub pexels_api_key: String,
+    pub pexels_base_url: String,
+    /// Fall back to generated footage when the online provider fails.
+    pub fallback: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct VoiceConfig {
+    /// `espeak` (offline) or `tiktok`.
+    pub provider: String,
+    /// Voice when a request names none (MoneyPrinter's ids, e.g. `en_us_001`).
+    pub default_voice: String,
+    /// espeak-ng words per minute.
+    pub speed_wpm: u32,
+    pub tiktok_session_id: String,
+    pub tiktok_endpoints: Vec<String>,
+    /// Fall back to espeak-ng when the online provider fails.
+    pub fallback: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubtitlesConfig {
+    /// Font family name (fontconfig), bold is applied.
+    pub font: String,
+    /// Font size at 1920 pixels of height; scaled with the render height.
+    pub font_size: u32,
+    /// Longest subtitle line, in characters.
+    pub max_line_chars: u32,
+    /// Default colour when a request names none.
+    pub color: String,
+    /// Default position when a request names none (`horizontal,vertical`).
+    pub position: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MusicConfig {
+    /// Song library folder. Empty: `<state_dir>/songs`.
+    pub songs_dir: String,
+    /// Music volume under the voice (0..1).
+    pub volume: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RenderConfig {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    /// x264 preset (ultrafast ... veryslow).
+    pub preset: String,
+    /// x264 constant rate factor (0..51, lower is better).
+    pub crf: u32,
+    /// ffmpeg encoder threads; 0 lets ffmpeg choose.
+    pub threads: u32,
+    /// AAC bitrate.
+    pub audio_bitrate: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolsConfig {
+    pub ffmpeg: String,
+    pub ffprobe: String,
+    pub espeak: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            daemon: DaemonConfig::default(),
+            llm: LlmConfig::default(),
+            footage: FootageConfig::default(),
+            voice: VoiceConfig::default(),
+            subtitles: SubtitlesConfig::default(),
+            music: MusicConfig::default(),
+            render: RenderConfig::default(),
+            tools: ToolsConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            cors_origin: "*".into(),
+            max_body_bytes: 1 << 20,
+            max_upload_bytes: 100 << 20,
+        }
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            state_dir: String::new(),
+            socket: String::new(),
+            socket_group: String::new(),
+            concurrency: 1,
+            max_attempts: 2,
+            paused: false,
+        }
+    }
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        LlmConfig {
+            provider: "auto".into(),
+            ollama_base_url: "http://127.0.0.1:11434".into(),
+            model: "llama3.1:8b".into(),
+            openai_base_url: "http://127.0.0.1:8000".into(),
+            openai_model: "gpt-4o-mini".into(),
+            openai_api_key_env: "OPENAI_API_KEY".into(),
+            timeout_secs: 120,
+            retries: 3,
+        }
+    }
+}
+
+impl Default for FootageConfig {
+    fn default() -> Self {
+        FootageConfig {
+            provider: "generated".into(),
+            local_dir: String::new(),
+            clips: 5,
+            seconds_per_clip: 6.0,
+            pexels_api_key: String::new(),
+            pexels_base_url: "https://api.pexels.com".into(),
+            fallback: true,
+        }
+    }
+}
+
+impl Default for VoiceConfig {
+    fn default() -> Self {
+        VoiceConfig {
+            provider: "espeak".into(),
+            default_voice: "en_us_001".into(),
+            speed_wpm: 165,
+            tiktok_session_id: String::new(),
+            tiktok_endpoints: Vec::new(),
+            fallback: true,
+        }
+    }
+}
+
+impl Default for SubtitlesConfig {
+    fn default() -> Self {
+        SubtitlesConfig {
+            font: "DejaVu Sans".into(),
+            font_size: 84,
+            max_line_chars: 22,
+            color: "#FFFF00".into(),
+            position: "center,bottom".into(),
+        }
+    }
+}
+
+impl Default for MusicConfig {
+    fn default() -> Self {
+        MusicConfig {
+            songs_dir: String::new(),
+            volume: 0.1,
+        }
+    }
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        RenderConfig {
+            width: 1080,
+            height: 1920,
+            fps: 30,
+            preset: "veryfast".into(),
+            crf: 23,
+            threads: 0,
+            audio_bitrate: "192k".into(),
+        }
+    }
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        ToolsConfig {
+            ffmpeg: "ffmpeg".into(),
+            ffprobe: "ffprobe".into(),
+            espeak: "espeak-ng".into(),
+        }
+    }
+}
+
+const SECTIONS: [&str; 9] = [
+    "server",
+    "daemon",
+    "llm",
+    "footage",
+    "voice",
+    "subtitles",
+    "music",
+    "render",
+    "tools",
+];
+
+impl Config {
+    /// Loads defaults, then `file`, then the environment; validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Config::load_with_env(file, &env)
+    }
+
+    /// [`Config::load`] with an explicit environment (tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let (mut tree, origin) = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let tree: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                (tree, path.display().to_string())
+            }
+            None => (toml::Table::new(), "defaults".to_string()),
+        };
+        apply_env(&mut tree, env)?;
+        let cfg: Config = Config::deserialize(toml::Value::Table(tree)).map_err(|e| {
+            ConfigError::Parse {
+                path: origin,
+                message: e.to_string().trim().to_string(),
+            }
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every value a job or the server relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("server.listen", format!("`{}` is not an address: {e}", self.server.listen)))?;
+        if self.server.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be at least 1"));
+        }
+        if self.server.max_upload_bytes == 0 {
+            return Err(invalid("server.max_upload_bytes", "must be at least 1"));
+        }
+        if !(1..=64).contains(&self.daemon.concurrency) {
+            return Err(invalid("daemon.concurrency", "must be between 1 and 64"));
+        }
+        if !(1..=100).contains(&self.daemon.max_attempts) {
+            return Err(invalid("daemon.max_attempts", "must be between 1 and 100"));
+        }
+        one_of("llm.provider", &self.llm.provider, &["auto", "ollama", "openai", "offline"])?;
+        one_of("footage.provider", &self.footage.provider, &["generated", "local", "pexels"])?;
+        if self.footage.provider == "local" && self.footage.local_dir.is_empty() {
+            return Err(invalid("footage.local_dir", "must be set when footage.provider is \"local\""));
+        }
+        if !(1..=50).contains(&self.footage.clips) {
+            return Err(invalid("footage.clips", "must be between 1 and 50"));
+        }
+        if !(self.footage.seconds_per_clip >= 0.5 && self.footage.seconds_per_clip <= 120.0) {
+            return Err(invalid("footage.seconds_per_clip", "must be between 0.5 and 120"));
+        }
+        one_of("voice.provider", &self.voice.provider, &["espeak", "tiktok"])?;
+        if !(80..=450).contains(&self.voice.speed_wpm) {
+            return Err(invalid("voice.speed_wpm", "must be between 80 and 450"));
+        }
+        if !(8..=400).contains(&self.subtitles.font_size) {
+            return Err(invalid("subtitles.font_size", "must be between 8 and 400"));
+        }
+        if !(8..=80).contains(&self.subtitles.max_line_chars) {
+            return Err(invalid("subtitles.max_line_chars", "must be between 8 and 80"));
+        }
+        if !(0.0..=1.0).contains(&self.music.volume) {
+            return Err(invalid("music.volume", "must be between 0 and 1"));
+        }
+        let r = &self.render;
+        for (key, v) in [("render.width", r.width), ("render.height", r.height)] {
+            if !(16..=4096).contains(&v) || v % 2 != 0 {
+                return Err(invalid(key, "must be an even number between 16 and 4096"));
+            }
+        }
+        if !(1..=120).contains(&r.fps) {
+            return Err(invalid("render.fps", "must be between 1 and 120"));
+        }
+        one_of(
+            "render.preset",
+            &r.preset,
+            &[
+                "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                "veryslow",
+            ],
+        )?;
+        if r.crf > 51 {
+            return Err(invalid("render.crf", "must be between 0 and 51"));
+        }
+        for (key, v) in [
+            ("tools.ffmpeg", &self.tools.ffmpeg),
+            ("tools.ffprobe", &self.tools.ffprobe),
+            ("tools.espeak", &self.tools.espeak),
+        ] {
+            if v.trim().is_empty() {
+                return Err(invalid(key, "must name a program"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        // validate() has checked that it parses.
+        self.server
+            .listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    /// The state directory after applying the documented fallbacks.
+    pub fn state_dir(&self) -> PathBuf {
+        if !self.daemon.state_dir.is_empty() {
+            return PathBuf::from(&self.daemon.state_dir);
+        }
+        if let Some(d) = std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+            // systemd may pass several, colon-separated; the first is ours.
+            let s = d.to_string_lossy().to_string();
+            return PathBuf::from(s.split(':').next().unwrap_or(&s));
+        }
+        if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+            return PathBuf::from(d).join("reelsmith");
+        }
+        match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+            Some(h) => PathBuf::from(h).join(".local/state/reelsmith"),
+            None => PathBuf::from("reelsmith-state"),
+        }
+    }
+
+    /// The control socket path after applying the documented fallbacks.
+    pub fn socket_path(&self) -> PathBuf {
+        if !self.daemon.socket.is_empty() {
+            return PathBuf::from(&self.daemon.socket);
+        }
+        if let Some(d) = std::env::var_os("RUNTIME_DIRECTORY").filter(|d| !d.is_empty()) {
+            let s = d.to_string_lossy().to_string();
+            return PathBuf::from(s.split(':').next().unwrap_or(&s)).join("reelsmith.sock");
+        }
+        self.state_dir().join("reelsmith.sock")
+    }
+
+    pub fn songs_dir(&self) -> PathBuf {
+        if self.music.songs_dir.is_empty() {
+            self.state_dir().join("songs")
+        } else {
+            PathBuf::from(&self.music.songs_dir)
+        }
+    }
+}
+
+fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!("`{value}` is not one of {}", allowed.join(", ")),
+        ))
+    }
+}
+
+/// Applies `REELSMITH_<SECTION>_<KEY>` and MoneyPrinter's variables onto the TOML tree.
+fn apply_env(tree: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
+    let aliases: [(&str, &str, &str); 5] = [
+        ("OLLAMA_BASE_URL", "llm", "ollama_base_url"),
+        ("OLLAMA_MODEL", "llm", "model"),
+        ("PEXELS_API_KEY", "footage", "pexels_api_key"),
+        ("TIKTOK_SESSION_ID", "voice", "tiktok_session_id"),
+        ("OPENAI_BASE_URL", "llm", "openai_base_url"),
+    ];
+    let defaults = toml::Value::try_from(Config::default())
+        .map_err(|e| invalid("(defaults)", e.to_string()))?;
+    for (name, value) in env {
+        let target = if let Some(rest) = name.strip_prefix("REELSMITH_") {
+            let rest = rest.to_ascii_lowercase();
+            let Some((section, key)) = rest.split_once('_') else {
+                continue;
+            };
+            if !SECTIONS.contains(&section) {
+                continue;
+            }
+            Some((section.to_string(), key.to_string()))
+        } else {
+            aliases
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, s, k)| (s.to_string(), k.to_string()))
+        };
+        let Some((section, key)) = target else {
+            continue;
+        };
+        let dotted = format!("{section}.{key}");
+        let Some(default) = defaults.get(&section).and_then(|s| s.get(&key)) else {
+            return Err(invalid(&dotted, format!("unknown key (set by environment variable {name})")));
+        };
+        let parsed = parse_like(default, value).ok_or_else(|| {
+            invalid(
+                &dotted,
+                format!("environment variable {name}=`{value}` is not a valid {}", default.type_str()),
+            )
+        })?;
+        let entry = tree
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match entry {
+            toml::Value::Table(t) => {
+                t.insert(key, parsed);
+            }
+            _ => return Err(invalid(&section, "must be a table")),
+        }
+    }
+    Ok(())
+}
+
+fn parse_like(default: &toml::Value, raw: &str) -> Option<toml::Value> {
+    Some(match default {
+        toml::Value::String(_) => toml::Value::String(raw.to_string()),
+        toml::Value::Integer(_) => toml::Value::Integer(raw.trim().parse().ok()?),
+        toml::Value::Float(_) => toml::Value::Float(raw.trim().parse().ok()?),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => return None,
+        }),
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.into()))
+                .collect(),
+        ),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn the_documented_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/reelsmith.toml");
+        let cfg = Config::load_with_env(Some(&path), &[]).unwrap();
+        assert_eq!(cfg, Config::default());
+        // Every key of the defaults is written out in the documented file.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file: toml::Table = toml::from_str(&text).unwrap();
+        let defaults = toml::Value::try_from(Config::default()).unwrap();
+        for (section, keys) in defaults.as_table().unwrap() {
+            for key in keys.as_table().unwrap().keys() {
+                assert!(
+                    file.get(section).and_then(|s| s.get(key)).is_some(),
+                    "config/reelsmith.toml does not document {section}.{key}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn environment_overrides_and_moneyprinter_names_apply() {
+        let cfg = Config::load_with_env(
+            None,
+            &env(&[
+                ("REELSMITH_RENDER_PRESET", "fast"),
+                ("REELSMITH_DAEMON_CONCURRENCY", "3"),
+                ("OLLAMA_MODEL", "mistral"),
+                ("PEXELS_API_KEY", "k"),
+                ("REELSMITH_VOICE_TIKTOK_ENDPOINTS", "http://a, http://b"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.render.preset, "fast");
+        assert_eq!(cfg.daemon.concurrency, 3);
+        assert_eq!(cfg.llm.model, "mistral");
+        assert_eq!(cfg.footage.pexels_api_key, "k");
+        assert_eq!(cfg.voice.tiktok_endpoints, vec!["http://a", "http://b"]);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("REELSMITH_DAEMON_CONCURRENCY", "lots", "daemon.concurrency"),
+            ("REELSMITH_DAEMON_CONCURRENCY", "0", "daemon.concurrency"),
+            ("REELSMITH_RENDER_PRESET", "turbo", "render.preset"),
+            ("REELSMITH_SERVER_LISTEN", "nowhere", "server.listen"),
+            ("REELSMITH_RENDER_NOPE", "1", "render.nope"),
+            ("REELSMITH_RENDER_WIDTH", "101", "render.width"),
+        ];
+        for (k, v, key) in cases {
+            let err = Config::load_with_env(None, &env(&[(k, v)])).unwrap_err().to_string();
+            assert!(err.contains(key), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[render]\nprest = \"fast\"\n").unwrap();
+        let err = Config::load_with_env(Some(&path), &[]).unwrap_err().to_string();
+        assert!(err.contains("prest"), "{err}");
+        std::fs::write(&path, "[render]\ncrf = \"high\"\n").unwrap();
+        let err = Config::load_with_env(Some(&path), &[]).unwrap_err().to_string();
+        assert!(err.contains("crf"), "{err}");
+    }
+}

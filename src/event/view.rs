@@ -1,0 +1,384 @@
+//! `JobView`: a job's state as a pure fold over its events, and the legality check that guards the log.
+
+use serde_json::{json, Value};
+
+use super::{iso8601, Event, EventId, JobId, Kind, Level, NewEvent};
+
+/// The lifecycle states of DESIGN.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Completed => "completed",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        [
+            JobState::Queued,
+            JobState::Running,
+            JobState::Completed,
+            JobState::Failed,
+            JobState::Cancelled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// Why an event was refused before it was written.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("event `{kind}` is not allowed for job {job} in state `{state}`")]
+pub struct IllegalEvent {
+    pub job: JobId,
+    pub kind: &'static str,
+    pub state: &'static str,
+}
+
+/// What `GET /api/jobs/:id` shows: nothing here is stored apart from the events.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobView {
+    pub id: JobId,
+    pub state: JobState,
+    pub cancel_requested: bool,
+    /// Attempts started so far (1 during the first run).
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub result_path: Option<String>,
+    pub error_message: Option<String>,
+    pub created_ms: i64,
+    pub started_ms: Option<i64>,
+    pub completed_ms: Option<i64>,
+    pub stage: Option<String>,
+    pub progress: Option<f64>,
+    pub first_event_id: EventId,
+    pub last_event_id: EventId,
+    /// The submitted request, as the first `queued` event's payload holds it.
+    pub request: Value,
+    pub metadata: Option<Value>,
+}
+
+impl JobView {
+    /// The view after a job's first event; `None` unless that event is `queued`.
+    pub fn create(ev: &Event) -> Option<JobView> {
+        if ev.kind != Kind::Queued {
+            return None;
+        }
+        let payload = ev.payload.clone().unwrap_or(Value::Null);
+        let max_attempts = max_attempts_of(&payload).unwrap_or(1);
+        let request = payload.get("request").cloned().unwrap_or(Value::Null);
+        Some(JobView {
+            id: ev.job,
+            state: JobState::Queued,
+            cancel_requested: false,
+            attempt: 0,
+            max_attempts,
+            result_path: None,
+            error_message: None,
+            created_ms: ev.timestamp_ms,
+            started_ms: None,
+            completed_ms: None,
+            stage: None,
+            progress: None,
+            first_event_id: ev.id,
+            last_event_id: ev.id,
+            request,
+            metadata: None,
+        })
+    }
+
+    /// Whether `ev` may follow the events folded so far.
+    pub fn check(&self, ev: &NewEvent) -> Result<(), IllegalEvent> {
+        use JobState::*;
+        let ok = match (self.state, ev.kind) {
+            (Completed, _) => false,
+            // A retry re-opens a failed or cancelled job.
+            (Failed | Cancelled, Kind::Queued) => true,
+            (Failed | Cancelled, _) => false,
+            (Queued, Kind::Running) => !self.cancel_requested,
+            (Running, Kind::Running) => false,
+            // Back to the queue after an interruption.
+            (Running, Kind::Queued) => true,
+            (Queued, Kind::Queued) => false,
+            (Queued, Kind::Progress | Kind::Complete) => false,
+            (_, Kind::CancelRequested) => !self.cancel_requested,
+            (_, Kind::Admin) => false,
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(IllegalEvent {
+                job: self.id,
+                kind: ev.kind.as_str(),
+                state: self.state.as_str(),
+            })
+        }
+    }
+
+    /// Folds one more event in. The caller has checked it (or is replaying a log that was checked).
+    pub fn apply(&mut self, ev: &Event) {
+        self.last_event_id = ev.id;
+        if let Some(stage) = &ev.stage {
+            self.stage = Some(stage.clone());
+        }
+        match ev.kind {
+            Kind::Queued => {
+                if self.state.is_terminal() {
+                    // A retry: a fresh attempt budget, a clean slate.
+                    self.error_message = None;
+                    self.completed_ms = None;
+                    self.result_path = None;
+                }
+                if let Some(max) = ev.payload.as_ref().and_then(max_attempts_of) {
+                    self.max_attempts = max;
+                }
+                self.state = JobState::Queued;
+                self.cancel_requested = false;
+                self.progress = None;
+            }
+            Kind::Running => {
+                self.state = JobState::Running;
+                self.attempt += 1;
+                self.started_ms = Some(ev.timestamp_ms);
+                self.progress = None;
+            }
+            Kind::Progress => {
+                if let Some(p) = payload_f64(ev, "progress") {
+                    self.progress = Some(p);
+                }
+            }
+            Kind::CancelRequested => self.cancel_requested = true,
+            Kind::Cancelled => {
+                self.state = JobState::Cancelled;
+                self.completed_ms = Some(ev.timestamp_ms);
+            }
+            Kind::Error => {
+                self.state = JobState::Failed;
+                self.completed_ms = Some(ev.timestamp_ms);
+                self.error_message = Some(ev.message.clone());
+            }
+            Kind::Complete => {
+                self.state = JobState::Completed;
+                self.completed_ms = Some(ev.timestamp_ms);
+                self.progress = Some(1.0);
+                self.result_path = ev
+                    .payload
+                    .as_ref()
+                    .and_then(|p| p.get("outputPath"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
+            Kind::Metadata => self.metadata = ev.payload.clone(),
+            Kind::Log | Kind::Admin => {
+                if ev.level == Level::Error && self.error_message.is_none() {
+                    // A non-fatal error stays visible until the job ends.
+                    self.error_message = Some(ev.message.clone());
+                }
+            }
+        }
+    }
+
+    /// The job JSON: MoneyPrinter's fields first, then ours.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id.to_string(),
+            "state": self.state.as_str(),
+            "cancelRequested": self.cancel_requested,
+            "resultPath": self.result_path,
+            "errorMessage": self.error_message,
+            "createdAt": iso8601(self.created_ms),
+            "startedAt": self.started_ms.map(iso8601),
+            "completedAt": self.completed_ms.map(iso8601),
+            "attempt": self.attempt,
+            "maxAttempts": self.max_attempts,
+            "stage": self.stage,
+            "progress": self.progress,
+            "lastEventId": self.last_event_id,
+            "subject": self.request.get("videoSubject"),
+            "metadata": self.metadata,
+        })
+    }
+}
+
+fn max_attempts_of(payload: &Value) -> Option<u32> {
+    payload
+        .get("maxAttempts")
+        .and_then(Value::as_u64)
+        .map(|n| n.clamp(1, 1000) as u32)
+}
+
+fn payload_f64(ev: &Event, key: &str) -> Option<f64> {
+    ev.payload.as_ref()?.get(key)?.as_f64()
+}
+
+/// Folds a whole history; `None` when it does not start with `queued`.
+pub fn fold<'a>(events: impl IntoIterator<Item = &'a Event>) -> Option<JobView> {
+    let mut it = events.into_iter();
+    let mut view = JobView::create(it.next()?)?;
+    for ev in it {
+        view.apply(ev);
+    }
+    Some(view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(id: u64, job: JobId, new: NewEvent) -> Event {
+        Event {
+            id,
+            job,
+            kind: new.kind,
+            level: new.level,
+            message: new.message,
+            payload: new.payload,
+            timestamp_ms: 1_000 * id as i64,
+            stage: new.stage,
+        }
+    }
+
+    fn queued(max: u32) -> NewEvent {
+        NewEvent::new(Kind::Queued, Level::Info, "Job queued.")
+            .with_payload(json!({"maxAttempts": max, "request": {"videoSubject": "octopus"}}))
+    }
+
+    /// Applies events one by one through `check`, as the journal does; returns the first refusal.
+    fn run(events: Vec<NewEvent>) -> (Option<JobView>, Option<IllegalEvent>) {
+        let job = JobId::new();
+        let mut view: Option<JobView> = None;
+        for (i, new) in events.into_iter().enumerate() {
+            let e = ev(i as u64 + 1, job, new.clone());
+            match &mut view {
+                None => view = JobView::create(&e),
+                Some(v) => {
+                    if let Err(err) = v.check(&new) {
+                        return (view, Some(err));
+                    }
+                    v.apply(&e);
+                }
+            }
+        }
+        (view, None)
+    }
+
+    #[test]
+    fn a_successful_story_ends_completed_with_the_result_path() {
+        let (view, err) = run(vec![
+            queued(2),
+            NewEvent::new(Kind::Running, Level::Info, "Job started."),
+            NewEvent::info("Starting video generation...").with_stage("script"),
+            NewEvent::progress(0.5).with_stage("render"),
+            NewEvent::new(Kind::Complete, Level::Success, "Video generation complete")
+                .with_payload(json!({"outputPath": "/x/out.mp4", "duration": 3.0})),
+        ]);
+        assert!(err.is_none());
+        let v = view.unwrap();
+        assert_eq!(v.state, JobState::Completed);
+        assert_eq!(v.attempt, 1);
+        assert_eq!(v.result_path.as_deref(), Some("/x/out.mp4"));
+        assert_eq!(v.stage.as_deref(), Some("render"));
+        assert_eq!(v.progress, Some(1.0));
+        assert_eq!(v.request["videoSubject"], "octopus");
+        assert_eq!(v.created_ms, 1000);
+        assert_eq!(v.completed_ms, Some(5000));
+    }
+
+    #[test]
+    fn nothing_follows_a_completed_job() {
+        let complete = NewEvent::new(Kind::Complete, Level::Success, "done");
+        for next in [
+            NewEvent::info("late"),
+            queued(2),
+            NewEvent::new(Kind::CancelRequested, Level::Info, "c"),
+        ] {
+            let (view, err) = run(vec![
+                queued(2),
+                NewEvent::new(Kind::Running, Level::Info, "Job started."),
+                complete.clone(),
+                next,
+            ]);
+            assert!(err.is_some());
+            assert_eq!(view.unwrap().state, JobState::Completed);
+        }
+    }
+
+    #[test]
+    fn a_second_running_needs_a_requeue() {
+        let running = NewEvent::new(Kind::Running, Level::Info, "Job started.");
+        let (_, err) = run(vec![queued(2), running.clone(), running.clone()]);
+        assert_eq!(err.unwrap().state, "running");
+        let (view, err) = run(vec![
+            queued(2),
+            running.clone(),
+            NewEvent::warning("Job interrupted by a daemon restart."),
+            NewEvent::new(Kind::Queued, Level::Info, "Job queued."),
+            running,
+        ]);
+        assert!(err.is_none());
+        assert_eq!(view.unwrap().attempt, 2);
+    }
+
+    #[test]
+    fn cancel_of_queued_job_ends_it_without_running() {
+        let (view, err) = run(vec![
+            queued(2),
+            NewEvent::new(Kind::CancelRequested, Level::Warning, "Cancellation requested."),
+            NewEvent::new(Kind::Running, Level::Info, "Job started."),
+        ]);
+        assert_eq!(err.unwrap().kind, "running");
+        assert!(view.unwrap().cancel_requested);
+        let (view, err) = run(vec![
+            queued(2),
+            NewEvent::new(Kind::CancelRequested, Level::Warning, "Cancellation requested."),
+            NewEvent::new(Kind::Cancelled, Level::Warning, "Job cancelled before execution."),
+        ]);
+        assert!(err.is_none());
+        let v = view.unwrap();
+        assert_eq!(v.state, JobState::Cancelled);
+        assert_eq!(v.attempt, 0);
+    }
+
+    #[test]
+    fn a_failure_records_its_message_and_a_retry_clears_it() {
+        let (view, err) = run(vec![
+            queued(1),
+            NewEvent::new(Kind::Running, Level::Info, "Job started."),
+            NewEvent::new(Kind::Error, Level::Error, "Failed to render video: boom"),
+            NewEvent::new(Kind::Queued, Level::Info, "Job queued for retry.")
+                .with_payload(json!({"maxAttempts": 2})),
+        ]);
+        assert!(err.is_none());
+        let v = view.unwrap();
+        assert_eq!(v.state, JobState::Queued);
+        assert_eq!(v.error_message, None);
+        assert_eq!(v.max_attempts, 2);
+    }
+
+    #[test]
+    fn history_must_start_with_queued() {
+        let job = JobId::new();
+        let first = ev(1, job, NewEvent::info("hello"));
+        assert!(fold([&first]).is_none());
+    }
+}

@@ -1,0 +1,274 @@
+//! The media pipeline: the stages that turn a request into an MP4, and the runner that drives them.
+//!
+//! Each stage is a module behind the [`Stage`] trait; stages share a [`JobContext`] (the request, the
+//! config, the job's own folder, the artifacts made so far) and report through an [`EventSink`], whose
+//! `emit` returns only once the event is durable. No actix types live here: the job actor adapts the
+//! journal to `EventSink` and a cancel or shutdown to [`StopSignal`]. Every stage checks the stop signal
+//! between steps, and subprocesses are killed by process group when it fires (see `process`).
+
+pub mod process;
+pub mod voice;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::event::{EventId, JobId, Kind, Level, NewEvent};
+use crate::request::JobRequest;
+
+pub type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// Why the events of a job could not be recorded.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("could not record event: {0}")]
+pub struct SinkError(pub String);
+
+/// Where a running job's events go. `emit` resolves once the event is durable.
+pub trait EventSink {
+    fn emit(&self, event: NewEvent) -> LocalBoxFuture<'_, Result<EventId, SinkError>>;
+}
+
+/// Why a job was asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// A user cancelled the job.
+    Cancelled,
+    /// The daemon is shutting down: the job goes back to the queue.
+    Shutdown,
+}
+
+/// The sending half of a stop signal, held by the job actor.
+#[derive(Debug)]
+pub struct StopHandle(watch::Sender<Option<StopReason>>);
+
+impl StopHandle {
+    /// Fires the signal; the first reason wins.
+    pub fn stop(&self, reason: StopReason) {
+        self.0.send_if_modified(|cur| {
+            if cur.is_none() {
+                *cur = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// The receiving half: cheap to clone, checked by every stage.
+#[derive(Clone, Debug)]
+pub struct StopSignal(watch::Receiver<Option<StopReason>>);
+
+impl StopSignal {
+    pub fn pair() -> (StopHandle, StopSignal) {
+        let (tx, rx) = watch::channel(None);
+        (StopHandle(tx), StopSignal(rx))
+    }
+
+    /// The reason, if the signal has fired.
+    pub fn reason(&self) -> Option<StopReason> {
+        *self.0.borrow()
+    }
+
+    /// `Err(StageError::Stopped)` once the signal has fired: put `cx.stop.check()?` between steps.
+    pub fn check(&self) -> Result<(), StageError> {
+        match self.reason() {
+            Some(r) => Err(StageError::Stopped(r)),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves when the signal fires (never, if the handle is dropped without firing).
+    pub async fn stopped(&self) -> StopReason {
+        let mut rx = self.0.clone();
+        loop {
+            if let Some(r) = *rx.borrow_and_update() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// How a stage failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StageError {
+    /// The stop signal fired.
+    #[error("stopped: {0:?}")]
+    Stopped(StopReason),
+    /// The stage failed. `message` is the cause as a person reads it (the event says
+    /// `Failed to <action>: <message>`); `error` a short machine name (`ConnectionTimeout`, `ToolFailed`).
+    #[error("{message}")]
+    Failed {
+        error: String,
+        message: String,
+        retryable: bool,
+    },
+}
+
+impl StageError {
+    pub fn failed(error: impl Into<String>, message: impl Into<String>) -> StageError {
+        StageError::Failed {
+            error: error.into(),
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    pub fn retryable(error: impl Into<String>, message: impl Into<String>) -> StageError {
+        StageError::Failed {
+            error: error.into(),
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+impl From<SinkError> for StageError {
+    fn from(e: SinkError) -> Self {
+        StageError::failed("JournalUnavailable", e.0)
+    }
+}
+
+/// One sentence of the voiceover, with its audio and timing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpokenSentence {
+    pub text: String,
+    /// Start within the voice track, seconds.
+    pub start: f64,
+    /// Duration of its audio, seconds.
+    pub duration: f64,
+}
+
+/// What the stages have made so far; each stage reads its inputs here and adds its output.
+#[derive(Clone, Debug, Default)]
+pub struct Artifacts {
+    pub script: Option<String>,
+    pub search_terms: Vec<String>,
+    /// Footage clips, in the order they are shown.
+    pub clips: Vec<PathBuf>,
+    /// The joined voice track.
+    pub voice_track: Option<PathBuf>,
+    pub sentences: Vec<SpokenSentence>,
+    /// Length of the voice track, seconds: the video's length.
+    pub duration: f64,
+    pub subtitles: Option<PathBuf>,
+    pub music: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+}
+
+/// Everything a stage may use.
+pub struct JobContext {
+    pub job: JobId,
+    pub request: JobRequest,
+    pub config: Arc<Config>,
+    /// The job's own folder (`<state>/jobs/<id>`), created before the first stage.
+    pub work_dir: PathBuf,
+    /// Where the finished video goes (`<state>/output/<id>.mp4`).
+    pub output_path: PathBuf,
+    pub songs_dir: PathBuf,
+    pub events: Rc<dyn EventSink>,
+    pub stop: StopSignal,
+    pub artifacts: Artifacts,
+}
+
+impl JobContext {
+    /// Emits an event tagged with `stage`.
+    pub async fn emit(&self, stage: &str, event: NewEvent) -> Result<EventId, StageError> {
+        Ok(self.events.emit(event.with_stage(stage)).await?)
+    }
+}
+
+/// One step of the pipeline.
+pub trait Stage {
+    /// Short name, used in events (`stage` payload key) and in the job view.
+    fn name(&self) -> &'static str;
+    /// What the failure message says the stage was doing: `Failed to <action>: ...`.
+    fn action(&self) -> &'static str;
+    fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>>;
+}
+
+/// The stages a job runs, in order.
+pub fn stages(_config: &Config) -> Vec<Box<dyn Stage>> {
+    Vec::new()
+}
+
+/// How a run ended; the job actor turns it into the terminal events.
+#[derive(Debug)]
+pub enum Outcome {
+    /// `Video generation complete` has been recorded.
+    Completed,
+    /// The failure event has been recorded.
+    Failed,
+    /// The stop signal fired; nothing terminal recorded yet.
+    Stopped(StopReason),
+    /// An event could not be recorded: the journal is gone (shutdown or disk failure).
+    Lost(SinkError),
+}
+
+/// Runs `stages` in order and records the story's start and its end (complete or failure).
+pub async fn run(cx: &mut JobContext, stages: &[Box<dyn Stage>]) -> Outcome {
+    match run_inner(cx, stages).await {
+        Ok(()) => Outcome::Completed,
+        Err((_, StageError::Stopped(r))) => Outcome::Stopped(r),
+        Err((stage, StageError::Failed { error, message, retryable })) => {
+            let (name, action) = stage
+                .map(|s| (s.name(), s.action()))
+                .unwrap_or(("pipeline", "generate video"));
+            let ev = NewEvent::new(Kind::Error, Level::Error, format!("Failed to {action}: {message}"))
+                .with_payload(json!({ "error": error, "retryable": retryable, "stage": name }))
+                .with_stage(name);
+            match cx.events.emit(ev).await {
+                Ok(_) => Outcome::Failed,
+                Err(e) => Outcome::Lost(e),
+            }
+        }
+    }
+}
+
+async fn run_inner<'s>(
+    cx: &mut JobContext,
+    stages: &'s [Box<dyn Stage>],
+) -> Result<(), (Option<&'s dyn Stage>, StageError)> {
+    let start = NewEvent::info("Starting video generation...");
+    cx.emit("start", start).await.map_err(|e| (None, e))?;
+    if stages.is_empty() {
+        return Err((
+            None,
+            StageError::failed(
+                "NoStages",
+                "this build has no pipeline stages to run, so no video can be made",
+            ),
+        ));
+    }
+    std::fs::create_dir_all(&cx.work_dir).map_err(|e| {
+        (
+            None,
+            StageError::failed(
+                "Io",
+                format!("cannot create job folder {}: {e}", cx.work_dir.display()),
+            ),
+        )
+    })?;
+    for stage in stages {
+        cx.stop.check().map_err(|e| (Some(stage.as_ref()), e))?;
+        stage.run(cx).await.map_err(|e| (Some(stage.as_ref()), e))?;
+    }
+    cx.stop.check().map_err(|e| (None, e))?;
+    let output = cx.artifacts.output.clone().unwrap_or_else(|| cx.output_path.clone());
+    let done = NewEvent::new(Kind::Complete, Level::Success, "Video generation complete")
+        .with_payload(json!({
+            "outputPath": output.display().to_string(),
+            "duration": (cx.artifacts.duration * 100.0).round() / 100.0,
+        }));
+    cx.emit("done", done).await.map_err(|e| (None, e))?;
+    Ok(())
+}

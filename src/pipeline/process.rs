@@ -1,0 +1,1 @@
+//! Subprocesses (placeholder until the pipeline lands).

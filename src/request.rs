@@ -1,0 +1,366 @@
+//! `JobRequest`: the body of `POST /api/generate`, parsed and validated at submit time.
+//!
+//! MoneyPrinter's page sends numbers and booleans as strings, so `"2"` and `2`, `"true"` and `true` are
+//! both accepted. Every refusal names the field. The validated request is stored, as JSON, in the job's
+//! first event, so a restarted daemon runs exactly what was accepted.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+
+/// Why a request was refused; the message names the field and is shown to the caller as is.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(pub String);
+
+/// Where the subtitles sit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Horizontal {
+    Left,
+    Center,
+    Right,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Vertical {
+    Top,
+    Center,
+    Bottom,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRequest {
+    pub video_subject: String,
+    /// The model asked for (`aiModel`), if any.
+    pub ai_model: Option<String>,
+    /// MoneyPrinter voice id, e.g. `en_us_001`.
+    pub voice: String,
+    pub paragraph_number: u32,
+    pub custom_prompt: Option<String>,
+    /// The caller's own script: when set, no LLM writes one.
+    pub script: Option<String>,
+    pub use_music: bool,
+    pub automate_youtube_upload: bool,
+    pub threads: Option<u32>,
+    pub subtitles_position: (Horizontal, Vertical),
+    /// The colour as asked for (hex or name), kept for events.
+    pub color: String,
+    /// The colour as RGB.
+    pub color_rgb: (u8, u8, u8),
+}
+
+/// Longest subject and custom prompt, in characters.
+const MAX_SUBJECT: usize = 500;
+const MAX_PROMPT: usize = 10_000;
+/// Longest caller script, in characters (about 20 minutes of speech).
+const MAX_SCRIPT: usize = 20_000;
+
+impl JobRequest {
+    /// Parses a JSON body. `voice_known` says whether a voice id can be spoken.
+    pub fn parse(body: &Value, cfg: &Config) -> Result<JobRequest, RequestError> {
+        let obj = body
+            .as_object()
+            .ok_or_else(|| RequestError("The request body must be a JSON object.".into()))?;
+        let subject = opt_string(obj, "videoSubject")?.map(|s| s.trim().to_string());
+        let video_subject = match subject {
+            Some(s) if !s.is_empty() => s,
+            _ => return Err(RequestError("videoSubject is required.".into())),
+        };
+        if video_subject.chars().count() > MAX_SUBJECT {
+            return Err(RequestError(format!(
+                "videoSubject is too long: at most {MAX_SUBJECT} characters."
+            )));
+        }
+        let ai_model = opt_string(obj, "aiModel")?.filter(|s| !s.trim().is_empty());
+        let voice = opt_string(obj, "voice")?
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| cfg.voice.default_voice.clone());
+        if !crate::pipeline::voice::is_known_voice(&voice) {
+            return Err(RequestError(format!(
+                "voice `{voice}` is not a known voice id (for example en_us_001, fr_001, de_001, br_001, jp_001)."
+            )));
+        }
+        let paragraph_number = opt_int(obj, "paragraphNumber", 1, 10)?.unwrap_or(1) as u32;
+        let custom_prompt = opt_string(obj, "customPrompt")?.filter(|s| !s.trim().is_empty());
+        if custom_prompt.as_ref().is_some_and(|p| p.chars().count() > MAX_PROMPT) {
+            return Err(RequestError(format!(
+                "customPrompt is too long: at most {MAX_PROMPT} characters."
+            )));
+        }
+        let script = opt_string(obj, "script")?.filter(|s| !s.trim().is_empty());
+        if let Some(s) = &script {
+            if s.chars().count() > MAX_SCRIPT {
+                return Err(RequestError(format!(
+                    "script is too long: at most {MAX_SCRIPT} characters."
+                )));
+            }
+            if !s.chars().any(char::is_alphanumeric) {
+                return Err(RequestError("script has no words to speak.".into()));
+            }
+        }
+        let use_music = opt_bool(obj, "useMusic")?.unwrap_or(false);
+        let automate_youtube_upload = opt_bool(obj, "automateYoutubeUpload")?.unwrap_or(false);
+        let threads = opt_int(obj, "threads", 1, 64)?.map(|n| n as u32);
+        let position_text = opt_string(obj, "subtitlesPosition")?
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| cfg.subtitles.position.clone());
+        let subtitles_position = parse_position(&position_text).ok_or_else(|| {
+            RequestError(format!(
+                "subtitlesPosition `{position_text}` is not valid: use \"horizontal,vertical\" with left|center|right and top|center|bottom, e.g. \"center,bottom\"."
+            ))
+        })?;
+        let color = opt_string(obj, "color")?
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| cfg.subtitles.color.clone());
+        let color_rgb = parse_color(&color).ok_or_else(|| {
+            RequestError(format!(
+                "color `{color}` is not valid: use a CSS hex colour like #FFFF00 or a colour name like yellow."
+            ))
+        })?;
+        Ok(JobRequest {
+            video_subject,
+            ai_model,
+            voice,
+            paragraph_number,
+            custom_prompt,
+            script,
+            use_music,
+            automate_youtube_upload,
+            threads,
+            subtitles_position,
+            color,
+            color_rgb,
+        })
+    }
+
+    pub fn to_json(&self) -> Value {
+        // Serialising plain data into a Value cannot fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    pub fn from_json(v: &Value) -> Result<JobRequest, RequestError> {
+        serde_json::from_value(v.clone())
+            .map_err(|e| RequestError(format!("stored request cannot be read: {e}")))
+    }
+
+    /// `center,bottom` form, as the render event shows it.
+    pub fn position_text(&self) -> String {
+        let h = match self.subtitles_position.0 {
+            Horizontal::Left => "left",
+            Horizontal::Center => "center",
+            Horizontal::Right => "right",
+        };
+        let v = match self.subtitles_position.1 {
+            Vertical::Top => "top",
+            Vertical::Center => "center",
+            Vertical::Bottom => "bottom",
+        };
+        format!("{h},{v}")
+    }
+}
+
+fn wrong_type(field: &str, want: &str) -> RequestError {
+    RequestError(format!("{field} must be {want}."))
+}
+
+fn opt_string(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, RequestError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(wrong_type(field, "a string")),
+    }
+}
+
+fn opt_int(
+    obj: &Map<String, Value>,
+    field: &str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, RequestError> {
+    let want = format!("a whole number from {min} to {max}");
+    let n = match obj.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+        Some(_) => None,
+    };
+    match n {
+        Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(wrong_type(field, &want)),
+    }
+}
+
+fn opt_bool(obj: &Map<String, Value>, field: &str) -> Result<Option<bool>, RequestError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::Number(n)) if n.as_i64() == Some(0) => Ok(Some(false)),
+        Some(Value::Number(n)) if n.as_i64() == Some(1) => Ok(Some(true)),
+        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Some(true)),
+            "false" | "0" | "no" | "off" | "" => Ok(Some(false)),
+            _ => Err(wrong_type(field, "true or false")),
+        },
+        Some(_) => Err(wrong_type(field, "true or false")),
+    }
+}
+
+/// `"center,bottom"`; a single word is accepted as the vertical position when it is `top` or
+/// `bottom`, and as both when it is `center`.
+pub fn parse_position(s: &str) -> Option<(Horizontal, Vertical)> {
+    let parts: Vec<_> = s.split(',').map(|p| p.trim().to_ascii_lowercase()).collect();
+    let h = |p: &str| match p {
+        "left" => Some(Horizontal::Left),
+        "center" | "centre" => Some(Horizontal::Center),
+        "right" => Some(Horizontal::Right),
+        _ => None,
+    };
+    let v = |p: &str| match p {
+        "top" => Some(Vertical::Top),
+        "center" | "centre" => Some(Vertical::Center),
+        "bottom" => Some(Vertical::Bottom),
+        _ => None,
+    };
+    match parts.as_slice() {
+        [a, b] => Some((h(a)?, v(b)?)),
+        [a] if a == "center" => Some((Horizontal::Center, Vertical::Center)),
+        [a] => Some((Horizontal::Center, v(a)?)),
+        _ => None,
+    }
+}
+
+const NAMED_COLORS: &[(&str, (u8, u8, u8))] = &[
+    ("white", (255, 255, 255)),
+    ("black", (0, 0, 0)),
+    ("yellow", (255, 255, 0)),
+    ("red", (255, 0, 0)),
+    ("green", (0, 128, 0)),
+    ("lime", (0, 255, 0)),
+    ("blue", (0, 0, 255)),
+    ("cyan", (0, 255, 255)),
+    ("aqua", (0, 255, 255)),
+    ("magenta", (255, 0, 255)),
+    ("fuchsia", (255, 0, 255)),
+    ("orange", (255, 165, 0)),
+    ("purple", (128, 0, 128)),
+    ("pink", (255, 192, 203)),
+    ("gold", (255, 215, 0)),
+    ("silver", (192, 192, 192)),
+    ("gray", (128, 128, 128)),
+    ("grey", (128, 128, 128)),
+    ("brown", (165, 42, 42)),
+    ("navy", (0, 0, 128)),
+    ("teal", (0, 128, 128)),
+    ("maroon", (128, 0, 0)),
+    ("olive", (128, 128, 0)),
+    ("violet", (238, 130, 238)),
+    ("indigo", (75, 0, 130)),
+    ("coral", (255, 127, 80)),
+    ("salmon", (250, 128, 114)),
+    ("turquoise", (64, 224, 208)),
+    ("crimson", (220, 20, 60)),
+    ("khaki", (240, 230, 140)),
+    ("lavender", (230, 230, 250)),
+    ("beige", (245, 245, 220)),
+];
+
+/// A CSS hex colour (`#FF0`, `#FFFF00`, with or without `#`) or a common CSS colour name.
+pub fn parse_color(s: &str) -> Option<(u8, u8, u8)> {
+    let t = s.trim().to_ascii_lowercase();
+    if let Some((_, rgb)) = NAMED_COLORS.iter().find(|(n, _)| *n == t) {
+        return Some(*rgb);
+    }
+    let hex = t.strip_prefix('#').unwrap_or(&t);
+    if !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).ok();
+    match hex.len() {
+        6 => Some((byte(0)?, byte(2)?, byte(4)?)),
+        3 => {
+            let d = |i: usize| u8::from_str_radix(&hex[i..i + 1], 16).ok().map(|v| v * 17);
+            Some((d(0)?, d(1)?, d(2)?))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<JobRequest, RequestError> {
+        JobRequest::parse(&v, &Config::default())
+    }
+
+    #[test]
+    fn moneyprinter_page_body_is_accepted() {
+        let r = parse(json!({
+            "videoSubject": "Why octopuses have three hearts",
+            "aiModel": "llama3.1:8b",
+            "voice": "en_us_001",
+            "paragraphNumber": "2",
+            "automateYoutubeUpload": false,
+            "useMusic": "true",
+            "zipUrl": "",
+            "threads": "2",
+            "subtitlesPosition": "center,bottom",
+            "customPrompt": "",
+            "color": "#FFFF00"
+        }))
+        .unwrap();
+        assert_eq!(r.paragraph_number, 2);
+        assert!(r.use_music);
+        assert_eq!(r.threads, Some(2));
+        assert_eq!(r.color_rgb, (255, 255, 0));
+        assert_eq!(r.custom_prompt, None);
+        assert_eq!(JobRequest::from_json(&r.to_json()).unwrap(), r);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases = [
+            (json!({}), "videoSubject is required."),
+            (json!({"videoSubject": "  "}), "videoSubject is required."),
+            (json!({"videoSubject": 5}), "videoSubject"),
+            (json!({"videoSubject": "x", "paragraphNumber": "two"}), "paragraphNumber"),
+            (json!({"videoSubject": "x", "paragraphNumber": 0}), "paragraphNumber"),
+            (json!({"videoSubject": "x", "paragraphNumber": 2.5}), "paragraphNumber"),
+            (json!({"videoSubject": "x", "useMusic": "maybe"}), "useMusic"),
+            (json!({"videoSubject": "x", "threads": 1000}), "threads"),
+            (json!({"videoSubject": "x", "subtitlesPosition": "middle,earth"}), "subtitlesPosition"),
+            (json!({"videoSubject": "x", "color": "#GG0000"}), "color"),
+            (json!({"videoSubject": "x", "voice": "xx_404"}), "voice"),
+            (json!({"videoSubject": "x", "script": "..."}), "script"),
+            (json!([1, 2]), "JSON object"),
+        ];
+        for (body, needle) in cases {
+            let err = parse(body.clone()).unwrap_err().0;
+            assert!(err.contains(needle), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn colours_and_positions() {
+        assert_eq!(parse_color("yellow"), Some((255, 255, 0)));
+        assert_eq!(parse_color("#0f0"), Some((0, 255, 0)));
+        assert_eq!(parse_color("FF8800"), Some((255, 136, 0)));
+        assert_eq!(parse_color("#12345"), None);
+        assert_eq!(
+            parse_position("right, top"),
+            Some((Horizontal::Right, Vertical::Top))
+        );
+        assert_eq!(parse_position("bottom"), Some((Horizontal::Center, Vertical::Bottom)));
+        assert_eq!(parse_position("left,left"), None);
+    }
+}

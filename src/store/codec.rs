@@ -1,0 +1,146 @@
+//! The versioned record codec: the only place that knows how an event is laid out on disk.
+//!
+//! A record is one format-version byte followed by the bincode (2.0.1, standard config) encoding of
+//! that version's struct. Payloads are stored as JSON text, because bincode cannot decode
+//! `serde_json::Value`. Version 1 is frozen: change the layout by adding version 2, never by editing
+//! `RecordV1`; the golden-bytes test below keeps old records decoding.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, EventId, JobId, Kind, Level};
+
+pub const VERSION_1: u8 = 1;
+
+/// Why a stored record could not be read back. Names the record.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("event record {id} is empty")]
+    Empty { id: EventId },
+    #[error("event record {id} has unknown format version {version}")]
+    UnknownVersion { id: EventId, version: u8 },
+    #[error("event record {id} is damaged: {reason}")]
+    Damaged { id: EventId, reason: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordV1 {
+    job: u128,
+    kind: u8,
+    level: u8,
+    message: String,
+    /// JSON text of the payload object, if any.
+    payload: Option<String>,
+    timestamp_ms: i64,
+    stage: Option<String>,
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+}
+
+pub fn encode(ev: &Event) -> Vec<u8> {
+    let rec = RecordV1 {
+        job: ev.job.as_u128(),
+        kind: ev.kind.code(),
+        level: ev.level.code(),
+        message: ev.message.clone(),
+        payload: ev.payload.as_ref().map(|p| p.to_string()),
+        timestamp_ms: ev.timestamp_ms,
+        stage: ev.stage.clone(),
+    };
+    let mut out = vec![VERSION_1];
+    // Encoding into a Vec cannot fail: every field is a plain serde type with no custom errors.
+    bincode::serde::encode_into_std_write(&rec, &mut out, config())
+        .expect("bincode encoding into a Vec is infallible");
+    out
+}
+
+pub fn decode(id: EventId, bytes: &[u8]) -> Result<Event, DecodeError> {
+    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty { id })?;
+    if version != VERSION_1 {
+        return Err(DecodeError::UnknownVersion { id, version });
+    }
+    let damaged = |reason: String| DecodeError::Damaged { id, reason };
+    let (rec, used): (RecordV1, usize) = bincode::serde::decode_from_slice(body, config())
+        .map_err(|e| damaged(e.to_string()))?;
+    if used != body.len() {
+        return Err(damaged(format!(
+            "{} trailing bytes",
+            body.len().saturating_sub(used)
+        )));
+    }
+    let kind = Kind::from_code(rec.kind).ok_or_else(|| damaged(format!("unknown kind code {}", rec.kind)))?;
+    let level =
+        Level::from_code(rec.level).ok_or_else(|| damaged(format!("unknown level code {}", rec.level)))?;
+    let payload = match rec.payload {
+        None => None,
+        Some(text) => Some(
+            serde_json::from_str(&text).map_err(|e| damaged(format!("payload is not JSON: {e}")))?,
+        ),
+    };
+    Ok(Event {
+        id,
+        job: JobId::from_u128(rec.job),
+        kind,
+        level,
+        message: rec.message,
+        payload,
+        timestamp_ms: rec.timestamp_ms,
+        stage: rec.stage,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Event {
+        Event {
+            id: 7,
+            job: JobId::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+            kind: Kind::Log,
+            level: Level::Info,
+            message: "Rendering final video with subtitles...".into(),
+            payload: Some(json!({"color": "yellow"})),
+            timestamp_ms: 1_710_499_845_789,
+            stage: Some("render".into()),
+        }
+    }
+
+    /// Version-1 bytes as they were first written. If this fails, old databases no longer open.
+    const GOLDEN_V1: &[u8] = &[1, 254, 239, 205, 171, 137, 103, 69, 35, 1, 239, 205, 171, 137, 103, 69, 35, 1, 3, 1, 39, 82, 101, 110, 100, 101, 114, 105, 110, 103, 32, 102, 105, 110, 97, 108, 32, 118, 105, 100, 101, 111, 32, 119, 105, 116, 104, 32, 115, 117, 98, 116, 105, 116, 108, 101, 115, 46, 46, 46, 1, 18, 123, 34, 99, 111, 108, 111, 114, 34, 58, 34, 121, 101, 108, 108, 111, 119, 34, 125, 253, 58, 173, 120, 131, 28, 3, 0, 0, 1, 6, 114, 101, 110, 100, 101, 114];
+
+    #[test]
+    fn version_1_golden_bytes_still_decode() {
+        assert_eq!(decode(7, GOLDEN_V1).unwrap(), sample());
+    }
+
+    #[test]
+    fn encoding_is_stable() {
+        assert_eq!(encode(&sample()), GOLDEN_V1);
+    }
+
+    #[test]
+    fn damaged_records_name_themselves_and_never_panic() {
+        let good = encode(&sample());
+        assert!(matches!(decode(9, &[]), Err(DecodeError::Empty { id: 9 })));
+        assert!(matches!(
+            decode(9, &[2, 0, 0]),
+            Err(DecodeError::UnknownVersion { id: 9, version: 2 })
+        ));
+        for cut in 1..good.len() {
+            let err = decode(11, &good[..cut]).unwrap_err();
+            assert!(err.to_string().contains("record 11"), "{err}");
+        }
+        let mut flipped = good.clone();
+        for i in 1..flipped.len() {
+            flipped[i] ^= 0xff;
+            let _ = decode(12, &flipped);
+            flipped[i] ^= 0xff;
+        }
+        let mut trailing = good;
+        trailing.push(0);
+        assert!(decode(13, &trailing).is_err());
+    }
+}
