@@ -118,6 +118,8 @@ pub struct VoiceConfig {
     pub default_voice: String,
     /// espeak-ng words per minute.
     pub speed_wpm: u32,
+    /// Silence between two sentences of the voiceover, in milliseconds.
+    pub sentence_pause_ms: u32,
     pub tiktok_session_id: String,
     pub tiktok_endpoints: Vec<String>,
     /// Fall back to espeak-ng when the online provider fails.
@@ -162,6 +164,9 @@ pub struct RenderConfig {
     pub threads: u32,
     /// AAC bitrate.
     pub audio_bitrate: String,
+    /// Decoder threads per footage input (0 = ffmpeg decides); one keeps memory low, since only
+    /// one clip decodes at a time.
+    pub decoder_threads: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -247,6 +252,7 @@ impl Default for VoiceConfig {
             provider: "espeak".into(),
             default_voice: "en_us_001".into(),
             speed_wpm: 165,
+            sentence_pause_ms: 250,
             tiktok_session_id: String::new(),
             tiktok_endpoints: Vec::new(),
             fallback: true,
@@ -285,6 +291,7 @@ impl Default for RenderConfig {
             crf: 23,
             threads: 0,
             audio_bitrate: "192k".into(),
+            decoder_threads: 1,
         }
     }
 }
@@ -338,22 +345,23 @@ impl Config {
             None => (toml::Table::new(), "defaults".to_string()),
         };
         apply_env(&mut tree, env)?;
-        let cfg: Config = Config::deserialize(toml::Value::Table(tree)).map_err(|e| {
-            ConfigError::Parse {
+        let cfg: Config =
+            Config::deserialize(toml::Value::Table(tree)).map_err(|e| ConfigError::Parse {
                 path: origin,
                 message: e.to_string().trim().to_string(),
-            }
-        })?;
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     /// Checks every value a job or the server relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.server
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| invalid("server.listen", format!("`{}` is not an address: {e}", self.server.listen)))?;
+        self.server.listen.parse::<SocketAddr>().map_err(|e| {
+            invalid(
+                "server.listen",
+                format!("`{}` is not an address: {e}", self.server.listen),
+            )
+        })?;
         if self.server.max_body_bytes == 0 {
             return Err(invalid("server.max_body_bytes", "must be at least 1"));
         }
@@ -366,26 +374,59 @@ impl Config {
         if !(1..=100).contains(&self.daemon.max_attempts) {
             return Err(invalid("daemon.max_attempts", "must be between 1 and 100"));
         }
-        one_of("llm.provider", &self.llm.provider, &["auto", "ollama", "openai", "offline"])?;
-        one_of("footage.provider", &self.footage.provider, &["generated", "local", "pexels"])?;
+        one_of(
+            "llm.provider",
+            &self.llm.provider,
+            &["auto", "ollama", "openai", "offline"],
+        )?;
+        one_of(
+            "footage.provider",
+            &self.footage.provider,
+            &["generated", "local", "pexels"],
+        )?;
         if self.footage.provider == "local" && self.footage.local_dir.is_empty() {
-            return Err(invalid("footage.local_dir", "must be set when footage.provider is \"local\""));
+            return Err(invalid(
+                "footage.local_dir",
+                "must be set when footage.provider is \"local\"",
+            ));
         }
         if !(1..=50).contains(&self.footage.clips) {
             return Err(invalid("footage.clips", "must be between 1 and 50"));
         }
         if !(self.footage.seconds_per_clip >= 0.5 && self.footage.seconds_per_clip <= 120.0) {
-            return Err(invalid("footage.seconds_per_clip", "must be between 0.5 and 120"));
+            return Err(invalid(
+                "footage.seconds_per_clip",
+                "must be between 0.5 and 120",
+            ));
         }
-        one_of("voice.provider", &self.voice.provider, &["espeak", "tiktok"])?;
+        one_of(
+            "voice.provider",
+            &self.voice.provider,
+            &["espeak", "tiktok"],
+        )?;
         if !(80..=450).contains(&self.voice.speed_wpm) {
             return Err(invalid("voice.speed_wpm", "must be between 80 and 450"));
+        }
+        if self.voice.sentence_pause_ms > 5000 {
+            return Err(invalid(
+                "voice.sentence_pause_ms",
+                "must be between 0 and 5000",
+            ));
+        }
+        if self.render.decoder_threads > 64 {
+            return Err(invalid(
+                "render.decoder_threads",
+                "must be between 0 and 64",
+            ));
         }
         if !(8..=400).contains(&self.subtitles.font_size) {
             return Err(invalid("subtitles.font_size", "must be between 8 and 400"));
         }
         if !(8..=80).contains(&self.subtitles.max_line_chars) {
-            return Err(invalid("subtitles.max_line_chars", "must be between 8 and 80"));
+            return Err(invalid(
+                "subtitles.max_line_chars",
+                "must be between 8 and 80",
+            ));
         }
         if !(0.0..=1.0).contains(&self.music.volume) {
             return Err(invalid("music.volume", "must be between 0 and 1"));
@@ -403,7 +444,14 @@ impl Config {
             "render.preset",
             &r.preset,
             &[
-                "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+                "ultrafast",
+                "superfast",
+                "veryfast",
+                "faster",
+                "fast",
+                "medium",
+                "slow",
+                "slower",
                 "veryslow",
             ],
         )?;
@@ -513,12 +561,18 @@ fn apply_env(tree: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
         };
         let dotted = format!("{section}.{key}");
         let Some(default) = defaults.get(&section).and_then(|s| s.get(&key)) else {
-            return Err(invalid(&dotted, format!("unknown key (set by environment variable {name})")));
+            return Err(invalid(
+                &dotted,
+                format!("unknown key (set by environment variable {name})"),
+            ));
         };
         let parsed = parse_like(default, value).ok_or_else(|| {
             invalid(
                 &dotted,
-                format!("environment variable {name}=`{value}` is not a valid {}", default.type_str()),
+                format!(
+                    "environment variable {name}=`{value}` is not a valid {}",
+                    default.type_str()
+                ),
             )
         })?;
         let entry = tree
@@ -560,7 +614,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -613,7 +670,9 @@ mod tests {
             ("REELSMITH_RENDER_WIDTH", "101", "render.width"),
         ];
         for (k, v, key) in cases {
-            let err = Config::load_with_env(None, &env(&[(k, v)])).unwrap_err().to_string();
+            let err = Config::load_with_env(None, &env(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(key), "{k}={v}: {err}");
         }
     }
@@ -623,10 +682,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[render]\nprest = \"fast\"\n").unwrap();
-        let err = Config::load_with_env(Some(&path), &[]).unwrap_err().to_string();
+        let err = Config::load_with_env(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("prest"), "{err}");
         std::fs::write(&path, "[render]\ncrf = \"high\"\n").unwrap();
-        let err = Config::load_with_env(Some(&path), &[]).unwrap_err().to_string();
+        let err = Config::load_with_env(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("crf"), "{err}");
     }
 }

@@ -87,7 +87,10 @@ impl JobRequest {
         }
         let paragraph_number = opt_int(obj, "paragraphNumber", 1, 10)?.unwrap_or(1) as u32;
         let custom_prompt = opt_string(obj, "customPrompt")?.filter(|s| !s.trim().is_empty());
-        if custom_prompt.as_ref().is_some_and(|p| p.chars().count() > MAX_PROMPT) {
+        if custom_prompt
+            .as_ref()
+            .is_some_and(|p| p.chars().count() > MAX_PROMPT)
+        {
             return Err(RequestError(format!(
                 "customPrompt is too long: at most {MAX_PROMPT} characters."
             )));
@@ -217,7 +220,10 @@ fn opt_bool(obj: &Map<String, Value>, field: &str) -> Result<Option<bool>, Reque
 /// `"center,bottom"`; a single word is accepted as the vertical position when it is `top` or
 /// `bottom`, and as both when it is `center`.
 pub fn parse_position(s: &str) -> Option<(Horizontal, Vertical)> {
-    let parts: Vec<_> = s.split(',').map(|p| p.trim().to_ascii_lowercase()).collect();
+    let parts: Vec<_> = s
+        .split(',')
+        .map(|p| p.trim().to_ascii_lowercase())
+        .collect();
     let h = |p: &str| match p {
         "left" => Some(Horizontal::Left),
         "center" | "centre" => Some(Horizontal::Center),
@@ -333,12 +339,27 @@ mod tests {
             (json!({}), "videoSubject is required."),
             (json!({"videoSubject": "  "}), "videoSubject is required."),
             (json!({"videoSubject": 5}), "videoSubject"),
-            (json!({"videoSubject": "x", "paragraphNumber": "two"}), "paragraphNumber"),
-            (json!({"videoSubject": "x", "paragraphNumber": 0}), "paragraphNumber"),
-            (json!({"videoSubject": "x", "paragraphNumber": 2.5}), "paragraphNumber"),
-            (json!({"videoSubject": "x", "useMusic": "maybe"}), "useMusic"),
+            (
+                json!({"videoSubject": "x", "paragraphNumber": "two"}),
+                "paragraphNumber",
+            ),
+            (
+                json!({"videoSubject": "x", "paragraphNumber": 0}),
+                "paragraphNumber",
+            ),
+            (
+                json!({"videoSubject": "x", "paragraphNumber": 2.5}),
+                "paragraphNumber",
+            ),
+            (
+                json!({"videoSubject": "x", "useMusic": "maybe"}),
+                "useMusic",
+            ),
             (json!({"videoSubject": "x", "threads": 1000}), "threads"),
-            (json!({"videoSubject": "x", "subtitlesPosition": "middle,earth"}), "subtitlesPosition"),
+            (
+                json!({"videoSubject": "x", "subtitlesPosition": "middle,earth"}),
+                "subtitlesPosition",
+            ),
             (json!({"videoSubject": "x", "color": "#GG0000"}), "color"),
             (json!({"videoSubject": "x", "voice": "xx_404"}), "voice"),
             (json!({"videoSubject": "x", "script": "..."}), "script"),
@@ -360,7 +381,10 @@ mod tests {
             parse_position("right, top"),
             Some((Horizontal::Right, Vertical::Top))
         );
-        assert_eq!(parse_position("bottom"), Some((Horizontal::Center, Vertical::Bottom)));
+        assert_eq!(
+            parse_position("bottom"),
+            Some((Horizontal::Center, Vertical::Bottom))
+        );
         assert_eq!(parse_position("left,left"), None);
     }
 }

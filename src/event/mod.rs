@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 mod view;
 
-pub use view::{IllegalEvent, JobState, JobView};
+pub use view::{fold, IllegalEvent, JobState, JobView};
 
 /// A job's identity: a random UUID, written on the wire in its hyphenated form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -217,8 +217,12 @@ impl NewEvent {
             0.0
         };
         let p = (p * 1000.0).round() / 1000.0;
-        NewEvent::new(Kind::Progress, Level::Info, format!("Rendering: {:.0}%", p * 100.0))
-            .with_payload(json!({ "progress": p }))
+        NewEvent::new(
+            Kind::Progress,
+            Level::Info,
+            format!("Rendering: {:.0}%", p * 100.0),
+        )
+        .with_payload(json!({ "progress": p }))
     }
 
     pub fn with_payload(mut self, payload: Value) -> NewEvent {
@@ -343,6 +347,9 @@ mod tests {
     #[test]
     fn progress_is_clamped() {
         assert_eq!(NewEvent::progress(1.7).payload.unwrap()["progress"], 1.0);
-        assert_eq!(NewEvent::progress(f64::NAN).payload.unwrap()["progress"], 0.0);
+        assert_eq!(
+            NewEvent::progress(f64::NAN).payload.unwrap()["progress"],
+            0.0
+        );
     }
 }

@@ -343,15 +343,27 @@ mod tests {
     fn cancel_of_queued_job_ends_it_without_running() {
         let (view, err) = run(vec![
             queued(2),
-            NewEvent::new(Kind::CancelRequested, Level::Warning, "Cancellation requested."),
+            NewEvent::new(
+                Kind::CancelRequested,
+                Level::Warning,
+                "Cancellation requested.",
+            ),
             NewEvent::new(Kind::Running, Level::Info, "Job started."),
         ]);
         assert_eq!(err.unwrap().kind, "running");
         assert!(view.unwrap().cancel_requested);
         let (view, err) = run(vec![
             queued(2),
-            NewEvent::new(Kind::CancelRequested, Level::Warning, "Cancellation requested."),
-            NewEvent::new(Kind::Cancelled, Level::Warning, "Job cancelled before execution."),
+            NewEvent::new(
+                Kind::CancelRequested,
+                Level::Warning,
+                "Cancellation requested.",
+            ),
+            NewEvent::new(
+                Kind::Cancelled,
+                Level::Warning,
+                "Job cancelled before execution.",
+            ),
         ]);
         assert!(err.is_none());
         let v = view.unwrap();

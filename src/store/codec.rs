@@ -61,21 +61,23 @@ pub fn decode(id: EventId, bytes: &[u8]) -> Result<Event, DecodeError> {
         return Err(DecodeError::UnknownVersion { id, version });
     }
     let damaged = |reason: String| DecodeError::Damaged { id, reason };
-    let (rec, used): (RecordV1, usize) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|e| damaged(e.to_string()))?;
+    let (rec, used): (RecordV1, usize) =
+        bincode::serde::decode_from_slice(body, config()).map_err(|e| damaged(e.to_string()))?;
     if used != body.len() {
         return Err(damaged(format!(
             "{} trailing bytes",
             body.len().saturating_sub(used)
         )));
     }
-    let kind = Kind::from_code(rec.kind).ok_or_else(|| damaged(format!("unknown kind code {}", rec.kind)))?;
-    let level =
-        Level::from_code(rec.level).ok_or_else(|| damaged(format!("unknown level code {}", rec.level)))?;
+    let kind = Kind::from_code(rec.kind)
+        .ok_or_else(|| damaged(format!("unknown kind code {}", rec.kind)))?;
+    let level = Level::from_code(rec.level)
+        .ok_or_else(|| damaged(format!("unknown level code {}", rec.level)))?;
     let payload = match rec.payload {
         None => None,
         Some(text) => Some(
-            serde_json::from_str(&text).map_err(|e| damaged(format!("payload is not JSON: {e}")))?,
+            serde_json::from_str(&text)
+                .map_err(|e| damaged(format!("payload is not JSON: {e}")))?,
         ),
     };
     Ok(Event {
@@ -109,7 +111,13 @@ mod tests {
     }
 
     /// Version-1 bytes as they were first written. If this fails, old databases no longer open.
-    const GOLDEN_V1: &[u8] = &[1, 254, 239, 205, 171, 137, 103, 69, 35, 1, 239, 205, 171, 137, 103, 69, 35, 1, 3, 1, 39, 82, 101, 110, 100, 101, 114, 105, 110, 103, 32, 102, 105, 110, 97, 108, 32, 118, 105, 100, 101, 111, 32, 119, 105, 116, 104, 32, 115, 117, 98, 116, 105, 116, 108, 101, 115, 46, 46, 46, 1, 18, 123, 34, 99, 111, 108, 111, 114, 34, 58, 34, 121, 101, 108, 108, 111, 119, 34, 125, 253, 58, 173, 120, 131, 28, 3, 0, 0, 1, 6, 114, 101, 110, 100, 101, 114];
+    const GOLDEN_V1: &[u8] = &[
+        1, 254, 239, 205, 171, 137, 103, 69, 35, 1, 239, 205, 171, 137, 103, 69, 35, 1, 3, 1, 39,
+        82, 101, 110, 100, 101, 114, 105, 110, 103, 32, 102, 105, 110, 97, 108, 32, 118, 105, 100,
+        101, 111, 32, 119, 105, 116, 104, 32, 115, 117, 98, 116, 105, 116, 108, 101, 115, 46, 46,
+        46, 1, 18, 123, 34, 99, 111, 108, 111, 114, 34, 58, 34, 121, 101, 108, 108, 111, 119, 34,
+        125, 253, 58, 173, 120, 131, 28, 3, 0, 0, 1, 6, 114, 101, 110, 100, 101, 114,
+    ];
 
     #[test]
     fn version_1_golden_bytes_still_decode() {

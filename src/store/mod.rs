@@ -27,6 +27,8 @@ pub const FILE_NAME: &str = "reelsmith.redb";
 pub enum StoreError {
     #[error("cannot open the event log {path}: {reason}")]
     Open { path: PathBuf, reason: String },
+    #[error("the event log {path} is in use by another reelsmith process (a running `reelsmith serve`?); stop it or use another state directory")]
+    Locked { path: PathBuf },
     #[error("event log write failed: {0}")]
     Write(String),
     #[error("event log read failed: {0}")]
@@ -58,14 +60,21 @@ impl Store {
             path: path.to_owned(),
             reason,
         };
-        let db = Database::builder()
-            .set_cache_size(64 << 20)
-            .create(path)
-            .map_err(|e| open_err(e.to_string()))?;
+        let db = match Database::builder().set_cache_size(64 << 20).create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::Locked {
+                    path: path.to_owned(),
+                })
+            }
+            Err(e) => return Err(open_err(e.to_string())),
+        };
         let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;
         {
-            txn.open_table(EVENTS).map_err(|e| open_err(e.to_string()))?;
-            txn.open_table(JOB_EVENTS).map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(EVENTS)
+                .map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(JOB_EVENTS)
+                .map_err(|e| open_err(e.to_string()))?;
             txn.open_table(JOBS).map_err(|e| open_err(e.to_string()))?;
         }
         txn.commit().map_err(|e| open_err(e.to_string()))?;
@@ -189,11 +198,16 @@ impl Store {
             let mut to = txn.open_table(EVENTS).map_err(|e| fail(e.to_string()))?;
             for entry in from.iter().map_err(|e| fail(e.to_string()))? {
                 let (k, v) = entry.map_err(|e| fail(e.to_string()))?;
-                to.insert(k.value(), v.value()).map_err(|e| fail(e.to_string()))?;
+                to.insert(k.value(), v.value())
+                    .map_err(|e| fail(e.to_string()))?;
                 copied += 1;
             }
-            let from = src.open_table(JOB_EVENTS).map_err(|e| fail(e.to_string()))?;
-            let mut to = txn.open_table(JOB_EVENTS).map_err(|e| fail(e.to_string()))?;
+            let from = src
+                .open_table(JOB_EVENTS)
+                .map_err(|e| fail(e.to_string()))?;
+            let mut to = txn
+                .open_table(JOB_EVENTS)
+                .map_err(|e| fail(e.to_string()))?;
             for entry in from.iter().map_err(|e| fail(e.to_string()))? {
                 let (k, _) = entry.map_err(|e| fail(e.to_string()))?;
                 to.insert(k.value(), ()).map_err(|e| fail(e.to_string()))?;
@@ -202,7 +216,8 @@ impl Store {
             let mut to = txn.open_table(JOBS).map_err(|e| fail(e.to_string()))?;
             for entry in from.iter().map_err(|e| fail(e.to_string()))? {
                 let (k, v) = entry.map_err(|e| fail(e.to_string()))?;
-                to.insert(k.value(), v.value()).map_err(|e| fail(e.to_string()))?;
+                to.insert(k.value(), v.value())
+                    .map_err(|e| fail(e.to_string()))?;
             }
         }
         txn.commit().map_err(|e| fail(e.to_string()))?;
@@ -249,7 +264,12 @@ mod tests {
             .map(|e| e.id)
             .collect();
         assert_eq!(ids, vec![4, 6, 8, 10]);
-        let ids: Vec<_> = store.read_job(a, 0, 8, 2).unwrap().iter().map(|e| e.id).collect();
+        let ids: Vec<_> = store
+            .read_job(a, 0, 8, 2)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
         assert_eq!(ids, vec![2, 4]);
         let mut all = Vec::new();
         store.scan(|e| all.push(e.id)).unwrap();

@@ -1,0 +1,225 @@
+//! `JobActor`: one per running job. It records the start of an attempt, drives the pipeline stages
+//! through a journal-backed `EventSink`, turns a stop into the right terminal events, and tells the
+//! scheduler when it is done. The stage work itself lives in `pipeline` (no actix types there).
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::actors::journal::{Append, Journal, JournalError};
+use crate::config::Config;
+use crate::event::{EventId, JobId, JobView, Kind, Level, NewEvent};
+use crate::pipeline::{
+    self, Artifacts, EventSink, JobContext, LocalBoxFuture, Outcome, SinkError, StopHandle,
+    StopReason, StopSignal,
+};
+use crate::request::JobRequest;
+
+/// Asks the job to stop at its next check (and kills its subprocesses).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop(pub StopReason);
+
+/// Sent to the scheduler when a job actor is done, whatever the outcome.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct JobEnded {
+    pub job: JobId,
+}
+
+/// The job's events, through the journal: `emit` resolves after the durable commit.
+struct JournalSink {
+    journal: Addr<Journal>,
+    job: JobId,
+}
+
+impl EventSink for JournalSink {
+    fn emit(&self, event: NewEvent) -> LocalBoxFuture<'_, Result<EventId, SinkError>> {
+        Box::pin(async move {
+            match self.journal.send(Append::one(self.job, event)).await {
+                Ok(Ok(evs)) => Ok(evs.last().map(|e| e.id).unwrap_or(0)),
+                Ok(Err(e)) => Err(SinkError(e.to_string())),
+                Err(e) => Err(SinkError(e.to_string())),
+            }
+        })
+    }
+}
+
+/// Where a job's files go.
+pub struct JobPaths {
+    pub state_dir: PathBuf,
+    pub songs_dir: PathBuf,
+}
+
+pub struct JobActor {
+    view: Arc<JobView>,
+    journal: Addr<Journal>,
+    scheduler: Recipient<JobEnded>,
+    config: Arc<Config>,
+    paths: Arc<JobPaths>,
+    stop: StopHandle,
+    signal: StopSignal,
+}
+
+impl JobActor {
+    pub fn new(
+        view: Arc<JobView>,
+        journal: Addr<Journal>,
+        scheduler: Recipient<JobEnded>,
+        config: Arc<Config>,
+        paths: Arc<JobPaths>,
+    ) -> JobActor {
+        let (stop, signal) = StopSignal::pair();
+        JobActor {
+            view,
+            journal,
+            scheduler,
+            config,
+            paths,
+            stop,
+            signal,
+        }
+    }
+}
+
+/// The events that close an attempt stopped by a restart or shutdown: back to the queue while
+/// attempts remain, else a failure.
+pub fn interruption_events(view: &JobView, reason: &str) -> Vec<NewEvent> {
+    let mut out = vec![NewEvent::warning(reason)
+        .with_payload(json!({ "attempt": view.attempt, "maxAttempts": view.max_attempts }))];
+    if view.attempt < view.max_attempts {
+        out.push(
+            NewEvent::new(Kind::Queued, Level::Info, "Job queued.")
+                .with_payload(json!({ "attempt": view.attempt, "requeued": true })),
+        );
+    } else {
+        out.push(
+            NewEvent::new(
+                Kind::Error,
+                Level::Error,
+                format!(
+                    "{reason} No attempts left ({} of {}).",
+                    view.attempt, view.max_attempts
+                ),
+            )
+            .with_payload(
+                json!({ "error": "Interrupted", "retryable": true, "stage": view.stage }),
+            ),
+        );
+    }
+    out
+}
+
+async fn drive(
+    view: Arc<JobView>,
+    journal: Addr<Journal>,
+    config: Arc<Config>,
+    paths: Arc<JobPaths>,
+    signal: StopSignal,
+) {
+    let job = view.id;
+    let running = NewEvent::new(Kind::Running, Level::Info, "Job started.")
+        .with_payload(json!({ "attempt": view.attempt + 1, "maxAttempts": view.max_attempts }));
+    match journal.send(Append::one(job, running)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(JournalError::Illegal(_))) => {
+            // A cancel was recorded before the start: finish the cancellation here.
+            let ev = NewEvent::new(
+                Kind::Cancelled,
+                Level::Warning,
+                "Job cancelled before execution.",
+            );
+            let _ = journal.send(Append::one(job, ev)).await;
+            return;
+        }
+        Ok(Err(e)) => return warn!(job = %job, error = %e, "could not start job"),
+        Err(e) => return warn!(job = %job, error = %e, "journal unreachable"),
+    }
+    let request = match JobRequest::from_json(&view.request) {
+        Ok(r) => r,
+        Err(e) => {
+            let ev = NewEvent::new(
+                Kind::Error,
+                Level::Error,
+                format!("Failed to start job: {e}"),
+            )
+            .with_payload(json!({ "error": "BadRequest", "retryable": false, "stage": "start" }));
+            let _ = journal.send(Append::one(job, ev)).await;
+            return;
+        }
+    };
+    let sink: Rc<dyn EventSink> = Rc::new(JournalSink {
+        journal: journal.clone(),
+        job,
+    });
+    let mut cx = JobContext {
+        job,
+        request,
+        work_dir: paths.state_dir.join("jobs").join(job.to_string()),
+        output_path: paths.state_dir.join("output").join(format!("{job}.mp4")),
+        songs_dir: paths.songs_dir.clone(),
+        events: sink,
+        stop: signal,
+        artifacts: Artifacts::default(),
+        config: config.clone(),
+    };
+    let stages = pipeline::stages(&config);
+    let outcome = pipeline::run(&mut cx, &stages).await;
+    info!(job = %job, outcome = ?outcome, "attempt ended");
+    let closing = match outcome {
+        Outcome::Completed | Outcome::Failed | Outcome::Lost(_) => Vec::new(),
+        Outcome::Stopped(StopReason::Cancelled) => vec![NewEvent::new(
+            Kind::Cancelled,
+            Level::Warning,
+            "Job cancelled.",
+        )],
+        Outcome::Stopped(StopReason::Shutdown) => {
+            let mut v = (*view).clone();
+            v.attempt += 1;
+            interruption_events(&v, "Job interrupted by a daemon shutdown.")
+        }
+    };
+    if !closing.is_empty() {
+        if let Ok(Err(e)) = journal
+            .send(Append {
+                job,
+                events: closing,
+            })
+            .await
+        {
+            warn!(job = %job, error = %e, "could not record the end of the job");
+        }
+    }
+    // Intermediate files are not needed once the attempt is over; the output stays.
+    let _ = tokio::fs::remove_dir_all(&cx.work_dir).await;
+}
+
+impl Actor for JobActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let fut = drive(
+            self.view.clone(),
+            self.journal.clone(),
+            self.config.clone(),
+            self.paths.clone(),
+            self.signal.clone(),
+        );
+        ctx.spawn(fut.into_actor(self).map(|(), act, ctx| {
+            act.scheduler.do_send(JobEnded { job: act.view.id });
+            ctx.stop();
+        }));
+    }
+}
+
+impl Handler<Stop> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stop, _ctx: &mut Self::Context) {
+        self.stop.stop(msg.0);
+    }
+}

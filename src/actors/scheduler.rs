@@ -1,0 +1,476 @@
+//! The scheduler: the FIFO queue, the concurrency limit, pause/resume/drain, and cancel/retry routing.
+//!
+//! Every decision is first recorded through the journal and only then acted on: a job is in the
+//! queue because its `queued` event committed; a queued job is cancelled by committing
+//! `cancel_requested` + `cancelled`; a running job is cancelled by committing `cancel_requested` and
+//! then telling its actor to stop (the actor records `cancelled`). Admin changes (pause, resume,
+//! concurrency) are recorded as `admin` events of the daemon pseudo-job, with the caller's uid.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::actors::job::{JobActor, JobEnded, JobPaths, Stop};
+use crate::actors::journal::{Append, Journal, JournalError};
+use crate::config::Config;
+use crate::event::{JobId, JobState, Kind, Level, NewEvent};
+use crate::pipeline::StopReason;
+use crate::request::JobRequest;
+use crate::views::Views;
+
+/// Who asked for a change: `None` for HTTP callers, else the Unix uid of a control-socket peer.
+pub type Caller = Option<u32>;
+
+/// Queues a new job. Replies once its `queued` event is durable.
+#[derive(Message)]
+#[rtype(result = "Result<JobId, SchedulerError>")]
+pub struct Submit {
+    pub request: JobRequest,
+}
+
+/// Cancels one job.
+#[derive(Message)]
+#[rtype(result = "Result<CancelOutcome, SchedulerError>")]
+pub struct Cancel {
+    pub job: JobId,
+    pub by: Caller,
+}
+
+/// Cancels the running job, else the newest queued one (MoneyPrinter's `POST /api/cancel`).
+#[derive(Message)]
+#[rtype(result = "Result<JobId, SchedulerError>")]
+pub struct CancelActive {
+    pub by: Caller,
+}
+
+/// Puts a failed or cancelled job back in the queue as a new attempt.
+#[derive(Message)]
+#[rtype(result = "Result<(), SchedulerError>")]
+pub struct Retry {
+    pub job: JobId,
+    pub by: Caller,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<(), SchedulerError>")]
+pub struct SetPaused {
+    pub paused: bool,
+    pub by: Caller,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<(), SchedulerError>")]
+pub struct SetConcurrency {
+    pub limit: u32,
+    pub by: Caller,
+}
+
+/// Starts no new job; resolves when no job runs any more.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    pub by: Caller,
+}
+
+/// Stops admitting jobs, tells running ones to stop (they record the interruption) and resolves
+/// when they all have.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// A snapshot of the scheduler's own state.
+#[derive(Message)]
+#[rtype(result = "SchedulerStatus")]
+pub struct GetStatus;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchedulerStatus {
+    pub paused: bool,
+    pub draining: bool,
+    pub concurrency: u32,
+    pub queue_depth: usize,
+    pub running: Vec<JobId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was queued and is now cancelled.
+    CancelledQueued,
+    /// The job is running and has been told to stop.
+    Requested,
+    /// The job had already ended or a cancel was already under way: nothing to do.
+    NoOp,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("Job not found.")]
+    NotFound,
+    #[error("No active job found.")]
+    NoActive,
+    #[error("job {job} is {state}: only failed or cancelled jobs can be retried")]
+    NotRetryable { job: JobId, state: &'static str },
+    #[error("the daemon is shutting down and accepts no new jobs")]
+    ShuttingDown,
+    #[error("concurrency must be between 1 and 64")]
+    BadConcurrency,
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<MailboxError> for SchedulerError {
+    fn from(e: MailboxError) -> Self {
+        SchedulerError::Internal(format!("journal unreachable: {e}"))
+    }
+}
+
+pub struct Scheduler {
+    journal: Addr<Journal>,
+    views: Arc<Views>,
+    config: Arc<Config>,
+    paths: Arc<JobPaths>,
+    queue: VecDeque<JobId>,
+    running: HashMap<JobId, Addr<JobActor>>,
+    paused: bool,
+    concurrency: u32,
+    draining: bool,
+    shutting_down: bool,
+    idle_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Scheduler {
+    /// `queue` holds the jobs left queued by the previous run, oldest first.
+    pub fn new(
+        journal: Addr<Journal>,
+        views: Arc<Views>,
+        config: Arc<Config>,
+        paths: JobPaths,
+        queue: Vec<JobId>,
+        paused: bool,
+    ) -> Scheduler {
+        Scheduler {
+            journal,
+            views,
+            concurrency: config.daemon.concurrency,
+            config,
+            paths: Arc::new(paths),
+            queue: queue.into(),
+            running: HashMap::new(),
+            paused,
+            draining: false,
+            shutting_down: false,
+            idle_waiters: Vec::new(),
+        }
+    }
+
+    fn admits(&self) -> bool {
+        !self.paused && !self.draining && !self.shutting_down
+    }
+
+    /// Starts queued jobs while the limit allows.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        while self.admits() && (self.running.len() as u32) < self.concurrency {
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
+            let Some(view) = self.views.view(job) else {
+                continue;
+            };
+            if view.state != JobState::Queued || view.cancel_requested {
+                continue;
+            }
+            info!(job = %job, attempt = view.attempt + 1, "job starting");
+            let actor = JobActor::new(
+                view,
+                self.journal.clone(),
+                ctx.address().recipient(),
+                self.config.clone(),
+                self.paths.clone(),
+            )
+            .start();
+            self.running.insert(job, actor);
+        }
+        self.wake_idle();
+    }
+
+    fn wake_idle(&mut self) {
+        if self.running.is_empty() && (self.draining || self.shutting_down) {
+            for w in self.idle_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    fn admin_event(&self, message: String, payload: Value) -> Append {
+        Append::one(
+            JobId::DAEMON,
+            NewEvent::new(Kind::Admin, Level::Info, message).with_payload(payload),
+        )
+    }
+}
+
+fn by_json(by: Caller) -> Value {
+    match by {
+        Some(uid) => json!({ "uid": uid, "via": "socket" }),
+        None => json!({ "via": "http" }),
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Submit> for Scheduler {
+    type Result = ResponseActFuture<Self, Result<JobId, SchedulerError>>;
+
+    fn handle(&mut self, msg: Submit, _ctx: &mut Self::Context) -> Self::Result {
+        if self.shutting_down {
+            return Box::pin(fut::ready(Err(SchedulerError::ShuttingDown)));
+        }
+        let job = JobId::new();
+        let queued = NewEvent::new(Kind::Queued, Level::Info, "Job queued.").with_payload(json!({
+            "maxAttempts": self.config.daemon.max_attempts,
+            "request": msg.request.to_json(),
+        }));
+        let send = self.journal.send(Append::one(job, queued));
+        Box::pin(send.into_actor(self).map(move |res, act, ctx| {
+            res??;
+            act.queue.push_back(job);
+            act.pump(ctx);
+            Ok(job)
+        }))
+    }
+}
+
+impl Handler<Cancel> for Scheduler {
+    type Result = ResponseActFuture<Self, Result<CancelOutcome, SchedulerError>>;
+
+    fn handle(&mut self, msg: Cancel, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(view) = self.views.view(msg.job) else {
+            return Box::pin(fut::ready(Err(SchedulerError::NotFound)));
+        };
+        if view.state.is_terminal() || view.cancel_requested {
+            return Box::pin(fut::ready(Ok(CancelOutcome::NoOp)));
+        }
+        let job = msg.job;
+        let requested = NewEvent::new(
+            Kind::CancelRequested,
+            Level::Warning,
+            "Cancellation requested.",
+        )
+        .with_payload(json!({ "by": by_json(msg.by) }));
+        if let Some(actor) = self.running.get(&job).cloned() {
+            let send = self.journal.send(Append::one(job, requested));
+            return Box::pin(send.into_actor(self).map(move |res, _act, _ctx| {
+                res??;
+                actor.do_send(Stop(StopReason::Cancelled));
+                Ok(CancelOutcome::Requested)
+            }));
+        }
+        // Not running: it is queued (or about to be). Cancel it in one append, then drop it.
+        let cancelled = NewEvent::new(
+            Kind::Cancelled,
+            Level::Warning,
+            "Job cancelled before execution.",
+        );
+        let send = self.journal.send(Append {
+            job,
+            events: vec![requested, cancelled],
+        });
+        Box::pin(send.into_actor(self).map(move |res, act, _ctx| {
+            match res? {
+                Ok(_) => {
+                    act.queue.retain(|j| *j != job);
+                    Ok(CancelOutcome::CancelledQueued)
+                }
+                // It ended (or started and was cancelled) meanwhile.
+                Err(JournalError::Illegal(_)) => Ok(CancelOutcome::NoOp),
+                Err(e) => Err(e.into()),
+            }
+        }))
+    }
+}
+
+impl Handler<CancelActive> for Scheduler {
+    type Result = ResponseActFuture<Self, Result<JobId, SchedulerError>>;
+
+    fn handle(&mut self, msg: CancelActive, ctx: &mut Self::Context) -> Self::Result {
+        let running = self
+            .running
+            .keys()
+            .filter_map(|j| self.views.view(*j))
+            .filter(|v| !v.cancel_requested)
+            .max_by_key(|v| v.first_event_id)
+            .map(|v| v.id);
+        let target = running.or_else(|| {
+            self.queue
+                .iter()
+                .rev()
+                .filter_map(|j| self.views.view(*j))
+                .find(|v| v.state == JobState::Queued && !v.cancel_requested)
+                .map(|v| v.id)
+        });
+        let Some(job) = target else {
+            return Box::pin(fut::ready(Err(SchedulerError::NoActive)));
+        };
+        let cancel = <Self as Handler<Cancel>>::handle(self, Cancel { job, by: msg.by }, ctx);
+        Box::pin(cancel.map(move |res, _, _| res.map(|_| job)))
+    }
+}
+
+impl Handler<Retry> for Scheduler {
+    type Result = ResponseActFuture<Self, Result<(), SchedulerError>>;
+
+    fn handle(&mut self, msg: Retry, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(view) = self.views.view(msg.job) else {
+            return Box::pin(fut::ready(Err(SchedulerError::NotFound)));
+        };
+        if !matches!(view.state, JobState::Failed | JobState::Cancelled) {
+            return Box::pin(fut::ready(Err(SchedulerError::NotRetryable {
+                job: msg.job,
+                state: view.state.as_str(),
+            })));
+        }
+        let job = msg.job;
+        let ev =
+            NewEvent::new(Kind::Queued, Level::Info, "Job queued for retry.").with_payload(json!({
+                "retry": true,
+                "by": by_json(msg.by),
+                "maxAttempts": view.attempt + self.config.daemon.max_attempts,
+            }));
+        let send = self.journal.send(Append::one(job, ev));
+        Box::pin(send.into_actor(self).map(move |res, act, ctx| {
+            res??;
+            act.queue.push_back(job);
+            act.pump(ctx);
+            Ok(())
+        }))
+    }
+}
+
+impl Handler<SetPaused> for Scheduler {
+    type Result = ResponseActFuture<Self, Result<(), SchedulerError>>;
+
+    fn handle(&mut self, msg: SetPaused, _ctx: &mut Self::Context) -> Self::Result {
+        let what = if msg.paused {
+            "Queue paused."
+        } else {
+            "Queue resumed."
+        };
+        let ev = self.admin_event(
+            what.into(),
+            json!({ "action": if msg.paused { "pause" } else { "resume" }, "by": by_json(msg.by) }),
+        );
+        let send = self.journal.send(ev);
+        Box::pin(send.into_actor(self).map(move |res, act, ctx| {
+            res??;
+            act.paused = msg.paused;
+            act.pump(ctx);
+            Ok(())
+        }))
+    }
+}
+
+impl Handler<SetConcurrency> for Scheduler {
+    type Result = ResponseActFuture<Self, Result<(), SchedulerError>>;
+
+    fn handle(&mut self, msg: SetConcurrency, _ctx: &mut Self::Context) -> Self::Result {
+        if !(1..=64).contains(&msg.limit) {
+            return Box::pin(fut::ready(Err(SchedulerError::BadConcurrency)));
+        }
+        let ev = self.admin_event(
+            format!("Concurrency set to {}.", msg.limit),
+            json!({ "action": "concurrency", "value": msg.limit, "by": by_json(msg.by) }),
+        );
+        let send = self.journal.send(ev);
+        Box::pin(send.into_actor(self).map(move |res, act, ctx| {
+            res??;
+            act.concurrency = msg.limit;
+            act.pump(ctx);
+            Ok(())
+        }))
+    }
+}
+
+impl Handler<Drain> for Scheduler {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Drain, _ctx: &mut Self::Context) -> Self::Result {
+        self.draining = true;
+        let (tx, rx) = oneshot::channel();
+        self.idle_waiters.push(tx);
+        self.wake_idle();
+        let record = self.journal.send(self.admin_event(
+            "Drain requested.".into(),
+            json!({ "action": "drain", "by": by_json(msg.by) }),
+        ));
+        Box::pin(async move {
+            let _ = record.await;
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<Shutdown> for Scheduler {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, _ctx: &mut Self::Context) -> Self::Result {
+        self.shutting_down = true;
+        for (job, actor) in &self.running {
+            info!(job = %job, "stopping job for shutdown");
+            actor.do_send(Stop(StopReason::Shutdown));
+        }
+        let (tx, rx) = oneshot::channel();
+        self.idle_waiters.push(tx);
+        self.wake_idle();
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<JobEnded> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: JobEnded, ctx: &mut Self::Context) {
+        self.running.remove(&msg.job);
+        if let Some(v) = self.views.view(msg.job) {
+            if v.state == JobState::Queued && !self.queue.contains(&msg.job) {
+                if self.shutting_down {
+                    // It goes back to the queue of the next run (the log says queued).
+                } else {
+                    self.queue.push_back(msg.job);
+                }
+            }
+            info!(job = %msg.job, state = v.state.as_str(), "job ended");
+        } else {
+            warn!(job = %msg.job, "ended job has no view");
+        }
+        self.pump(ctx);
+    }
+}
+
+impl Handler<GetStatus> for Scheduler {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(SchedulerStatus {
+            paused: self.paused,
+            draining: self.draining,
+            concurrency: self.concurrency,
+            queue_depth: self.queue.len(),
+            running: self.running.keys().copied().collect(),
+        })
+    }
+}

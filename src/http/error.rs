@@ -1,0 +1,68 @@
+//! `ApiError`: every failure an HTTP caller can see, mapped to a status in one place. Every error
+//! body is `{"status":"error","message":...}` with a message a person can act on.
+
+use hyper::StatusCode;
+
+use crate::actors::scheduler::SchedulerError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Job not found.")]
+    JobNotFound,
+    #[error("No active job found.")]
+    NoActiveJob,
+    #[error("Not found: {method} {path}")]
+    NoRoute { method: String, path: String },
+    #[error("Method {method} is not allowed on {path}.")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("Request body is too large: the limit is {limit} bytes.")]
+    TooLarge { limit: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("Internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::JobNotFound | ApiError::NoActiveJob | ApiError::NoRoute { .. } => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<SchedulerError> for ApiError {
+    fn from(e: SchedulerError) -> Self {
+        match e {
+            SchedulerError::NotFound => ApiError::JobNotFound,
+            SchedulerError::NoActive => ApiError::NoActiveJob,
+            SchedulerError::ShuttingDown => ApiError::Unavailable(
+                "The daemon is shutting down and accepts no new jobs; try again once it has restarted."
+                    .into(),
+            ),
+            SchedulerError::NotRetryable { .. } | SchedulerError::BadConcurrency => {
+                ApiError::BadRequest(e.to_string())
+            }
+            SchedulerError::Journal(_) | SchedulerError::Internal(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<actix::MailboxError> for ApiError {
+    fn from(e: actix::MailboxError) -> Self {
+        ApiError::Unavailable(format!(
+            "The scheduler is not answering ({e}); the daemon may be stopping."
+        ))
+    }
+}

@@ -1,0 +1,99 @@
+//! The HTTP API on hyper 1: MoneyPrinter's endpoints and our extensions (see `routes`).
+//!
+//! `serve` is the accept loop: one task per connection, HTTP/1.1 keep-alive, and graceful shutdown
+//! (stop accepting, let requests in flight finish; long polls are woken by the same signal). Handlers
+//! hold only `Addr`s and `Arc`s; reads of the log go straight to redb read transactions (MVCC: they
+//! never wait for the journal).
+
+pub mod error;
+mod routes;
+mod upload;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::actors::scheduler::Scheduler;
+use crate::config::Config;
+use crate::store::Store;
+use crate::views::Views;
+
+pub use routes::handle;
+
+/// What every handler may use.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub views: Arc<Views>,
+    pub store: Arc<Store>,
+    pub scheduler: Addr<Scheduler>,
+    pub songs_dir: PathBuf,
+    pub started: Instant,
+    /// Becomes `true` when the daemon begins to stop; long polls return early.
+    pub stopping: watch::Receiver<bool>,
+}
+
+/// Accepts connections until `stopping` turns true, then waits (at most `grace`) for requests in
+/// flight.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, grace: Duration) {
+    let graceful = GracefulShutdown::new();
+    let mut stopping = state.stopping.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Usually EMFILE: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let st = state.clone();
+                let svc = service_fn(move |req| {
+                    let st = st.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(st, req, peer).await) }
+                });
+                let conn = http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(peer = %peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = crate::wait_true(&mut stopping) => break,
+        }
+    }
+    drop(listener);
+    info!("HTTP listener closed");
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        warn!("HTTP connections still open after the grace period; closing them");
+    }
+}
+
+/// Binds the listen address, with a message that names it on failure.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr} (server.listen): {e}"),
+        )
+    })
+}

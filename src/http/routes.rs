@@ -1,0 +1,443 @@
+//! Routing and the JSON shapes of every endpoint. MoneyPrinter's messages and status codes are kept
+//! to the letter (`Video generation queued.`, `Job not found.`, ...); our extensions only add fields.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use tracing::{debug, warn};
+
+use super::error::ApiError;
+use super::{upload, AppState};
+use crate::actors::scheduler::{Cancel, CancelActive, Submit};
+use crate::event::{Event, EventId, JobId, JobState};
+use crate::request::JobRequest;
+
+pub type Body = Full<Bytes>;
+
+/// Default and largest page of events.
+const DEFAULT_LIMIT: u64 = 200;
+const MAX_LIMIT: u64 = 1000;
+/// Longest long poll, seconds.
+const MAX_WAIT: u64 = 60;
+
+pub async fn handle(st: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let origin_ok = !st.config.server.cors_origin.is_empty();
+    let mut resp = if method == Method::OPTIONS {
+        preflight(&req)
+    } else {
+        match route(&st, req).await {
+            Ok(r) => r,
+            Err(e) => {
+                if e.status().is_server_error() {
+                    warn!(%method, %path, %peer, error = %e, "request failed");
+                } else {
+                    debug!(%method, %path, %peer, error = %e, "request refused");
+                }
+                error_response(&e)
+            }
+        }
+    };
+    if origin_ok {
+        if let Ok(v) = HeaderValue::from_str(&st.config.server.cors_origin) {
+            resp.headers_mut()
+                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+    }
+    resp
+}
+
+fn preflight(req: &Request<Incoming>) -> Response<Body> {
+    let allow_headers = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static("Content-Type"));
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
+}
+
+pub fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn ok(body: Value) -> Result<Response<Body>, ApiError> {
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(
+        e.status(),
+        &json!({ "status": "error", "message": e.to_string() }),
+    )
+}
+
+async fn route(st: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let method = req.method().clone();
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let not_allowed = || ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: path.clone(),
+    };
+    match segs.as_slice() {
+        ["api", "generate"] => match method {
+            Method::POST => generate(st, req).await,
+            _ => Err(not_allowed()),
+        },
+        ["api", "jobs"] => match method {
+            Method::GET => list_jobs(st, &query),
+            _ => Err(not_allowed()),
+        },
+        ["api", "jobs", id] => match method {
+            Method::GET => get_job(st, id),
+            _ => Err(not_allowed()),
+        },
+        ["api", "jobs", id, "events"] => match method {
+            Method::GET => events(st, id, &query).await,
+            _ => Err(not_allowed()),
+        },
+        ["api", "jobs", id, "cancel"] => match method {
+            Method::POST => cancel(st, id).await,
+            _ => Err(not_allowed()),
+        },
+        ["api", "cancel"] => match method {
+            Method::POST => cancel_active(st).await,
+            _ => Err(not_allowed()),
+        },
+        ["api", "models"] => match method {
+            Method::GET => models(st).await,
+            _ => Err(not_allowed()),
+        },
+        ["api", "upload-songs"] => match method {
+            Method::POST => upload::upload_songs(st, req).await,
+            _ => Err(not_allowed()),
+        },
+        ["healthz"] => match method {
+            Method::GET => health(st).await,
+            _ => Err(not_allowed()),
+        },
+        _ => Err(ApiError::NoRoute {
+            method: method.to_string(),
+            path: req.uri().path().to_string(),
+        }),
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes.
+pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, ApiError> {
+    if let Some(len) = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit {
+            return Err(ApiError::TooLarge { limit });
+        }
+    }
+    let body = Limited::new(req.into_body(), limit as usize);
+    match body.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::TooLarge { limit })
+        }
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "Could not read the request body: {e}"
+        ))),
+    }
+}
+
+async fn generate(st: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let bytes = read_body(req, st.config.server.max_body_bytes).await?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("The request body is not valid JSON: {e}.")))?;
+    let request = JobRequest::parse(&body, &st.config).map_err(|e| ApiError::BadRequest(e.0))?;
+    let job = st.scheduler.send(Submit { request }).await??;
+    ok(json!({
+        "status": "success",
+        "message": "Video generation queued.",
+        "jobId": job.to_string(),
+    }))
+}
+
+fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
+    // An id that is not a UUID cannot name a job: MoneyPrinter answers 404 for it.
+    id.parse::<JobId>()
+        .ok()
+        .filter(|j| *j != JobId::DAEMON)
+        .ok_or(ApiError::JobNotFound)
+}
+
+fn get_job(st: &Arc<AppState>, id: &str) -> Result<Response<Body>, ApiError> {
+    let job = parse_job_id(id)?;
+    let view = st.views.view(job).ok_or(ApiError::JobNotFound)?;
+    ok(json!({ "status": "success", "job": view.to_json() }))
+}
+
+/// Query parameters as (name, value) pairs, percent-decoded.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn param_u64(
+    pairs: &[(String, String)],
+    name: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ApiError> {
+    let Some((_, raw)) = pairs.iter().rev().find(|(k, _)| k == name) else {
+        return Ok(default);
+    };
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "Query parameter `{name}` must be a whole number from {min} to {max}; got `{raw}`."
+        ))
+    };
+    if raw.is_empty() || !raw.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let v: u64 = raw.parse().map_err(|_| bad())?;
+    if v < min || v > max {
+        return Err(bad());
+    }
+    Ok(v)
+}
+
+fn list_jobs(st: &Arc<AppState>, query: &str) -> Result<Response<Body>, ApiError> {
+    let pairs = query_pairs(query);
+    let limit = param_u64(&pairs, "limit", 50, 1, MAX_LIMIT)?;
+    let state = match pairs.iter().rev().find(|(k, _)| k == "state") {
+        None => None,
+        Some((_, s)) if s.is_empty() => None,
+        Some((_, s)) => Some(JobState::parse(s).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Query parameter `state` must be one of queued, running, completed, failed, cancelled; got `{s}`."
+            ))
+        })?),
+    };
+    let jobs: Vec<Value> = st
+        .views
+        .list(state, limit as usize)
+        .iter()
+        .map(|v| v.to_json())
+        .collect();
+    ok(json!({ "status": "success", "jobs": jobs }))
+}
+
+async fn events(st: &Arc<AppState>, id: &str, query: &str) -> Result<Response<Body>, ApiError> {
+    let job = parse_job_id(id)?;
+    let pairs = query_pairs(query);
+    let after = param_u64(&pairs, "after", 0, 0, i64::MAX as u64)?;
+    let limit = param_u64(&pairs, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)? as usize;
+    let wait = param_u64(&pairs, "wait", 0, 0, MAX_WAIT)?;
+    // Subscribe before reading, so that a commit between the read and the wait is not missed.
+    let mut rx = st.views.subscribe(job).ok_or(ApiError::JobNotFound)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let mut stopping = st.stopping.clone();
+    loop {
+        let view = st.views.view(job).ok_or(ApiError::JobNotFound)?;
+        let page = if view.last_event_id > after {
+            read_page(st, job, after, view.last_event_id, limit).await?
+        } else {
+            Vec::new()
+        };
+        let waiting =
+            page.is_empty() && !view.state.is_terminal() && wait > 0 && !*stopping.borrow();
+        if waiting {
+            tokio::select! {
+                changed = tokio::time::timeout_at(deadline, rx.changed()) => {
+                    match changed {
+                        Ok(Ok(())) => continue,
+                        // Timed out, or the job's channel closed: answer with what there is.
+                        _ => {}
+                    }
+                }
+                _ = crate::wait_true(&mut stopping) => {}
+            }
+            let view = st.views.view(job).ok_or(ApiError::JobNotFound)?;
+            let page = if view.last_event_id > after {
+                read_page(st, job, after, view.last_event_id, limit).await?
+            } else {
+                Vec::new()
+            };
+            return events_response(&view.state, view.last_event_id, page, limit);
+        }
+        return events_response(&view.state, view.last_event_id, page, limit);
+    }
+}
+
+fn events_response(
+    state: &JobState,
+    job_last: EventId,
+    page: Vec<Event>,
+    limit: usize,
+) -> Result<Response<Body>, ApiError> {
+    let last = page.last().map(|e| e.id).unwrap_or(job_last);
+    let more = page.len() >= limit && last < job_last;
+    let events: Vec<Value> = page.iter().map(Event::to_wire).collect();
+    ok(json!({
+        "status": "success",
+        "events": events,
+        "state": state.as_str(),
+        "lastEventId": last,
+        "more": more,
+    }))
+}
+
+async fn read_page(
+    st: &Arc<AppState>,
+    job: JobId,
+    after: EventId,
+    upto: EventId,
+    limit: usize,
+) -> Result<Vec<Event>, ApiError> {
+    let read = move |store: &crate::store::Store| {
+        store
+            .read_job(job, after, upto, limit)
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    };
+    if limit <= DEFAULT_LIMIT as usize {
+        // Small range reads take microseconds: cheaper inline than a hop to the blocking pool.
+        read(&st.store)
+    } else {
+        let store = st.store.clone();
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    }
+}
+
+async fn cancel(st: &Arc<AppState>, id: &str) -> Result<Response<Body>, ApiError> {
+    let job = parse_job_id(id)?;
+    st.scheduler.send(Cancel { job, by: None }).await??;
+    ok(
+        json!({ "status": "success", "message": "Cancellation requested.", "jobId": job.to_string() }),
+    )
+}
+
+async fn cancel_active(st: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
+    let job = st.scheduler.send(CancelActive { by: None }).await??;
+    ok(
+        json!({ "status": "success", "message": "Cancellation requested.", "jobId": job.to_string() }),
+    )
+}
+
+async fn models(st: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
+    let default = st.config.llm.model.clone();
+    match crate::providers::ollama::list_models(&st.config.llm).await {
+        Ok(models) => ok(json!({ "status": "success", "models": models, "default": default })),
+        Err(e) => {
+            debug!(error = %e, "model list unavailable");
+            ok(json!({
+                "status": "error",
+                "message": "Could not fetch Ollama models. Is Ollama running?",
+                "models": [default],
+                "default": default,
+            }))
+        }
+    }
+}
+
+async fn health(st: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
+    let missing = crate::tools::missing(&st.config);
+    let counts = st.views.counts();
+    ok(json!({
+        "status": if missing.is_empty() { "ok" } else { "degraded" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptimeSeconds": st.started.elapsed().as_secs(),
+        "lastEventId": st.views.last_id(),
+        "jobs": {
+            "queued": counts.queued, "running": counts.running, "completed": counts.completed,
+            "failed": counts.failed, "cancelled": counts.cancelled,
+        },
+        "missingTools": missing,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode() {
+        let p = query_pairs("after=5&state=queued&x=a%20b+c&flag");
+        assert_eq!(p[0], ("after".into(), "5".into()));
+        assert_eq!(p[2], ("x".into(), "a b c".into()));
+        assert_eq!(p[3], ("flag".into(), "".into()));
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn numeric_parameters_are_strict() {
+        let p = query_pairs("after=abc&limit=0&wait=61&ok=7&neg=-1");
+        assert!(param_u64(&p, "after", 0, 0, 10)
+            .unwrap_err()
+            .to_string()
+            .contains("`after`"));
+        assert!(param_u64(&p, "limit", 200, 1, 1000).is_err());
+        assert!(param_u64(&p, "wait", 0, 0, 60).is_err());
+        assert!(param_u64(&p, "neg", 0, 0, 60).is_err());
+        assert_eq!(param_u64(&p, "ok", 0, 0, 60).unwrap(), 7);
+        assert_eq!(param_u64(&p, "missing", 3, 0, 60).unwrap(), 3);
+    }
+}

@@ -1,0 +1,225 @@
+//! In-memory views of the log: every job's folded state, in creation order, with a wake-up channel per
+//! job. Rebuilt from the log at start-up; afterwards only the journal writes here, right after each
+//! commit, so a view never shows an event that is not durable. Readers (HTTP, control socket, the
+//! scheduler) take cheap snapshots (`Arc<JobView>`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::watch;
+
+use crate::event::{Event, EventId, JobId, JobState, JobView, Kind};
+use crate::store::{Store, StoreError};
+
+struct Slot {
+    view: Arc<JobView>,
+    /// Carries the job's last event id; changes after every commit that touches the job.
+    tx: watch::Sender<EventId>,
+}
+
+#[derive(Default)]
+struct Inner {
+    jobs: HashMap<JobId, Slot>,
+    /// Jobs in creation order (append-only).
+    order: Vec<JobId>,
+}
+
+/// Counts by state, for status displays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub queued: u64,
+    pub running: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+/// What a replay found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplayReport {
+    pub events: u64,
+    pub jobs: u64,
+    /// Events that could not be folded (a history not starting with `queued`): skipped, logged.
+    pub orphans: u64,
+}
+
+#[derive(Default)]
+pub struct Views {
+    inner: RwLock<Inner>,
+    last_id: AtomicU64,
+    /// Wakes daemon-wide followers (admin events, any commit).
+    any: watch::Sender<EventId>,
+}
+
+impl Views {
+    pub fn new() -> Views {
+        Views::default()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-updated map (updates are single inserts),
+        // so a poisoned lock is still safe to use.
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds every view from the log.
+    pub fn replay(store: &Store) -> Result<(Views, ReplayReport), StoreError> {
+        let mut views: HashMap<JobId, JobView> = HashMap::new();
+        let mut order = Vec::new();
+        let mut report = ReplayReport::default();
+        let mut last = 0;
+        report.events = store.scan(|ev| {
+            last = ev.id;
+            if ev.job == JobId::DAEMON {
+                return;
+            }
+            match views.get_mut(&ev.job) {
+                Some(v) => v.apply(&ev),
+                None => match JobView::create(&ev) {
+                    Some(v) => {
+                        order.push(ev.job);
+                        views.insert(ev.job, v);
+                    }
+                    None => report.orphans += 1,
+                },
+            }
+        })?;
+        report.jobs = order.len() as u64;
+        let mut inner = Inner {
+            jobs: HashMap::with_capacity(views.len()),
+            order,
+        };
+        for (id, view) in views {
+            let (tx, _) = watch::channel(view.last_event_id);
+            inner.jobs.insert(
+                id,
+                Slot {
+                    view: Arc::new(view),
+                    tx,
+                },
+            );
+        }
+        let out = Views {
+            inner: RwLock::new(inner),
+            last_id: AtomicU64::new(last),
+            any: watch::channel(last).0,
+        };
+        Ok((out, report))
+    }
+
+    pub fn view(&self, job: JobId) -> Option<Arc<JobView>> {
+        self.read().jobs.get(&job).map(|s| s.view.clone())
+    }
+
+    /// A receiver that changes whenever `job` gets a new event.
+    pub fn subscribe(&self, job: JobId) -> Option<watch::Receiver<EventId>> {
+        self.read().jobs.get(&job).map(|s| s.tx.subscribe())
+    }
+
+    /// A receiver that changes after every commit.
+    pub fn subscribe_all(&self) -> watch::Receiver<EventId> {
+        self.any.subscribe()
+    }
+
+    pub fn last_id(&self) -> EventId {
+        self.last_id.load(Ordering::Acquire)
+    }
+
+    /// Jobs newest first, optionally of one state.
+    pub fn list(&self, state: Option<JobState>, limit: usize) -> Vec<Arc<JobView>> {
+        let inner = self.read();
+        inner
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| inner.jobs.get(id))
+            .map(|s| &s.view)
+            .filter(|v| state.is_none_or(|st| v.state == st))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Queued jobs, oldest first (the order the queue takes them in).
+    pub fn queued_fifo(&self) -> Vec<JobId> {
+        let inner = self.read();
+        inner
+            .order
+            .iter()
+            .filter(|id| {
+                inner
+                    .jobs
+                    .get(id)
+                    .is_some_and(|s| s.view.state == JobState::Queued)
+            })
+            .copied()
+            .collect()
+    }
+
+    pub fn counts(&self) -> Counts {
+        let inner = self.read();
+        let mut c = Counts::default();
+        for s in inner.jobs.values() {
+            match s.view.state {
+                JobState::Queued => c.queued += 1,
+                JobState::Running => c.running += 1,
+                JobState::Completed => c.completed += 1,
+                JobState::Failed => c.failed += 1,
+                JobState::Cancelled => c.cancelled += 1,
+            }
+        }
+        c
+    }
+
+    /// Publishes the views changed by one commit (journal only), then wakes their followers.
+    pub(crate) fn publish(&self, changed: Vec<JobView>, created: &[JobId], last: EventId) {
+        let mut woken = Vec::with_capacity(changed.len());
+        {
+            let mut inner = self.write();
+            inner.order.extend_from_slice(created);
+            for view in changed {
+                let id = view.id;
+                let last_of_job = view.last_event_id;
+                match inner.jobs.get_mut(&id) {
+                    Some(slot) => {
+                        slot.view = Arc::new(view);
+                        woken.push((slot.tx.clone(), last_of_job));
+                    }
+                    None => {
+                        let (tx, _) = watch::channel(last_of_job);
+                        inner.jobs.insert(
+                            id,
+                            Slot {
+                                view: Arc::new(view),
+                                tx,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        self.last_id.store(last, Ordering::Release);
+        for (tx, v) in woken {
+            tx.send_replace(v);
+        }
+        self.any.send_replace(last);
+    }
+}
+
+/// Whether an event kind ends a wait for a job (it reached a terminal state).
+pub fn is_terminal_kind(kind: Kind) -> bool {
+    matches!(kind, Kind::Complete | Kind::Error | Kind::Cancelled)
+}
+
+/// Folds `ev` into a working copy of views, for the journal's batch validation.
+pub(crate) fn fold_into(view: &mut Option<JobView>, ev: &Event) {
+    match view {
+        Some(v) => v.apply(ev),
+        None => *view = JobView::create(ev),
+    }
+}
