@@ -2,14 +2,17 @@
 //!
 //! Sources, later ones winning: built-in defaults, the TOML file (`--config`), environment variables
 //! `REELSMITH_<SECTION>_<KEY>` (for example `REELSMITH_RENDER_PRESET=fast`), MoneyPrinter's own names for
-//! endpoints and secrets (`OLLAMA_BASE_URL`, `OLLAMA_MODEL`, `PEXELS_API_KEY`, `TIKTOK_SESSION_ID`), then
-//! command-line flags. Unknown keys and bad values fail with a message that names the key.
+//! endpoints and secrets (`OLLAMA_BASE_URL`, `OLLAMA_MODEL`, `PEXELS_API_KEY`, `TIKTOK_SESSION_ID`), the
+//! YouTube credentials (`YOUTUBE_CLIENT_ID`, `YOUTUBE_CLIENT_SECRET`, `YOUTUBE_REFRESH_TOKEN`), then
+//! command-line flags. Keys and tokens are [`Secret`]s: `Debug` output of a config never shows them. Unknown keys and bad values fail with a message that names the key.
 //! `config/reelsmith.toml` documents every key with its default; a test keeps the two in step.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::providers::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -31,7 +34,7 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -43,6 +46,7 @@ pub struct Config {
     pub music: MusicConfig,
     pub render: RenderConfig,
     pub tools: ToolsConfig,
+    pub youtube: YoutubeConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -103,8 +107,27 @@ pub struct FootageConfig {
     pub clips: u32,
     /// Longest stretch of one clip before the next one starts, in seconds.
     pub seconds_per_clip: f64,
-    pub pexels_api_key: String,
+    /// Pexels API key (`PEXELS_API_KEY`); never printed.
+    pub pexels_api_key: Secret,
     pub pexels_base_url: String,
+    /// Results asked for per Pexels search.
+    pub pexels_per_page: u32,
+    /// Online videos shorter than this (seconds) are skipped.
+    pub min_clip_seconds: f64,
+    /// Largest rendition downloaded (portrait frame; landscape is the transpose).
+    pub max_clip_width: u32,
+    pub max_clip_height: u32,
+    /// Deadline of one search request, seconds.
+    pub request_timeout_secs: u64,
+    /// Deadline and size cap of one clip download.
+    pub download_timeout_secs: u64,
+    pub download_max_bytes: u64,
+    /// Retries of a failed request (timeouts, connection errors, 429, 5xx).
+    pub retries: u32,
+    /// Clip cache shared by all jobs. Empty: `<state_dir>/cache/clips`.
+    pub cache_dir: String,
+    /// Size of the clip cache; least recently used clips are evicted beyond it.
+    pub cache_max_bytes: u64,
     /// Fall back to generated footage when the online provider fails.
     pub fallback: bool,
 }
@@ -120,8 +143,13 @@ pub struct VoiceConfig {
     pub speed_wpm: u32,
     /// Silence between two sentences of the voiceover, in milliseconds.
     pub sentence_pause_ms: u32,
-    pub tiktok_session_id: String,
+    /// TikTok session id (`TIKTOK_SESSION_ID`); never printed.
+    pub tiktok_session_id: Secret,
     pub tiktok_endpoints: Vec<String>,
+    /// Deadline of one TikTok request, seconds.
+    pub tiktok_timeout_secs: u64,
+    /// Retries of a failed request (timeouts, connection errors, 429, 5xx).
+    pub retries: u32,
     /// Fall back to espeak-ng when the online provider fails.
     pub fallback: bool,
 }
@@ -169,28 +197,36 @@ pub struct RenderConfig {
     pub decoder_threads: u32,
 }
 
+/// YouTube upload (`automateYoutubeUpload`): OAuth refresh-token flow and resumable upload.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct YoutubeConfig {
+    /// OAuth client (`YOUTUBE_CLIENT_ID`, `YOUTUBE_CLIENT_SECRET`), or `client_secrets_file`.
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Google's `client_secrets.json` (`{"installed": {"client_id", "client_secret"}}`).
+    pub client_secrets_file: String,
+    /// Refresh token (`YOUTUBE_REFRESH_TOKEN`), or a file holding it (plain or JSON `refresh_token`).
+    pub refresh_token: Secret,
+    pub refresh_token_file: String,
+    pub token_url: String,
+    pub upload_url: String,
+    /// `private`, `unlisted` or `public`.
+    pub privacy_status: String,
+    pub category_id: String,
+    /// Bytes per upload request (a multiple of 256 KiB).
+    pub chunk_bytes: u64,
+    /// Deadline of one request, seconds.
+    pub timeout_secs: u64,
+    pub retries: u32,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct ToolsConfig {
     pub ffmpeg: String,
     pub ffprobe: String,
     pub espeak: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            daemon: DaemonConfig::default(),
-            llm: LlmConfig::default(),
-            footage: FootageConfig::default(),
-            voice: VoiceConfig::default(),
-            subtitles: SubtitlesConfig::default(),
-            music: MusicConfig::default(),
-            render: RenderConfig::default(),
-            tools: ToolsConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {
@@ -239,8 +275,18 @@ impl Default for FootageConfig {
             local_dir: String::new(),
             clips: 5,
             seconds_per_clip: 6.0,
-            pexels_api_key: String::new(),
+            pexels_api_key: Secret::default(),
             pexels_base_url: "https://api.pexels.com".into(),
+            pexels_per_page: 15,
+            min_clip_seconds: 10.0,
+            max_clip_width: 1080,
+            max_clip_height: 1920,
+            request_timeout_secs: 30,
+            download_timeout_secs: 300,
+            download_max_bytes: 200 << 20,
+            retries: 3,
+            cache_dir: String::new(),
+            cache_max_bytes: 2 << 30,
             fallback: true,
         }
     }
@@ -253,8 +299,10 @@ impl Default for VoiceConfig {
             default_voice: "en_us_001".into(),
             speed_wpm: 165,
             sentence_pause_ms: 250,
-            tiktok_session_id: String::new(),
+            tiktok_session_id: Secret::default(),
             tiktok_endpoints: Vec::new(),
+            tiktok_timeout_secs: 30,
+            retries: 3,
             fallback: true,
         }
     }
@@ -296,6 +344,25 @@ impl Default for RenderConfig {
     }
 }
 
+impl Default for YoutubeConfig {
+    fn default() -> Self {
+        YoutubeConfig {
+            client_id: String::new(),
+            client_secret: Secret::default(),
+            client_secrets_file: String::new(),
+            refresh_token: Secret::default(),
+            refresh_token_file: String::new(),
+            token_url: "https://oauth2.googleapis.com/token".into(),
+            upload_url: "https://www.googleapis.com/upload/youtube/v3/videos".into(),
+            privacy_status: "private".into(),
+            category_id: "22".into(),
+            chunk_bytes: 8 << 20,
+            timeout_secs: 600,
+            retries: 3,
+        }
+    }
+}
+
 impl Default for ToolsConfig {
     fn default() -> Self {
         ToolsConfig {
@@ -306,7 +373,7 @@ impl Default for ToolsConfig {
     }
 }
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "server",
     "daemon",
     "llm",
@@ -316,6 +383,7 @@ const SECTIONS: [&str; 9] = [
     "music",
     "render",
     "tools",
+    "youtube",
 ];
 
 impl Config {
@@ -404,6 +472,60 @@ impl Config {
             &self.voice.provider,
             &["espeak", "tiktok"],
         )?;
+        let f = &self.footage;
+        if !(1..=80).contains(&f.pexels_per_page) {
+            return Err(invalid(
+                "footage.pexels_per_page",
+                "must be between 1 and 80",
+            ));
+        }
+        if !(0.0..=600.0).contains(&f.min_clip_seconds) {
+            return Err(invalid(
+                "footage.min_clip_seconds",
+                "must be between 0 and 600",
+            ));
+        }
+        for (key, v) in [
+            ("footage.max_clip_width", f.max_clip_width),
+            ("footage.max_clip_height", f.max_clip_height),
+        ] {
+            if !(16..=8192).contains(&v) {
+                return Err(invalid(key, "must be between 16 and 8192"));
+            }
+        }
+        for (key, v) in [
+            ("footage.request_timeout_secs", f.request_timeout_secs),
+            ("footage.download_timeout_secs", f.download_timeout_secs),
+            ("footage.download_max_bytes", f.download_max_bytes),
+            ("footage.cache_max_bytes", f.cache_max_bytes),
+            ("voice.tiktok_timeout_secs", self.voice.tiktok_timeout_secs),
+            ("youtube.timeout_secs", self.youtube.timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        for (key, v) in [
+            ("footage.retries", f.retries),
+            ("voice.retries", self.voice.retries),
+            ("youtube.retries", self.youtube.retries),
+            ("llm.retries", self.llm.retries),
+        ] {
+            if v > 20 {
+                return Err(invalid(key, "must be between 0 and 20"));
+            }
+        }
+        one_of(
+            "youtube.privacy_status",
+            &self.youtube.privacy_status,
+            &["private", "unlisted", "public"],
+        )?;
+        if self.youtube.chunk_bytes == 0 || !self.youtube.chunk_bytes.is_multiple_of(256 << 10) {
+            return Err(invalid(
+                "youtube.chunk_bytes",
+                "must be a positive multiple of 262144 (256 KiB)",
+            ));
+        }
         if !(80..=450).contains(&self.voice.speed_wpm) {
             return Err(invalid("voice.speed_wpm", "must be between 80 and 450"));
         }
@@ -478,8 +600,18 @@ impl Config {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
 
-    /// The state directory after applying the documented fallbacks.
+    /// The state directory after applying the documented fallbacks; always absolute, so that result
+    /// paths in events are too.
     pub fn state_dir(&self) -> PathBuf {
+        let dir = self.state_dir_as_given();
+        if dir.is_absolute() {
+            dir
+        } else {
+            std::env::current_dir().map(|c| c.join(&dir)).unwrap_or(dir)
+        }
+    }
+
+    fn state_dir_as_given(&self) -> PathBuf {
         if !self.daemon.state_dir.is_empty() {
             return PathBuf::from(&self.daemon.state_dir);
         }
@@ -531,12 +663,15 @@ fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
 
 /// Applies `REELSMITH_<SECTION>_<KEY>` and MoneyPrinter's variables onto the TOML tree.
 fn apply_env(tree: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
-    let aliases: [(&str, &str, &str); 5] = [
+    let aliases: [(&str, &str, &str); 8] = [
         ("OLLAMA_BASE_URL", "llm", "ollama_base_url"),
         ("OLLAMA_MODEL", "llm", "model"),
         ("PEXELS_API_KEY", "footage", "pexels_api_key"),
         ("TIKTOK_SESSION_ID", "voice", "tiktok_session_id"),
         ("OPENAI_BASE_URL", "llm", "openai_base_url"),
+        ("YOUTUBE_CLIENT_ID", "youtube", "client_id"),
+        ("YOUTUBE_CLIENT_SECRET", "youtube", "client_secret"),
+        ("YOUTUBE_REFRESH_TOKEN", "youtube", "refresh_token"),
     ];
     let defaults = toml::Value::try_from(Config::default())
         .map_err(|e| invalid("(defaults)", e.to_string()))?;
@@ -657,6 +792,30 @@ mod tests {
         assert_eq!(cfg.llm.model, "mistral");
         assert_eq!(cfg.footage.pexels_api_key, "k");
         assert_eq!(cfg.voice.tiktok_endpoints, vec!["http://a", "http://b"]);
+    }
+
+    #[test]
+    fn secrets_from_the_environment_never_print() {
+        let cfg = Config::load_with_env(
+            None,
+            &env(&[
+                ("PEXELS_API_KEY", "pexels-secret-1"),
+                ("TIKTOK_SESSION_ID", "tiktok-secret-2"),
+                ("YOUTUBE_CLIENT_SECRET", "yt-secret-3"),
+                ("YOUTUBE_REFRESH_TOKEN", "yt-secret-4"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(cfg.youtube.refresh_token, "yt-secret-4");
+        let shown = format!("{cfg:?} {cfg:#?}");
+        for s in [
+            "pexels-secret-1",
+            "tiktok-secret-2",
+            "yt-secret-3",
+            "yt-secret-4",
+        ] {
+            assert!(!shown.contains(s), "{s} printed");
+        }
     }
 
     #[test]

@@ -306,10 +306,9 @@ async fn events(st: &Arc<AppState>, id: &str, query: &str) -> Result<Response<Bo
         if waiting {
             tokio::select! {
                 changed = tokio::time::timeout_at(deadline, rx.changed()) => {
-                    match changed {
-                        Ok(Ok(())) => continue,
-                        // Timed out, or the job's channel closed: answer with what there is.
-                        _ => {}
+                    // Otherwise timed out, or the job's channel closed: answer with what there is.
+                    if let Ok(Ok(())) = changed {
+                        continue;
                     }
                 }
                 _ = crate::wait_true(&mut stopping) => {}

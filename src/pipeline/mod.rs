@@ -6,8 +6,17 @@
 //! journal to `EventSink` and a cancel or shutdown to [`StopSignal`]. Every stage checks the stop signal
 //! between steps, and subprocesses are killed by process group when it fires (see `process`).
 
+pub mod footage;
+pub mod music;
 pub mod process;
+pub mod render;
+pub mod script;
+pub mod subtitles;
+pub mod text;
 pub mod voice;
+
+#[cfg(test)]
+mod e2e_tests;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -196,9 +205,18 @@ pub trait Stage {
     fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>>;
 }
 
-/// The stages a job runs, in order.
+/// The stages a job runs, in the order of the story the events tell: script (and search terms),
+/// footage, voice, music (a no-op unless the request asks for it), subtitles (timed from the voice),
+/// render.
 pub fn stages(_config: &Config) -> Vec<Box<dyn Stage>> {
-    Vec::new()
+    vec![
+        Box::new(script::ScriptStage),
+        Box::new(footage::FootageStage),
+        Box::new(voice::VoiceStage),
+        Box::new(music::MusicStage),
+        Box::new(subtitles::SubtitlesStage),
+        Box::new(render::RenderStage),
+    ]
 }
 
 /// How a run ended; the job actor turns it into the terminal events.
@@ -219,13 +237,24 @@ pub async fn run(cx: &mut JobContext, stages: &[Box<dyn Stage>]) -> Outcome {
     match run_inner(cx, stages).await {
         Ok(()) => Outcome::Completed,
         Err((_, StageError::Stopped(r))) => Outcome::Stopped(r),
-        Err((stage, StageError::Failed { error, message, retryable })) => {
+        Err((
+            stage,
+            StageError::Failed {
+                error,
+                message,
+                retryable,
+            },
+        )) => {
             let (name, action) = stage
                 .map(|s| (s.name(), s.action()))
                 .unwrap_or(("pipeline", "generate video"));
-            let ev = NewEvent::new(Kind::Error, Level::Error, format!("Failed to {action}: {message}"))
-                .with_payload(json!({ "error": error, "retryable": retryable, "stage": name }))
-                .with_stage(name);
+            let ev = NewEvent::new(
+                Kind::Error,
+                Level::Error,
+                format!("Failed to {action}: {message}"),
+            )
+            .with_payload(json!({ "error": error, "retryable": retryable, "stage": name }))
+            .with_stage(name);
             match cx.events.emit(ev).await {
                 Ok(_) => Outcome::Failed,
                 Err(e) => Outcome::Lost(e),
@@ -263,7 +292,11 @@ async fn run_inner<'s>(
         stage.run(cx).await.map_err(|e| (Some(stage.as_ref()), e))?;
     }
     cx.stop.check().map_err(|e| (None, e))?;
-    let output = cx.artifacts.output.clone().unwrap_or_else(|| cx.output_path.clone());
+    let output = cx
+        .artifacts
+        .output
+        .clone()
+        .unwrap_or_else(|| cx.output_path.clone());
     let done = NewEvent::new(Kind::Complete, Level::Success, "Video generation complete")
         .with_payload(json!({
             "outputPath": output.display().to_string(),

@@ -1,6 +1,527 @@
-//! Voice stage (placeholder until the pipeline lands): MoneyPrinter voice ids.
+//! Voice stage: the voiceover, one audio file per sentence so subtitle timing is exact.
+//!
+//! MoneyPrinter's TikTok voice ids (the full list its page offers) map to espeak-ng voices; an id not
+//! in [`VOICES`] is refused at submit time (`is_known_voice`). The offline provider is espeak-ng
+//! behind the [`VoiceProvider`] trait (TikTok slots in later). At most [`PARALLEL_SYNTHESIS`] sentences
+//! are spoken at once; the per-sentence WAVs are measured from their headers and joined, with a short
+//! pause between sentences, into one PCM WAV whose sentence starts are exact. Event:
+//! `Generating voiceover with <provider>` {voice}.
+
+use std::path::{Path, PathBuf};
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use serde_json::json;
+use tracing::info;
+
+use super::process::{self, Tool};
+use super::text::{has_words, split_sentences};
+use super::{JobContext, LocalBoxFuture, SpokenSentence, Stage, StageError, StopSignal};
+use crate::config::Config;
+use crate::event::NewEvent;
+
+/// Sentences synthesised at once.
+pub const PARALLEL_SYNTHESIS: usize = 2;
+
+/// A MoneyPrinter voice id and the espeak-ng voice that speaks it (`language+variant`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VoiceEntry {
+    pub id: &'static str,
+    /// What MoneyPrinter's page calls it.
+    pub label: &'static str,
+    /// espeak-ng voice name (`-v`).
+    pub espeak: &'static str,
+}
+
+const fn v(id: &'static str, label: &'static str, espeak: &'static str) -> VoiceEntry {
+    VoiceEntry { id, label, espeak }
+}
+
+/// MoneyPrinter's voices (its page's list plus `en_us_008`), in the page's order.
+pub const VOICES: &[VoiceEntry] = &[
+    v("en_us_ghostface", "Ghost Face", "en-us+m7"),
+    v("en_us_chewbacca", "Chewbacca", "en-us+croak"),
+    v("en_us_c3po", "C3PO", "en-gb-x-rp+m2"),
+    v("en_us_stitch", "Stitch", "en-us+f5"),
+    v("en_us_stormtrooper", "Stormtrooper", "en-us+m4"),
+    v("en_us_rocket", "Rocket", "en-us+m6"),
+    v("en_au_001", "English AU - Female", "en-gb+f3"),
+    v("en_au_002", "English AU - Male", "en-gb+m3"),
+    v("en_uk_001", "English UK - Male 1", "en-gb+m1"),
+    v("en_uk_003", "English UK - Male 2", "en-gb-x-rp+m3"),
+    v("en_us_001", "English US - Female (Int. 1)", "en-us+f3"),
+    v("en_us_002", "English US - Female (Int. 2)", "en-us+f4"),
+    v("en_us_006", "English US - Male 1", "en-us+m1"),
+    v("en_us_007", "English US - Male 2", "en-us+m2"),
+    v("en_us_008", "English US - Male 3", "en-us+m3"),
+    v("en_us_009", "English US - Male 3", "en-us+m5"),
+    v("en_us_010", "English US - Male 4", "en-us+m6"),
+    v("fr_001", "French - Male 1", "fr-fr+m1"),
+    v("fr_002", "French - Male 2", "fr-fr+m3"),
+    v("de_001", "German - Female", "de+f3"),
+    v("de_002", "German - Male", "de+m3"),
+    v("es_002", "Spanish - Male", "es+m3"),
+    v("es_mx_002", "Spanish MX - Male", "es-419+m3"),
+    v("br_001", "Portuguese BR - Female 1", "pt-br+f3"),
+    v("br_003", "Portuguese BR - Female 2", "pt-br+f4"),
+    v("br_004", "Portuguese BR - Female 3", "pt-br+f2"),
+    v("br_005", "Portuguese BR - Male", "pt-br+m3"),
+    v("id_001", "Indonesian - Female", "id+f3"),
+    v("jp_001", "Japanese - Female 1", "ja+f3"),
+    v("jp_003", "Japanese - Female 2", "ja+f4"),
+    v("jp_005", "Japanese - Female 3", "ja+f2"),
+    v("jp_006", "Japanese - Male", "ja+m3"),
+    v("kr_002", "Korean - Male 1", "ko+m3"),
+    v("kr_003", "Korean - Female", "ko+f3"),
+    v("kr_004", "Korean - Male 2", "ko+m1"),
+    v("en_female_f08_salut_damour", "Alto", "en-us+f2"),
+    v("en_male_m03_lobby", "Tenor", "en-us+m3"),
+    v("en_female_f08_warmy_breeze", "Warmy Breeze", "en-us+f4"),
+    v("en_male_m03_sunshine_soon", "Sunshine Soon", "en-us+m2"),
+    v("en_male_narration", "narrator", "en-gb-x-rp+m1"),
+    v("en_male_funny", "wacky", "en-us+m7"),
+    v("en_female_emotional", "peaceful", "en-us+f1"),
+];
+
+/// The voice entry of a MoneyPrinter id.
+pub fn voice_entry(id: &str) -> Option<&'static VoiceEntry> {
+    VOICES.iter().find(|e| e.id == id)
+}
+
+/// The espeak-ng voice (`-v`) for a MoneyPrinter id.
+pub fn espeak_voice(id: &str) -> Option<&'static str> {
+    voice_entry(id).map(|e| e.espeak)
+}
 
 /// Whether `id` is a voice id this build can speak.
 pub fn is_known_voice(id: &str) -> bool {
-    id.starts_with("en_") || id.starts_with("fr_") || id.starts_with("de_") || id.starts_with("es_")
+    voice_entry(id).is_some()
+}
+
+/// Something that speaks one sentence into a WAV file (PCM, any rate; all sentences of a job must
+/// share one format).
+pub trait VoiceProvider {
+    /// Name in the event: `Generating voiceover with <name>`.
+    fn name(&self) -> &'static str;
+    fn speak<'a>(
+        &'a self,
+        stop: &'a StopSignal,
+        voice: &'a str,
+        text: &'a str,
+        out: &'a Path,
+    ) -> LocalBoxFuture<'a, Result<(), StageError>>;
+}
+
+/// espeak-ng, offline.
+#[derive(Clone, Debug)]
+pub struct Espeak {
+    tool: Tool,
+    speed_wpm: u32,
+}
+
+impl Espeak {
+    pub fn new(cfg: &Config) -> Espeak {
+        Espeak {
+            tool: Tool::espeak(cfg),
+            speed_wpm: cfg.voice.speed_wpm,
+        }
+    }
+}
+
+impl VoiceProvider for Espeak {
+    fn name(&self) -> &'static str {
+        "espeak-ng"
+    }
+
+    fn speak<'a>(
+        &'a self,
+        stop: &'a StopSignal,
+        voice: &'a str,
+        text: &'a str,
+        out: &'a Path,
+    ) -> LocalBoxFuture<'a, Result<(), StageError>> {
+        Box::pin(async move {
+            let espeak_voice = espeak_voice(voice).ok_or_else(|| {
+                StageError::failed(
+                    "UnknownVoice",
+                    format!("voice `{voice}` has no espeak-ng voice"),
+                )
+            })?;
+            // The text goes through a file, so nothing in it can be read as an option.
+            let text_path = out.with_extension("txt");
+            tokio::fs::write(&text_path, text)
+                .await
+                .map_err(|e| io_failed(&text_path, e))?;
+            let args: Vec<std::ffi::OsString> = vec![
+                "-b".into(),
+                "1".into(),
+                "-v".into(),
+                espeak_voice.into(),
+                "-s".into(),
+                self.speed_wpm.to_string().into(),
+                "-w".into(),
+                out.into(),
+                "-f".into(),
+                text_path.clone().into(),
+            ];
+            process::run(stop, &self.tool, &args).await?;
+            Ok(())
+        })
+    }
+}
+
+fn io_failed(path: &Path, e: std::io::Error) -> StageError {
+    StageError::failed("Io", format!("{}: {e}", path.display()))
+}
+
+/// The format and sample data of a PCM WAV file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wav {
+    pub channels: u16,
+    pub sample_rate: u32,
+    pub bits_per_sample: u16,
+    pub data: Vec<u8>,
+}
+
+/// Why a WAV file could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WavError {
+    #[error("not a RIFF/WAVE file")]
+    NotWave,
+    #[error("WAV is not 16-bit PCM (format {format}, {bits} bits)")]
+    Unsupported { format: u16, bits: u16 },
+    #[error("WAV has no `{0}` chunk")]
+    MissingChunk(&'static str),
+}
+
+impl Wav {
+    /// Parses a RIFF/WAVE file of 16-bit PCM. A data size beyond the file's end (a header written
+    /// before the length was known) is clamped to the bytes present.
+    pub fn parse(bytes: &[u8]) -> Result<Wav, WavError> {
+        if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+            return Err(WavError::NotWave);
+        }
+        let mut pos = 12;
+        let mut fmt: Option<(u16, u16, u32, u16)> = None;
+        while pos + 8 <= bytes.len() {
+            let id = &bytes[pos..pos + 4];
+            let size = u32::from_le_bytes([
+                bytes[pos + 4],
+                bytes[pos + 5],
+                bytes[pos + 6],
+                bytes[pos + 7],
+            ]) as usize;
+            let body = pos + 8;
+            if id == b"fmt " {
+                if body + 16 > bytes.len() {
+                    return Err(WavError::MissingChunk("fmt "));
+                }
+                let u16_at = |o: usize| u16::from_le_bytes([bytes[body + o], bytes[body + o + 1]]);
+                let rate = u32::from_le_bytes([
+                    bytes[body + 4],
+                    bytes[body + 5],
+                    bytes[body + 6],
+                    bytes[body + 7],
+                ]);
+                fmt = Some((u16_at(0), u16_at(2), rate, u16_at(14)));
+            } else if id == b"data" {
+                let (format, channels, sample_rate, bits) =
+                    fmt.ok_or(WavError::MissingChunk("fmt "))?;
+                if format != 1 || bits != 16 || channels == 0 || sample_rate == 0 {
+                    return Err(WavError::Unsupported { format, bits });
+                }
+                let end = body.saturating_add(size).min(bytes.len());
+                let frame = usize::from(channels) * 2;
+                let len = (end - body) / frame * frame;
+                return Ok(Wav {
+                    channels,
+                    sample_rate,
+                    bits_per_sample: bits,
+                    data: bytes[body..body + len].to_vec(),
+                });
+            }
+            pos = body.saturating_add(size + (size & 1));
+        }
+        Err(WavError::MissingChunk("data"))
+    }
+
+    fn bytes_per_second(&self) -> usize {
+        self.sample_rate as usize
+            * usize::from(self.channels)
+            * usize::from(self.bits_per_sample / 8)
+    }
+
+    /// Length in seconds.
+    pub fn duration(&self) -> f64 {
+        self.data.len() as f64 / self.bytes_per_second() as f64
+    }
+
+    pub fn same_format(&self, other: &Wav) -> bool {
+        (self.channels, self.sample_rate, self.bits_per_sample)
+            == (other.channels, other.sample_rate, other.bits_per_sample)
+    }
+
+    /// Silence of `seconds` in this format.
+    fn silence(&self, seconds: f64) -> Vec<u8> {
+        let frame = usize::from(self.channels) * usize::from(self.bits_per_sample / 8);
+        let frames = (seconds * f64::from(self.sample_rate)).round() as usize;
+        vec![0; frames * frame]
+    }
+
+    /// The file's bytes (canonical 44-byte header).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(44 + self.data.len());
+        let data_len = self.data.len() as u32;
+        out.extend_from_slice(b"RIFF");
+        out.extend_from_slice(&(36 + data_len).to_le_bytes());
+        out.extend_from_slice(b"WAVEfmt ");
+        out.extend_from_slice(&16u32.to_le_bytes());
+        out.extend_from_slice(&1u16.to_le_bytes());
+        out.extend_from_slice(&self.channels.to_le_bytes());
+        out.extend_from_slice(&self.sample_rate.to_le_bytes());
+        out.extend_from_slice(&(self.bytes_per_second() as u32).to_le_bytes());
+        out.extend_from_slice(&(self.channels * self.bits_per_sample / 8).to_le_bytes());
+        out.extend_from_slice(&self.bits_per_sample.to_le_bytes());
+        out.extend_from_slice(b"data");
+        out.extend_from_slice(&data_len.to_le_bytes());
+        out.extend_from_slice(&self.data);
+        out
+    }
+}
+
+/// Joins per-sentence WAVs with `pause` seconds between them; returns the track and each piece's
+/// (start, duration) in it.
+pub fn join_wavs(parts: &[Wav], pause: f64) -> Result<(Wav, Vec<(f64, f64)>), String> {
+    let first = parts.first().ok_or("no audio to join")?;
+    let mut track = Wav {
+        data: Vec::new(),
+        ..first.clone()
+    };
+    let mut timings = Vec::with_capacity(parts.len());
+    for (i, p) in parts.iter().enumerate() {
+        if !p.same_format(first) {
+            return Err(format!(
+                "sentence {} has audio format {} Hz x{} but the first has {} Hz x{}",
+                i + 1,
+                p.sample_rate,
+                p.channels,
+                first.sample_rate,
+                first.channels
+            ));
+        }
+        if i > 0 {
+            track.data.extend(track.silence(pause));
+        }
+        let start = track.duration();
+        track.data.extend_from_slice(&p.data);
+        timings.push((start, p.duration()));
+    }
+    Ok((track, timings))
+}
+
+/// The voice stage.
+#[derive(Debug, Default)]
+pub struct VoiceStage;
+
+/// The provider for this job and, when it is a fallback, the warning to record.
+fn choose_provider(cfg: &Config) -> Result<(Box<dyn VoiceProvider>, Option<String>), StageError> {
+    match cfg.voice.provider.as_str() {
+        "espeak" => Ok((Box::new(Espeak::new(cfg)), None)),
+        other if cfg.voice.fallback => Ok((
+            Box::new(Espeak::new(cfg)),
+            Some(format!(
+                "The `{other}` voice provider is not available in this build; espeak-ng speaks instead."
+            )),
+        )),
+        other => Err(StageError::failed(
+            "ProviderUnavailable",
+            format!("the `{other}` voice provider is not available in this build; set voice.provider = \"espeak\""),
+        )),
+    }
+}
+
+impl Stage for VoiceStage {
+    fn name(&self) -> &'static str {
+        "voice"
+    }
+
+    fn action(&self) -> &'static str {
+        "generate voiceover"
+    }
+
+    fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>> {
+        Box::pin(async move {
+            let cfg = cx.config.clone();
+            let (provider, warning) = choose_provider(&cfg)?;
+            let voice = cx.request.voice.clone();
+            cx.emit(
+                "voice",
+                NewEvent::info(format!("Generating voiceover with {}", provider.name()))
+                    .with_payload(json!({ "voice": voice })),
+            )
+            .await?;
+            if let Some(w) = warning {
+                cx.emit("voice", NewEvent::warning(w)).await?;
+            }
+            let script = cx.artifacts.script.clone().unwrap_or_default();
+            let sentences: Vec<String> = split_sentences(&script)
+                .into_iter()
+                .filter(|s| has_words(s))
+                .collect();
+            if sentences.is_empty() {
+                return Err(StageError::failed(
+                    "EmptyScript",
+                    "the script has no sentences to speak",
+                ));
+            }
+            let dir = cx.work_dir.join("voice");
+            tokio::fs::create_dir_all(&dir)
+                .await
+                .map_err(|e| io_failed(&dir, e))?;
+
+            let stop = cx.stop.clone();
+            let provider = provider.as_ref();
+            let jobs = sentences.iter().enumerate().map(|(i, text)| {
+                let out = dir.join(format!("sentence-{i:04}.wav"));
+                let stop = &stop;
+                let voice = voice.as_str();
+                async move {
+                    stop.check()?;
+                    provider.speak(stop, voice, text, &out).await?;
+                    let bytes = tokio::fs::read(&out)
+                        .await
+                        .map_err(|e| io_failed(&out, e))?;
+                    Wav::parse(&bytes).map_err(|e| {
+                        StageError::failed(
+                            "BadAudio",
+                            format!("{} wrote {}: {e}", provider.name(), out.display()),
+                        )
+                    })
+                }
+            });
+            let parts: Vec<Wav> = stream::iter(jobs)
+                .buffered(PARALLEL_SYNTHESIS)
+                .try_collect()
+                .await?;
+            cx.stop.check()?;
+
+            let pause = f64::from(cfg.voice.sentence_pause_ms) / 1000.0;
+            let (track, timings) =
+                join_wavs(&parts, pause).map_err(|m| StageError::failed("BadAudio", m))?;
+            let track_path: PathBuf = cx.work_dir.join("voice.wav");
+            tokio::fs::write(&track_path, track.to_bytes())
+                .await
+                .map_err(|e| io_failed(&track_path, e))?;
+            cx.artifacts.sentences = sentences
+                .into_iter()
+                .zip(timings)
+                .map(|(text, (start, duration))| SpokenSentence {
+                    text,
+                    start,
+                    duration,
+                })
+                .collect();
+            cx.artifacts.duration = track.duration();
+            cx.artifacts.voice_track = Some(track_path);
+            info!(
+                job = %cx.job.0,
+                stage = "voice",
+                sentences = cx.artifacts.sentences.len(),
+                duration = cx.artifacts.duration,
+                "voiceover ready"
+            );
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moneyprinter_ids_map_to_matching_languages() {
+        let cases = [
+            ("en_us_001", "en-us"),
+            ("en_us_006", "en-us"),
+            ("en_uk_001", "en-gb"),
+            ("en_au_002", "en-gb"),
+            ("fr_001", "fr-fr"),
+            ("de_002", "de"),
+            ("es_002", "es"),
+            ("es_mx_002", "es-419"),
+            ("br_003", "pt-br"),
+            ("id_001", "id"),
+            ("jp_001", "ja"),
+            ("kr_003", "ko"),
+            ("en_male_narration", "en-gb-x-rp"),
+        ];
+        for (id, lang) in cases {
+            let voice = espeak_voice(id).unwrap_or_default();
+            assert_eq!(voice.split('+').next(), Some(lang), "{id} -> {voice}");
+            assert!(is_known_voice(id));
+        }
+        for bad in ["xx_404", "", "EN_US_001", "en_us_999", "en_"] {
+            assert!(!is_known_voice(bad), "{bad}");
+        }
+        let mut ids: Vec<_> = VOICES.iter().map(|v| v.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), VOICES.len(), "duplicate voice ids");
+        assert!(VOICES.len() >= 40);
+    }
+
+    #[test]
+    fn every_mapped_espeak_voice_is_installed() {
+        let out = std::process::Command::new("espeak-ng")
+            .arg("--voices")
+            .output()
+            .expect("espeak-ng must be installed (apt-get install espeak-ng)");
+        let listing = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        let langs: Vec<&str> = listing
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .collect();
+        for e in VOICES {
+            let lang = e.espeak.split('+').next().unwrap_or_default();
+            assert!(
+                langs.contains(&lang),
+                "{} -> {lang} is not an installed espeak-ng language",
+                e.id
+            );
+        }
+    }
+
+    fn wav(rate: u32, samples: usize) -> Wav {
+        Wav {
+            channels: 1,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            data: vec![1; samples * 2],
+        }
+    }
+
+    #[test]
+    fn wavs_round_trip_and_join_with_exact_timings() {
+        let a = wav(16000, 16000);
+        let b = wav(16000, 8000);
+        assert_eq!(Wav::parse(&a.to_bytes()).unwrap(), a);
+        let (track, t) = join_wavs(&[a.clone(), b], 0.25).unwrap();
+        assert_eq!(t, vec![(0.0, 1.0), (1.25, 0.5)]);
+        assert!((track.duration() - 1.75).abs() < 1e-9);
+        assert!(join_wavs(&[a, wav(44100, 10)], 0.1).is_err());
+    }
+
+    #[test]
+    fn a_streamed_header_with_a_huge_data_size_is_clamped() {
+        let mut bytes = wav(16000, 1600).to_bytes();
+        bytes[40..44].copy_from_slice(&0x7fff_f000u32.to_le_bytes());
+        let w = Wav::parse(&bytes).unwrap();
+        assert!((w.duration() - 0.1).abs() < 1e-9);
+        assert_eq!(
+            Wav::parse(b"RIFF0000WAVEjunk"),
+            Err(WavError::MissingChunk("data"))
+        );
+        assert_eq!(Wav::parse(b"nope"), Err(WavError::NotWave));
+    }
 }

@@ -1,0 +1,707 @@
+//! Render stage: ONE ffmpeg invocation from clips, voice, music and subtitles to the final MP4.
+//!
+//! Each clip is one looped input (`-stream_loop -1`, few decoder threads); its chain crops to the
+//! render's aspect (centre crop: no letterbox, no stretch), scales, sets the frame rate, and is cut by
+//! the `segment` filter into the consecutive pieces of the timeline it fills, so a clip shown twice
+//! continues where it left off and only the clip on screen is decoded. Segments of
+//! `seconds_per_clip` cycle through the clips and add up to exactly the voiceover's frame count; the
+//! concatenation gets the subtitles burnt in (`ass`), the voice is mixed with the looped music at
+//! `music.volume` (`amix`, `duration=first`, no normalisation, so the voice keeps its level), and the
+//! output is H.264 + AAC with `+faststart`, cut with `-t` to the voice's duration. It is written to a
+//! temporary file in the job folder and renamed onto `output_path` only when ffmpeg succeeded.
+//! Progress events come from `-progress pipe:1`, monotonic in [0, 1], at most four per second.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use super::process::{self, Tool};
+use super::{JobContext, LocalBoxFuture, Stage, StageError, StopSignal};
+use crate::event::NewEvent;
+
+/// Least time between two progress events.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A centred crop window, in source pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crop {
+    pub w: u32,
+    pub h: u32,
+    pub x: u32,
+    pub y: u32,
+}
+
+/// The largest centred window of a `sw`x`sh` source with the `dw`:`dh` aspect (even sides, within
+/// the source): scaling it to `dw`x`dh` neither letterboxes nor stretches.
+pub fn crop_for(sw: u32, sh: u32, dw: u32, dh: u32) -> Crop {
+    let (sw64, sh64, dw64, dh64) = (
+        u64::from(sw),
+        u64::from(sh),
+        u64::from(dw.max(1)),
+        u64::from(dh.max(1)),
+    );
+    let even_within = |v: u64, max: u64| -> u32 {
+        let e = (v + 1) & !1; // round half up to even
+        let e = if e > max { max & !1 } else { e };
+        e.max(2.min(max)) as u32
+    };
+    if sw64 * dh64 > sh64 * dw64 {
+        // Wider than the target: keep the full height, cut the sides.
+        let w = even_within((sh64 * dw64 + dh64 / 2) / dh64, sw64);
+        Crop {
+            w,
+            h: sh,
+            x: (sw - w) / 2,
+            y: 0,
+        }
+    } else {
+        // Taller (or equal): keep the full width, cut top and bottom.
+        let h = even_within((sw64 * dh64 + dw64 / 2) / dw64, sh64);
+        let h = if sw64 * dh64 == sh64 * dw64 { sh } else { h };
+        Crop {
+            w: sw,
+            h,
+            x: 0,
+            y: (sh - h) / 2,
+        }
+    }
+}
+
+/// One stretch of the timeline: `frames` frames of clip `clip`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub clip: usize,
+    pub frames: u64,
+}
+
+/// Segments of `seconds_per_clip` cycling through `clips` clips, whose frames add up to exactly
+/// `ceil(duration * fps)`; the last one takes the remainder.
+pub fn plan_segments(duration: f64, seconds_per_clip: f64, fps: u32, clips: usize) -> Vec<Segment> {
+    let total = (duration.max(0.0) * f64::from(fps) - 1e-6).ceil().max(1.0) as u64;
+    let per = (seconds_per_clip * f64::from(fps)).round().max(1.0) as u64;
+    let clips = clips.max(1);
+    let mut out = Vec::new();
+    let mut done = 0;
+    while done < total {
+        let frames = per.min(total - done);
+        out.push(Segment {
+            clip: out.len() % clips,
+            frames,
+        });
+        done += frames;
+    }
+    out
+}
+
+/// A probed footage clip.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClipInfo {
+    pub path: PathBuf,
+    /// Displayed size (after rotation metadata).
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Escapes a path for use as a filter option inside a filtergraph (two levels: the option value,
+/// then the graph).
+pub fn filter_escape_path(p: &str) -> String {
+    let mut level1 = String::with_capacity(p.len() + 8);
+    for c in p.chars() {
+        if matches!(c, '\\' | ':' | '\'') {
+            level1.push('\\');
+        }
+        level1.push(c);
+    }
+    let mut level2 = String::with_capacity(level1.len() + 8);
+    for c in level1.chars() {
+        if matches!(c, '\\' | '\'' | '[' | ']' | ',' | ';') {
+            level2.push('\\');
+        }
+        level2.push(c);
+    }
+    level2
+}
+
+/// Everything one render needs.
+#[derive(Clone, Debug)]
+pub struct RenderPlan {
+    pub clips: Vec<ClipInfo>,
+    pub voice: PathBuf,
+    /// Song and its volume (0..1).
+    pub music: Option<(PathBuf, f64)>,
+    pub subtitles: Option<PathBuf>,
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub seconds_per_clip: f64,
+    pub duration: f64,
+    pub preset: String,
+    pub crf: u32,
+    /// Encoder threads; 0 lets ffmpeg decide.
+    pub threads: u32,
+    /// Decoder threads per clip input; 0 lets ffmpeg decide.
+    pub decoder_threads: u32,
+    pub audio_bitrate: String,
+    pub output: PathBuf,
+}
+
+/// The filtergraph of `plan` (video chains, concat, subtitles, audio mix): outputs `[vout]`, `[aout]`.
+pub fn build_filtergraph(plan: &RenderPlan) -> String {
+    let segments = plan_segments(
+        plan.duration,
+        plan.seconds_per_clip,
+        plan.fps,
+        plan.clips.len(),
+    );
+    let n_clips = plan.clips.len();
+    let mut parts: Vec<String> = Vec::new();
+    // Per clip: which segments (timeline positions) it fills, in order.
+    let mut uses: Vec<Vec<usize>> = vec![Vec::new(); n_clips];
+    for (k, s) in segments.iter().enumerate() {
+        uses[s.clip].push(k);
+    }
+    for (c, clip) in plan.clips.iter().enumerate() {
+        if uses[c].is_empty() {
+            continue;
+        }
+        let crop = crop_for(clip.width, clip.height, plan.width, plan.height);
+        let mut chain = format!(
+            "[{c}:v]crop={}:{}:{}:{},scale={}:{}:flags=bicubic,setsar=1,fps={},format=yuv420p",
+            crop.w, crop.h, crop.x, crop.y, plan.width, plan.height, plan.fps
+        );
+        let labels: Vec<String> = uses[c].iter().map(|k| format!("[c{c}s{k}]")).collect();
+        if uses[c].len() > 1 {
+            // Cut points: cumulative frame counts of this clip's segments but the last.
+            let mut acc = 0;
+            let cuts: Vec<String> = uses[c][..uses[c].len() - 1]
+                .iter()
+                .map(|&k| {
+                    acc += segments[k].frames;
+                    acc.to_string()
+                })
+                .collect();
+            chain.push_str(&format!(",segment=frames={}", cuts.join("|")));
+        }
+        chain.push_str(&labels.concat());
+        parts.push(chain);
+    }
+    let mut concat_inputs = String::new();
+    for (k, s) in segments.iter().enumerate() {
+        parts.push(format!(
+            "[c{}s{k}]trim=end_frame={},setpts=N/FRAME_RATE/TB[v{k}]",
+            s.clip, s.frames
+        ));
+        concat_inputs.push_str(&format!("[v{k}]"));
+    }
+    let after_concat = match &plan.subtitles {
+        Some(p) => format!(",ass=filename={}", filter_escape_path(&p.to_string_lossy())),
+        None => String::new(),
+    };
+    parts.push(format!(
+        "{concat_inputs}concat=n={}:v=1:a=0{after_concat}[vout]",
+        segments.len()
+    ));
+    let voice_idx = n_clips;
+    let voice_chain =
+        format!("[{voice_idx}:a]aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo");
+    match &plan.music {
+        Some((_, volume)) => {
+            parts.push(format!("{voice_chain}[voice]"));
+            parts.push(format!(
+                "[{}:a]aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo,volume={volume:.3}[music]",
+                voice_idx + 1
+            ));
+            parts.push(
+                "[voice][music]amix=inputs=2:duration=first:dropout_transition=0:normalize=0[aout]"
+                    .into(),
+            );
+        }
+        None => parts.push(format!("{voice_chain}[aout]")),
+    }
+    parts.join(";")
+}
+
+/// The full ffmpeg argument list of `plan`, writing to `plan.output`.
+pub fn build_args(plan: &RenderPlan) -> Vec<OsString> {
+    let mut a: Vec<OsString> = Vec::new();
+    let mut push = |s: &str| a.push(OsString::from(s));
+    for s in [
+        "-nostdin",
+        "-y",
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+    ] {
+        push(s);
+    }
+    for clip in &plan.clips {
+        if plan.decoder_threads > 0 {
+            a.push("-threads".into());
+            a.push(plan.decoder_threads.to_string().into());
+        }
+        a.extend([
+            "-stream_loop".into(),
+            "-1".into(),
+            "-i".into(),
+            clip.path.clone().into_os_string(),
+        ]);
+    }
+    a.extend(["-i".into(), plan.voice.clone().into_os_string()]);
+    if let Some((song, _)) = &plan.music {
+        a.extend([
+            "-stream_loop".into(),
+            "-1".into(),
+            "-i".into(),
+            song.clone().into_os_string(),
+        ]);
+    }
+    a.push("-filter_complex".into());
+    a.push(build_filtergraph(plan).into());
+    let rest: Vec<String> = vec![
+        "-map".into(),
+        "[vout]".into(),
+        "-map".into(),
+        "[aout]".into(),
+        "-c:v".into(),
+        "libx264".into(),
+        "-preset".into(),
+        plan.preset.clone(),
+        "-crf".into(),
+        plan.crf.to_string(),
+        "-pix_fmt".into(),
+        "yuv420p".into(),
+        "-r".into(),
+        plan.fps.to_string(),
+        "-c:a".into(),
+        "aac".into(),
+        "-b:a".into(),
+        plan.audio_bitrate.clone(),
+        "-movflags".into(),
+        "+faststart".into(),
+        "-t".into(),
+        format!("{:.3}", plan.duration),
+    ];
+    a.extend(rest.into_iter().map(OsString::from));
+    if plan.threads > 0 {
+        a.push("-threads".into());
+        a.push(plan.threads.to_string().into());
+    }
+    a.extend([
+        "-f".into(),
+        "mp4".into(),
+        plan.output.clone().into_os_string(),
+    ]);
+    a
+}
+
+/// Width and height of the first video stream of `path`, as displayed (rotation applied).
+pub async fn probe_clip(
+    stop: &StopSignal,
+    ffprobe: &Tool,
+    path: &Path,
+) -> Result<ClipInfo, StageError> {
+    let args: Vec<OsString> = vec![
+        "-v".into(),
+        "error".into(),
+        "-select_streams".into(),
+        "v:0".into(),
+        "-show_entries".into(),
+        "stream=width,height:stream_tags=rotate:stream_side_data=rotation".into(),
+        "-of".into(),
+        "json".into(),
+        path.as_os_str().to_owned(),
+    ];
+    let out = process::run(stop, ffprobe, &args).await?;
+    parse_probe(&out.stdout)
+        .ok_or_else(|| {
+            StageError::failed(
+                "BadFootage",
+                format!("{} has no readable video stream", path.display()),
+            )
+        })
+        .map(|(width, height)| ClipInfo {
+            path: path.to_path_buf(),
+            width,
+            height,
+        })
+}
+
+/// (width, height) from ffprobe's JSON, swapped for a ±90° rotation.
+fn parse_probe(json_bytes: &[u8]) -> Option<(u32, u32)> {
+    let v: Value = serde_json::from_slice(json_bytes).ok()?;
+    let s = v.get("streams")?.get(0)?;
+    let w = u32::try_from(s.get("width")?.as_u64()?).ok()?;
+    let h = u32::try_from(s.get("height")?.as_u64()?).ok()?;
+    if w == 0 || h == 0 {
+        return None;
+    }
+    let tag = s
+        .get("tags")
+        .and_then(|t| t.get("rotate"))
+        .and_then(|r| r.as_str())
+        .and_then(|r| r.parse::<i64>().ok());
+    let side = s
+        .get("side_data_list")
+        .and_then(|l| l.as_array())
+        .and_then(|l| {
+            l.iter()
+                .find_map(|d| d.get("rotation").and_then(Value::as_i64))
+        });
+    let rot = side.or(tag).unwrap_or(0).rem_euclid(180);
+    Some(if rot == 90 { (h, w) } else { (w, h) })
+}
+
+/// The render stage.
+#[derive(Debug, Default)]
+pub struct RenderStage;
+
+fn io_failed(what: &str, path: &Path, e: std::io::Error) -> StageError {
+    StageError::failed("Io", format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// Moves `from` onto `to`, copying when they are on different file systems.
+async fn move_file(from: &Path, to: &Path) -> Result<(), StageError> {
+    match tokio::fs::rename(from, to).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            tokio::fs::copy(from, to)
+                .await
+                .map_err(|e| io_failed("write", to, e))?;
+            let _ = tokio::fs::remove_file(from).await;
+            Ok(())
+        }
+        Err(e) => Err(io_failed("move the video to", to, e)),
+    }
+}
+
+impl Stage for RenderStage {
+    fn name(&self) -> &'static str {
+        "render"
+    }
+
+    fn action(&self) -> &'static str {
+        "render video"
+    }
+
+    fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>> {
+        Box::pin(async move {
+            let cfg = cx.config.clone();
+            cx.emit(
+                "render",
+                NewEvent::info("Rendering final video with subtitles...").with_payload(json!({
+                    "subtitlesPosition": cx.request.position_text(),
+                    "color": cx.request.color,
+                })),
+            )
+            .await?;
+            let voice =
+                cx.artifacts.voice_track.clone().ok_or_else(|| {
+                    StageError::failed("NoVoice", "there is no voiceover to render")
+                })?;
+            if cx.artifacts.clips.is_empty() {
+                return Err(StageError::failed(
+                    "NoFootage",
+                    "there is no footage to render",
+                ));
+            }
+            let duration = cx.artifacts.duration;
+            if duration.is_nan() || duration <= 0.0 {
+                return Err(StageError::failed("NoVoice", "the voiceover is empty"));
+            }
+            let ffprobe = Tool::ffprobe(&cfg);
+            let mut clips = Vec::with_capacity(cx.artifacts.clips.len());
+            for path in &cx.artifacts.clips {
+                cx.stop.check()?;
+                clips.push(probe_clip(&cx.stop, &ffprobe, path).await?);
+            }
+            let partial = cx.work_dir.join("render.partial.mp4");
+            let plan = RenderPlan {
+                clips,
+                voice,
+                music: cx.artifacts.music.clone().map(|m| (m, cfg.music.volume)),
+                subtitles: cx.artifacts.subtitles.clone(),
+                width: cfg.render.width,
+                height: cfg.render.height,
+                fps: cfg.render.fps,
+                seconds_per_clip: cfg.footage.seconds_per_clip,
+                duration,
+                preset: cfg.render.preset.clone(),
+                crf: cfg.render.crf,
+                threads: cx.request.threads.unwrap_or(cfg.render.threads),
+                decoder_threads: cfg.render.decoder_threads,
+                audio_bitrate: cfg.render.audio_bitrate.clone(),
+                output: partial.clone(),
+            };
+            let args = build_args(&plan);
+            cx.emit("render", NewEvent::progress(0.0)).await?;
+
+            let (tx, mut rx) = mpsc::unbounded_channel::<f64>();
+            let ffmpeg = Tool::ffmpeg(&cfg);
+            let stop = cx.stop.clone();
+            let encode = async move {
+                let mut report = |t: f64| {
+                    let _ = tx.send(t);
+                };
+                process::run_with_progress(&stop, &ffmpeg, &args, &mut report).await
+            };
+            let cxr: &JobContext = cx;
+            let reporter = async move {
+                let mut last = 0.0_f64;
+                let mut last_at = Instant::now();
+                while let Some(t) = rx.recv().await {
+                    // 1.0 is sent once the file is in place, so the render never claims it early.
+                    let f = (t / duration).clamp(0.0, 0.99);
+                    if f >= last + 0.001 && last_at.elapsed() >= PROGRESS_INTERVAL {
+                        cxr.emit("render", NewEvent::progress(f)).await?;
+                        last = f;
+                        last_at = Instant::now();
+                    }
+                }
+                Ok::<(), StageError>(())
+            };
+            let (encoded, reported) = tokio::join!(encode, reporter);
+            if let Err(e) = encoded {
+                let _ = tokio::fs::remove_file(&partial).await;
+                return Err(e);
+            }
+            reported?;
+            cx.stop.check()?;
+
+            if let Some(parent) = cx.output_path.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| io_failed("create", parent, e))?;
+            }
+            move_file(&partial, &cx.output_path).await?;
+            let output =
+                std::path::absolute(&cx.output_path).unwrap_or_else(|_| cx.output_path.clone());
+            cx.emit("render", NewEvent::progress(1.0)).await?;
+            info!(job = %cx.job.0, stage = "render", output = %output.display(), duration, "video rendered");
+            cx.artifacts.output = Some(output);
+            cx.artifacts.duration = duration;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crops_fill_nine_sixteen_without_letterbox_or_stretch() {
+        // 16:9 landscape: full height, sides cut.
+        assert_eq!(
+            crop_for(1920, 1080, 1080, 1920),
+            Crop {
+                w: 608,
+                h: 1080,
+                x: 656,
+                y: 0
+            }
+        );
+        // 4:3: full height, sides cut.
+        assert_eq!(
+            crop_for(1440, 1080, 1080, 1920),
+            Crop {
+                w: 608,
+                h: 1080,
+                x: 416,
+                y: 0
+            }
+        );
+        assert_eq!(
+            crop_for(640, 480, 1080, 1920),
+            Crop {
+                w: 270,
+                h: 480,
+                x: 185,
+                y: 0
+            }
+        );
+        // 9:16 already: untouched.
+        assert_eq!(
+            crop_for(1080, 1920, 1080, 1920),
+            Crop {
+                w: 1080,
+                h: 1920,
+                x: 0,
+                y: 0
+            }
+        );
+        assert_eq!(
+            crop_for(720, 1280, 1080, 1920),
+            Crop {
+                w: 720,
+                h: 1280,
+                x: 0,
+                y: 0
+            }
+        );
+        // Taller than 9:16: full width, top and bottom cut.
+        assert_eq!(
+            crop_for(1080, 2400, 1080, 1920),
+            Crop {
+                w: 1080,
+                h: 1920,
+                x: 0,
+                y: 240
+            }
+        );
+        // The aspect error after cropping is below one pixel.
+        for (sw, sh) in [
+            (1920, 1080),
+            (1440, 1080),
+            (1280, 720),
+            (3840, 2160),
+            (1000, 1000),
+            (54, 96),
+        ] {
+            let c = crop_for(sw, sh, 180, 320);
+            assert!(c.x + c.w <= sw && c.y + c.h <= sh);
+            let want_w = f64::from(c.h) * 180.0 / 320.0;
+            assert!((f64::from(c.w) - want_w).abs() <= 1.5, "{sw}x{sh}: {c:?}");
+        }
+    }
+
+    #[test]
+    fn segments_cycle_clips_and_cover_the_voice_exactly() {
+        let s = plan_segments(14.5, 6.0, 30, 2);
+        assert_eq!(
+            s,
+            vec![
+                Segment {
+                    clip: 0,
+                    frames: 180
+                },
+                Segment {
+                    clip: 1,
+                    frames: 180
+                },
+                Segment {
+                    clip: 0,
+                    frames: 75
+                },
+            ]
+        );
+        let total: u64 = plan_segments(40.0, 6.0, 30, 5)
+            .iter()
+            .map(|s| s.frames)
+            .sum();
+        assert_eq!(total, 1200);
+        let total: u64 = plan_segments(3.01, 6.0, 30, 5)
+            .iter()
+            .map(|s| s.frames)
+            .sum();
+        assert_eq!(total, 91);
+    }
+
+    #[test]
+    fn filter_paths_are_escaped_for_both_levels() {
+        assert_eq!(filter_escape_path("/tmp/a b/sub.ass"), "/tmp/a b/sub.ass");
+        assert_eq!(
+            filter_escape_path("/t/it's:[x],y;z"),
+            r"/t/it\\\'s\\:\[x\]\,y\;z"
+        );
+    }
+
+    fn plan(music: bool) -> RenderPlan {
+        RenderPlan {
+            clips: vec![
+                ClipInfo {
+                    path: "/c/a.mp4".into(),
+                    width: 1920,
+                    height: 1080,
+                },
+                ClipInfo {
+                    path: "/c/b.mp4".into(),
+                    width: 1080,
+                    height: 1920,
+                },
+            ],
+            voice: "/j/voice.wav".into(),
+            music: music.then(|| (PathBuf::from("/s/song.mp3"), 0.1)),
+            subtitles: Some("/j/subtitles.ass".into()),
+            width: 1080,
+            height: 1920,
+            fps: 30,
+            seconds_per_clip: 6.0,
+            duration: 14.5,
+            preset: "veryfast".into(),
+            crf: 23,
+            threads: 2,
+            decoder_threads: 1,
+            audio_bitrate: "192k".into(),
+            output: "/j/out.mp4".into(),
+        }
+    }
+
+    #[test]
+    fn the_filtergraph_segments_clips_and_mixes_audio() {
+        let g = build_filtergraph(&plan(true));
+        assert!(g.contains("[0:v]crop=608:1080:656:0,scale=1080:1920:flags=bicubic,setsar=1,fps=30,format=yuv420p,segment=frames=180[c0s0][c0s2]"), "{g}");
+        assert!(g.contains("[1:v]crop=1080:1920:0:0,scale=1080:1920:flags=bicubic,setsar=1,fps=30,format=yuv420p[c1s1]"), "{g}");
+        assert!(
+            g.contains("[c0s2]trim=end_frame=75,setpts=N/FRAME_RATE/TB[v2]"),
+            "{g}"
+        );
+        assert!(
+            g.contains("[v0][v1][v2]concat=n=3:v=1:a=0,ass=filename=/j/subtitles.ass[vout]"),
+            "{g}"
+        );
+        assert!(g.contains("[3:a]aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo,volume=0.100[music]"), "{g}");
+        assert!(
+            g.contains(
+                "[voice][music]amix=inputs=2:duration=first:dropout_transition=0:normalize=0[aout]"
+            ),
+            "{g}"
+        );
+        let g = build_filtergraph(&plan(false));
+        assert!(
+            g.ends_with(
+                "[2:a]aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo[aout]"
+            ),
+            "{g}"
+        );
+    }
+
+    #[test]
+    fn the_arguments_loop_inputs_and_encode_as_configured() {
+        let args: Vec<String> = build_args(&plan(true))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        assert!(joined.starts_with("-nostdin -y -hide_banner"), "{joined}");
+        assert!(joined.contains("-threads 1 -stream_loop -1 -i /c/a.mp4 -threads 1 -stream_loop -1 -i /c/b.mp4 -i /j/voice.wav -stream_loop -1 -i /s/song.mp3 -filter_complex"), "{joined}");
+        for want in [
+            "-c:v libx264 -preset veryfast -crf 23",
+            "-c:a aac -b:a 192k",
+            "-movflags +faststart",
+            "-t 14.500",
+            "-threads 2 -f mp4 /j/out.mp4",
+            "-progress pipe:1",
+        ] {
+            assert!(joined.contains(want), "{want}: {joined}");
+        }
+    }
+
+    #[test]
+    fn probe_output_is_read_with_rotation() {
+        let plain = br#"{"streams":[{"width":1920,"height":1080}]}"#;
+        assert_eq!(parse_probe(plain), Some((1920, 1080)));
+        let rotated =
+            br#"{"streams":[{"width":1920,"height":1080,"side_data_list":[{"rotation":-90}]}]}"#;
+        assert_eq!(parse_probe(rotated), Some((1080, 1920)));
+        let tagged = br#"{"streams":[{"width":1920,"height":1080,"tags":{"rotate":"270"}}]}"#;
+        assert_eq!(parse_probe(tagged), Some((1080, 1920)));
+        assert_eq!(parse_probe(br#"{"streams":[]}"#), None);
+    }
+}
