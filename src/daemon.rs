@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::actors::job::{interruption_events, JobPaths};
-use crate::actors::journal::{Append, Journal};
+use crate::actors::journal::{Append, Journal, Ping};
 use crate::actors::scheduler::{GetStatus, Scheduler, Shutdown};
 use crate::config::Config;
 use crate::event::{JobState, Kind, Level, NewEvent};
@@ -28,6 +28,32 @@ use crate::views::Views;
 #[derive(Clone, Debug, Default)]
 pub struct ServeOptions {
     pub paused: bool,
+    /// The config file the daemon was started with; `reload` reads it again.
+    pub config_path: Option<PathBuf>,
+    /// Command-line values that win over the file, at start and at every reload.
+    pub overrides: Overrides,
+}
+
+/// Config values given on the command line (`--state-dir`, `--listen`, `--socket`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    pub state_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub socket: Option<PathBuf>,
+}
+
+impl Overrides {
+    pub fn apply(&self, cfg: &mut Config) {
+        if let Some(d) = &self.state_dir {
+            cfg.daemon.state_dir = d.display().to_string();
+        }
+        if let Some(l) = &self.listen {
+            cfg.server.listen = l.clone();
+        }
+        if let Some(s) = &self.socket {
+            cfg.daemon.socket = s.display().to_string();
+        }
+    }
 }
 
 /// The running core: what the HTTP layer, the control socket and the CLI talk to.
@@ -44,6 +70,10 @@ pub struct Core {
     pub stopping: watch::Receiver<bool>,
     /// Asks the daemon to stop (used by a finished drain and by signals).
     pub stop: Arc<watch::Sender<bool>>,
+    /// The config file the daemon was started with (`None`: defaults and environment only).
+    pub config_path: Option<PathBuf>,
+    /// Command-line values a reload must keep.
+    pub overrides: Overrides,
 }
 
 /// Creates the state directory and proves it writable; the error names the path.
@@ -131,6 +161,8 @@ pub async fn start_core(
         started: Instant::now(),
         stopping: stop_rx,
         stop: Arc::new(stop_tx),
+        config_path: opts.config_path.clone(),
+        overrides: opts.overrides.clone(),
     })
 }
 
@@ -195,8 +227,10 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let listener = crate::http::bind(config.listen_addr()).await?;
     let local = listener.local_addr()?;
+    // Bound before the core starts, so that a second daemon on the same socket stops here.
+    let control = crate::control::bind(&config)?;
     let core = start_core(config.clone(), state_dir, store, views, &opts).await?;
-    let control = crate::control::start(&core).await?;
+    let control = crate::control::start(control, &core);
     let state = Arc::new(crate::http::AppState {
         config: config.clone(),
         views: core.views.clone(),
@@ -239,30 +273,83 @@ async fn serve(
     Ok(())
 }
 
-/// Keeps systemd's STATUS= current, and pings the watchdog while the scheduler and journal answer.
+/// Keeps systemd's STATUS= current (after commits, at most four times a second, and every 5 s), and
+/// sends WATCHDOG=1 at half of `WatchdogSec` only while the journal and the scheduler both answer.
 async fn report_status(core: Core) {
     let watchdog = crate::systemd::watchdog_interval();
-    let every = watchdog
-        .unwrap_or(Duration::from_secs(5))
-        .min(Duration::from_secs(5));
-    let mut tick = tokio::time::interval(every);
+    let mut status_tick = tokio::time::interval(Duration::from_secs(5));
+    let mut dog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    dog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ping_timeout = watchdog
+        .map(|w| (w / 2).clamp(Duration::from_millis(100), Duration::from_secs(5)))
+        .unwrap_or(Duration::from_secs(5));
+    let mut commits = core.views.subscribe_all();
+    let mut last = String::new();
     loop {
-        tick.tick().await;
-        let Ok(Ok(st)) = tokio::time::timeout(every, core.scheduler.send(GetStatus)).await else {
-            continue;
+        tokio::select! {
+            _ = status_tick.tick() => {}
+            Ok(()) = commits.changed() => tokio::time::sleep(Duration::from_millis(250)).await,
+            _ = dog_tick.tick(), if watchdog.is_some() => {
+                match liveness(&core, ping_timeout).await {
+                    Ok(()) => {
+                        crate::systemd::notify("WATCHDOG=1");
+                    }
+                    Err(who) => warn!(unresponsive = who, "watchdog ping withheld"),
+                }
+                continue;
+            }
+        }
+        let text = match tokio::time::timeout(
+            Duration::from_secs(1),
+            core.scheduler.send(GetStatus),
+        )
+        .await
+        {
+            Ok(Ok(st)) => format!(
+                "STATUS={} running, {} queued{}{}",
+                st.running.len(),
+                st.queue_depth,
+                if st.paused { ", paused" } else { "" },
+                if st.draining { ", draining" } else { "" },
+            ),
+            _ => "STATUS=scheduler not answering".to_string(),
         };
-        let journal_ok = core.journal.connected();
-        let text = format!(
-            "STATUS={} running, {} queued{}",
-            st.running.len(),
-            st.queue_depth,
-            if st.paused { ", paused" } else { "" }
-        );
-        crate::systemd::notify(&text);
-        if watchdog.is_some() && journal_ok {
-            crate::systemd::notify("WATCHDOG=1");
+        if text != last {
+            crate::systemd::notify(&text);
+            last = text;
         }
     }
+}
+
+/// Whether the journal and the scheduler both answer a message within `timeout`; else who did not.
+async fn liveness(core: &Core, timeout: Duration) -> Result<(), &'static str> {
+    match tokio::time::timeout(timeout, core.journal.send(Ping)).await {
+        Ok(Ok(())) => {}
+        _ => return Err("journal"),
+    }
+    match tokio::time::timeout(timeout, core.scheduler.send(GetStatus)).await {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err("scheduler"),
+    }
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `path` (statvfs).
+pub fn free_disk_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` points to writable memory of the right
+    // type; statvfs fills it completely when it returns 0.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: rc == 0, so statvfs initialised `st`.
+    let st = unsafe { st.assume_init() };
+    // fsblkcnt_t and c_ulong are 32-bit on some targets.
+    #[allow(clippy::unnecessary_cast)]
+    let (avail, frsize) = (st.f_bavail as u64, st.f_frsize as u64);
+    Some(avail.saturating_mul(frsize))
 }
 
 /// A JSON summary of the daemon, shared by `/healthz`-like callers and the control socket.
@@ -277,11 +364,13 @@ pub async fn status_json(core: &Core) -> serde_json::Value {
         "concurrency": sched.as_ref().map(|s| s.concurrency),
         "queued": counts.queued,
         "running": counts.running,
+        "finished": counts.completed + counts.failed + counts.cancelled,
         "completed": counts.completed,
         "failed": counts.failed,
         "cancelled": counts.cancelled,
         "lastEventId": core.views.last_id(),
         "databaseBytes": core.store.size_bytes(),
+        "freeDiskBytes": free_disk_bytes(&core.state_dir),
         "stateDir": core.state_dir.display().to_string(),
     })
 }

@@ -23,15 +23,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             paused,
         } => {
             reelsmith::telemetry::init("info");
-            let mut cfg = load_config(&common)?;
-            if let Some(l) = listen {
-                cfg.server.listen = l;
-            }
-            if let Some(s) = socket {
-                cfg.daemon.socket = s.display().to_string();
-            }
+            let overrides = reelsmith::daemon::Overrides {
+                state_dir: common.state_dir.clone(),
+                listen,
+                socket,
+            };
+            let mut cfg = Config::load(common.config.as_deref())?;
+            overrides.apply(&mut cfg);
             cfg.validate()?;
-            reelsmith::daemon::run_server(cfg, reelsmith::daemon::ServeOptions { paused })?;
+            let opts = reelsmith::daemon::ServeOptions {
+                paused,
+                config_path: common.config.clone(),
+                overrides,
+            };
+            reelsmith::daemon::run_server(cfg, opts)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate(args) => {
@@ -41,7 +46,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Ctl(args) => {
             reelsmith::telemetry::init("warn");
-            let cfg = load_config(&args.common)?;
+            // The config only tells where the socket is: a broken file must not stop an admin
+            // from reaching the daemon (for instance to `reload` a fixed one) with `--socket`.
+            let cfg = load_config(&args.common);
             reelsmith::control::client::run(cfg, args)
         }
     }

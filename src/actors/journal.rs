@@ -35,6 +35,11 @@ impl Append {
     }
 }
 
+/// Answers at once: the watchdog's proof that the journal's thread is not stuck in a commit.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Ping;
+
 /// Writes everything queued so far (sent by the journal to itself).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -225,6 +230,12 @@ impl Handler<Append> for Journal {
         }
         Box::pin(async move { rx.await.unwrap_or(Err(JournalError::Closed)) })
     }
+}
+
+impl Handler<Ping> for Journal {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _ctx: &mut Self::Context) {}
 }
 
 impl Handler<Flush> for Journal {

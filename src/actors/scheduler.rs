@@ -82,10 +82,18 @@ pub struct Drain {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// A snapshot of the scheduler's own state.
+/// A snapshot of the scheduler's own state (also the watchdog's liveness ping).
 #[derive(Message)]
 #[rtype(result = "SchedulerStatus")]
 pub struct GetStatus;
+
+/// Swaps the config that jobs started from now on receive (a reload). Concurrency is not taken
+/// from it: that changes only through `SetConcurrency`, which records an admin event.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetConfig {
+    pub config: Arc<Config>,
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SchedulerStatus {
@@ -273,9 +281,15 @@ impl Handler<Cancel> for Scheduler {
         if let Some(actor) = self.running.get(&job).cloned() {
             let send = self.journal.send(Append::one(job, requested));
             return Box::pin(send.into_actor(self).map(move |res, _act, _ctx| {
-                res??;
-                actor.do_send(Stop(StopReason::Cancelled));
-                Ok(CancelOutcome::Requested)
+                match res? {
+                    Ok(_) => {
+                        actor.do_send(Stop(StopReason::Cancelled));
+                        Ok(CancelOutcome::Requested)
+                    }
+                    // The job ended (its terminal event committed) before the request: a no-op.
+                    Err(JournalError::Illegal(_)) => Ok(CancelOutcome::NoOp),
+                    Err(e) => Err(e.into()),
+                }
             }));
         }
         // Not running: it is queued (or about to be). Cancel it in one append, then drop it.
@@ -458,6 +472,14 @@ impl Handler<JobEnded> for Scheduler {
             warn!(job = %msg.job, "ended job has no view");
         }
         self.pump(ctx);
+    }
+}
+
+impl Handler<SetConfig> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetConfig, _ctx: &mut Self::Context) {
+        self.config = msg.config;
     }
 }
 

@@ -1,11 +1,11 @@
-//! The control socket (placeholder until the control issue lands): returns the path it would use.
+//! Local administration over a Unix socket: the server (`server`: bind, access, framing), what
+//! each command does (`commands`), the wire format (`protocol`) and the `reelsmith ctl` client.
+//!
+//! No HTTP and no token: access is decided by the socket's file mode and the peer's credentials.
 
-use std::path::PathBuf;
-
-use crate::daemon::Core;
-
-/// Starts the control socket server and returns its path.
-pub async fn start(core: &Core) -> anyhow::Result<PathBuf> {
-    Ok(core.config.socket_path())
-}
 pub mod client;
+mod commands;
+pub mod protocol;
+mod server;
+
+pub use server::{bind, start, Access, Conn, ControlError, Listener};
