@@ -1,1 +1,728 @@
-fn main() {}
+//! The core's benchmark: starts the release daemon (`--paused`, port 0, temp state dir) and loads it
+//! over loopback with its own client (tokio + hyper keep-alive connections). Reports durable
+//! submissions/s with 64 clients, event pages (200 and 5 events) with 16 connections, long-poll
+//! wake-up with 100 waiters, start-up replay of 1M events, and RSS. Run: `cargo bench --bench core`.
+//!
+//! Every phase is bounded (fixed durations or counts). Env: `BENCH_SECS` (seconds per throughput
+//! phase, default 5), `BENCH_REPLAY_EVENTS` (default 1000000).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+use reelsmith::event::{Event, JobId, Kind, Level};
+use reelsmith::store::{self, Store};
+
+// ---------------------------------------------------------------- daemon process
+
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    /// Time from spawn to the `listening` line.
+    startup: Duration,
+    /// `millis=` of the `event log replayed` line.
+    replay_millis: Option<u64>,
+}
+
+fn daemon_binary() -> PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_reelsmith") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release").join("reelsmith");
+    if !bin.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--bin", "reelsmith"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo build --release");
+        assert!(st.success(), "cargo build --release failed");
+    }
+    bin
+}
+
+impl Daemon {
+    fn start(dir: &Path) -> Daemon {
+        let cfg = dir.join("bench.toml");
+        std::fs::write(
+            &cfg,
+            "[llm]\nollama_base_url = \"http://127.0.0.1:1\"\nprovider = \"offline\"\n",
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        let mut child = Command::new(daemon_binary())
+            .arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--socket")
+            .arg(dir.join("reelsmith.sock"))
+            .args(["--listen", "127.0.0.1:0", "--paused"])
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the daemon");
+        // With BENCH_DAEMON_LOG=FILE, the daemon's log lines are appended there.
+        let mut log_file = std::env::var_os("BENCH_DAEMON_LOG").and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
+        });
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = log_file.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if tx.send(line).is_err() {
+                    // Keep draining so the daemon never blocks on a full pipe.
+                    continue;
+                }
+            }
+        });
+        let mut replay_millis = None;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            else {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the daemon did not print its listening line");
+            };
+            if line.contains("event log replayed") {
+                replay_millis = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("millis="))
+                    .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok());
+            }
+            if let Some(rest) = line.strip_prefix("reelsmith listening on http://") {
+                let addr = rest.trim().parse().unwrap();
+                let startup = t0.elapsed();
+                std::thread::spawn(move || while rx.recv().is_ok() {});
+                return Daemon {
+                    child,
+                    addr,
+                    startup,
+                    replay_millis,
+                };
+            }
+        }
+    }
+
+    fn rss_kb(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn stop(mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- client
+
+struct Conn {
+    tx: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Conn {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).unwrap();
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Conn {
+            tx,
+            host: addr.to_string(),
+        }
+    }
+
+    /// One request; `Err` for a transport failure.
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(u16, Bytes), String> {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, &self.host)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| e.to_string())?;
+        self.tx.ready().await.map_err(|e| e.to_string())?;
+        let resp = self.tx.send_request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    async fn json(&mut self, method: Method, path: &str, body: Value) -> Value {
+        let (s, b) = self
+            .call(method, path, Bytes::from(body.to_string()))
+            .await
+            .expect("request");
+        let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+        assert_eq!(s, 200, "{path}: {v}");
+        v
+    }
+}
+
+struct Load {
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+    /// Microseconds, sorted.
+    lat: Vec<u64>,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+fn pct(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// `conns` keep-alive connections, each sending `make(i)` back to back for `secs` (after a short
+/// warm-up that is not counted).
+async fn closed_loop(
+    addr: SocketAddr,
+    conns: usize,
+    dur: Duration,
+    method: Method,
+    make: impl Fn(usize) -> (String, Bytes) + Send + Sync + Clone + 'static,
+) -> Load {
+    let warm = Duration::from_millis(500);
+    let start = Instant::now() + warm;
+    let end = start + dur;
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let make = make.clone();
+        let method = method.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await;
+            let (mut ok, mut errors, mut lat) = (0u64, 0u64, Vec::with_capacity(1 << 16));
+            let mut i = c;
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let (path, body) = make(i);
+                i += conns;
+                let r = conn.call(method.clone(), &path, body).await;
+                let done = Instant::now();
+                if now < start {
+                    continue;
+                }
+                match r {
+                    Ok((200, _)) => {
+                        ok += 1;
+                        lat.push((done - now).as_micros() as u64);
+                    }
+                    Ok(_) => errors += 1,
+                    Err(_) => {
+                        errors += 1;
+                        conn = Conn::open(addr).await;
+                    }
+                }
+            }
+            (ok, errors, lat)
+        }));
+    }
+    let mut load = Load {
+        ok: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        lat: Vec::new(),
+    };
+    for t in tasks {
+        let (ok, errors, lat) = t.await.unwrap();
+        load.ok += ok;
+        load.errors += errors;
+        load.lat.extend(lat);
+    }
+    load.elapsed = dur;
+    load.lat.sort_unstable();
+    load
+}
+
+/// With `BENCH_PERF=DIR`, records a `perf` profile of the daemon for one phase (`DIR/<name>.data`).
+struct Profile(Option<Child>);
+
+impl Profile {
+    fn start(pid: u32, name: &str) -> Profile {
+        let Some(dir) = std::env::var_os("BENCH_PERF") else {
+            return Profile(None);
+        };
+        let out = PathBuf::from(dir).join(format!("{name}.data"));
+        let child = Command::new("perf")
+            .args(["record", "-g", "-F", "999", "-o"])
+            .arg(&out)
+            .args(["-p", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
+        std::thread::sleep(Duration::from_millis(300));
+        Profile(child)
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGINT);
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- log fixtures
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn valid_request() -> Value {
+    let cfg = reelsmith::config::Config::default();
+    reelsmith::request::JobRequest::parse(
+        &json!({ "videoSubject": "Why octopuses have three hearts" }),
+        &cfg,
+    )
+    .map(|r| r.to_json())
+    .expect("a valid request")
+}
+
+fn ev(
+    id: u64,
+    job: JobId,
+    kind: Kind,
+    level: Level,
+    message: String,
+    payload: Option<Value>,
+) -> Event {
+    Event {
+        id,
+        job,
+        kind,
+        level,
+        message,
+        payload,
+        timestamp_ms: now_ms(),
+        stage: Some("render".into()),
+    }
+}
+
+/// A job whose history is `queued`, then `n - 1` log events. Returns its id.
+fn write_long_job(store: &Store, first_id: u64, n: u64, request: &Value) -> JobId {
+    let job = JobId::new();
+    let mut batch = vec![ev(
+        first_id,
+        job,
+        Kind::Queued,
+        Level::Info,
+        "Job queued.".into(),
+        Some(json!({ "maxAttempts": 2, "request": request })),
+    )];
+    for i in 1..n {
+        batch.push(ev(
+            first_id + i,
+            job,
+            Kind::Log,
+            Level::Info,
+            format!("Searching for footage: octopus hearts number {i}"),
+            Some(json!({ "searchTerm": format!("octopus hearts {i}") })),
+        ));
+    }
+    store.append(&batch, &[(first_id, job)]).expect("append");
+    job
+}
+
+/// `total` events: jobs of 100 events each (queued, running, 97 logs, complete), in batches of 10k.
+fn write_history(store: &Store, total: u64, request: &Value) {
+    let per_job = 100;
+    let mut id = 1;
+    let mut batch = Vec::with_capacity(10_000);
+    let mut created = Vec::new();
+    while id <= total {
+        let job = JobId::new();
+        created.push((id, job));
+        for k in 0..per_job {
+            let (kind, level, msg, payload) = match k {
+                0 => (
+                    Kind::Queued,
+                    Level::Info,
+                    "Job queued.".to_string(),
+                    Some(json!({ "maxAttempts": 2, "request": request })),
+                ),
+                1 => (
+                    Kind::Running,
+                    Level::Info,
+                    "Job started.".into(),
+                    Some(json!({ "attempt": 1, "maxAttempts": 2 })),
+                ),
+                99 => (
+                    Kind::Complete,
+                    Level::Success,
+                    "Video generation complete".into(),
+                    Some(
+                        json!({ "outputPath": format!("/var/lib/reelsmith/output/{job}.mp4"), "duration": 41.5 }),
+                    ),
+                ),
+                _ => (
+                    Kind::Progress,
+                    Level::Info,
+                    format!("Rendering: {k}%"),
+                    Some(json!({ "progress": k as f64 / 100.0 })),
+                ),
+            };
+            batch.push(ev(id, job, kind, level, msg, payload));
+            id += 1;
+        }
+        if batch.len() >= 10_000 || id > total {
+            store.append(&batch, &created).expect("append");
+            batch.clear();
+            created.clear();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- phases
+
+struct Row {
+    what: String,
+    figure: String,
+    target: String,
+    pass: Option<bool>,
+}
+
+fn row(rows: &mut Vec<Row>, what: &str, figure: String, target: &str, pass: Option<bool>) {
+    println!("  {what}: {figure}");
+    rows.push(Row {
+        what: what.into(),
+        figure,
+        target: target.into(),
+        pass,
+    });
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments. `cargo test --benches` passes nothing special
+    // either, so a quick smoke mode is selected by BENCH_SECS=0.
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let replay_events: u64 = std::env::var("BENCH_REPLAY_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let dur = Duration::from_secs(secs.max(1));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    let request = valid_request();
+
+    // A state dir holding one job with 300 events, written through the library before the start.
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let long_job = {
+        let store = Store::open(&state.join(store::FILE_NAME)).unwrap();
+        write_long_job(&store, 1, 300, &request)
+    };
+    let d = Daemon::start(tmp.path());
+    let addr = d.addr;
+    println!(
+        "daemon {} on {addr} (pid {})",
+        daemon_binary().display(),
+        d.child.id()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss = d.rss_kb();
+    row(
+        &mut rows,
+        "idle RSS after start",
+        format!("{:.1} MB", idle_rss as f64 / 1024.0),
+        "< 30 MB",
+        Some(idle_rss < 30 * 1024),
+    );
+
+    let pid = d.child.id();
+    rt.block_on(async {
+        // Event pages, 16 connections.
+        for (limit, target, goal) in [(200usize, ">= 5,000 req/s", 5_000.0), (5, ">= 20,000 req/s", 20_000.0)] {
+            let path = format!("/api/jobs/{long_job}/events?after=0&limit={limit}");
+            let mut c = Conn::open(addr).await;
+            let v = c.json(Method::GET, &path, Value::Null).await;
+            assert_eq!(v["events"].as_array().unwrap().len(), limit);
+            let p = path.clone();
+            let _prof = Profile::start(pid, &format!("page{limit}"));
+            let l = closed_loop(addr, 16, dur, Method::GET, move |_| (p.clone(), Bytes::new())).await;
+            row(
+                &mut rows,
+                &format!("{limit}-event page, 16 conns"),
+                format!(
+                    "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
+                    l.rate(),
+                    pct(&l.lat, 0.5) as f64 / 1000.0,
+                    pct(&l.lat, 0.99) as f64 / 1000.0,
+                    l.errors
+                ),
+                target,
+                Some(l.rate() >= goal && l.errors == 0),
+            );
+        }
+
+        // Durable submissions, 64 clients.
+        let prof = Profile::start(pid, "submit");
+        let l = closed_loop(addr, 64, dur, Method::POST, |i| {
+            ("/api/generate".to_string(), Bytes::from(format!("{{\"videoSubject\":\"bench job {i}\",\"paragraphNumber\":\"2\"}}")))
+        })
+        .await;
+        drop(prof);
+        let p99 = pct(&l.lat, 0.99) as f64 / 1000.0;
+        row(
+            &mut rows,
+            "durable submissions, 64 clients",
+            format!(
+                "{:.0} /s, p50 {:.2} ms, p99 {:.2} ms, errors {} ({} ok)",
+                l.rate(),
+                pct(&l.lat, 0.5) as f64 / 1000.0,
+                p99,
+                l.errors,
+                l.ok
+            ),
+            ">= 10,000/s, p99 < 10 ms, 0 errors",
+            Some(l.rate() >= 10_000.0 && p99 < 10.0 && l.errors == 0),
+        );
+
+        // Long-poll wake-up, 100 waiters on 100 jobs; cancels one job at a time.
+        let mut ctl = Conn::open(addr).await;
+        let mut jobs = Vec::new();
+        for i in 0..100 {
+            let v = ctl.json(Method::POST, "/api/generate", json!({ "videoSubject": format!("waiter {i}") })).await;
+            let id = v["jobId"].as_str().unwrap().to_string();
+            let j = ctl.json(Method::GET, &format!("/api/jobs/{id}"), Value::Null).await;
+            jobs.push((id, j["job"]["lastEventId"].as_u64().unwrap()));
+        }
+        let mut waiters = Vec::new();
+        for (id, last) in jobs.clone() {
+            waiters.push(tokio::spawn(async move {
+                let mut c = Conn::open(addr).await;
+                let path = format!("/api/jobs/{id}/events?after={last}&wait=30");
+                let (s, body) = c.call(Method::GET, &path, Bytes::new()).await.expect("long poll");
+                let at = Instant::now();
+                let wall = now_ms();
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(s, 200, "{v}");
+                let ts = v["events"][0]["timestamp"].as_f64().map(|t| (t * 1000.0).round() as i64).unwrap_or(wall);
+                (at, wall - ts)
+            }));
+        }
+        // Let every waiter park (they are answered only by an event: nothing else happens).
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(waiters.iter().all(|w| !w.is_finished()), "a long poll answered early");
+        let mut acks = Vec::new();
+        for (id, _) in &jobs {
+            let sent = Instant::now();
+            ctl.json(Method::POST, &format!("/api/jobs/{id}/cancel"), json!({})).await;
+            acks.push((sent, Instant::now()));
+        }
+        let mut from_ack = Vec::new();
+        let mut from_send = Vec::new();
+        let mut from_commit = Vec::new();
+        for (w, (sent, ack)) in waiters.into_iter().zip(acks) {
+            let (at, ms) = w.await.unwrap();
+            from_ack.push(at.saturating_duration_since(ack).as_micros() as u64);
+            from_send.push(at.saturating_duration_since(sent).as_micros() as u64);
+            from_commit.push(ms.max(0) as u64);
+        }
+        for v in [&mut from_ack, &mut from_send, &mut from_commit] {
+            v.sort_unstable();
+        }
+        let p99 = pct(&from_send, 0.99) as f64 / 1000.0;
+        row(
+            &mut rows,
+            "long-poll wake-up, 100 waiters",
+            format!(
+                "from cancel sent: p50 {:.2} ms p99 {:.2} ms; from cancel's 200: p50 {:.2} ms p99 {:.2} ms; from commit timestamp (1 ms resolution): p50 {} ms p99 {} ms",
+                pct(&from_send, 0.5) as f64 / 1000.0,
+                p99,
+                pct(&from_ack, 0.5) as f64 / 1000.0,
+                pct(&from_ack, 0.99) as f64 / 1000.0,
+                pct(&from_commit, 0.5),
+                pct(&from_commit, 0.99)
+            ),
+            "p99 < 10 ms",
+            Some(p99 < 10.0),
+        );
+
+        // Fan-out: 100 waiters on one job, one append wakes them all.
+        let v = ctl.json(Method::POST, "/api/generate", json!({ "videoSubject": "fan-out" })).await;
+        let id = v["jobId"].as_str().unwrap().to_string();
+        let j = ctl.json(Method::GET, &format!("/api/jobs/{id}"), Value::Null).await;
+        let last = j["job"]["lastEventId"].as_u64().unwrap();
+        let mut waiters = Vec::new();
+        for _ in 0..100 {
+            let path = format!("/api/jobs/{id}/events?after={last}&wait=30");
+            waiters.push(tokio::spawn(async move {
+                let mut c = Conn::open(addr).await;
+                let (s, _) = c.call(Method::GET, &path, Bytes::new()).await.expect("long poll");
+                assert_eq!(s, 200);
+                Instant::now()
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let sent = Instant::now();
+        ctl.json(Method::POST, &format!("/api/jobs/{id}/cancel"), json!({})).await;
+        let ack = Instant::now();
+        let mut fan = Vec::new();
+        for w in waiters {
+            fan.push(w.await.unwrap().saturating_duration_since(sent).as_micros() as u64);
+        }
+        fan.sort_unstable();
+        row(
+            &mut rows,
+            "long-poll fan-out, 100 waiters on 1 job",
+            format!(
+                "from cancel sent: p50 {:.2} ms p99 {:.2} ms (cancel's 200 after {:.2} ms)",
+                pct(&fan, 0.5) as f64 / 1000.0,
+                pct(&fan, 0.99) as f64 / 1000.0,
+                (ack - sent).as_secs_f64() * 1000.0
+            ),
+            "(extra)",
+            None,
+        );
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let loaded_rss = d.rss_kb();
+    row(
+        &mut rows,
+        "RSS after load",
+        format!("{:.1} MB", loaded_rss as f64 / 1024.0),
+        "(info)",
+        None,
+    );
+    d.stop();
+
+    // Start-up replay of a large log.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let state2 = tmp2.path().join("state");
+    std::fs::create_dir_all(&state2).unwrap();
+    let t = Instant::now();
+    {
+        let store = Store::open(&state2.join(store::FILE_NAME)).unwrap();
+        write_history(&store, replay_events, &request);
+    }
+    let db_mb = std::fs::metadata(state2.join(store::FILE_NAME))
+        .map(|m| m.len())
+        .unwrap_or(0) as f64
+        / 1e6;
+    println!(
+        "  wrote {replay_events} events ({db_mb:.0} MB) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let d = Daemon::start(tmp2.path());
+    let startup = d.startup;
+    let replay = d.replay_millis;
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_big = d.rss_kb();
+    d.stop();
+    row(
+        &mut rows,
+        &format!("start-up with {replay_events} events"),
+        format!(
+            "{:.0} ms to listening (replay {} ms), RSS then {:.1} MB",
+            startup.as_secs_f64() * 1000.0,
+            replay.map(|m| m.to_string()).unwrap_or("?".into()),
+            rss_big as f64 / 1024.0
+        ),
+        "< 2 s",
+        Some(startup < Duration::from_secs(2)),
+    );
+
+    println!("\n| measure | figure | target | |\n|---|---|---|---|");
+    for r in &rows {
+        let verdict = match r.pass {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "",
+        };
+        println!("| {} | {} | {} | {} |", r.what, r.figure, r.target, verdict);
+    }
+}

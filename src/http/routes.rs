@@ -382,14 +382,34 @@ async fn cancel_active(st: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
 }
 
 async fn models(st: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
-    let default = st.config.llm.model.clone();
-    match crate::providers::ollama::list_models(&st.config.llm).await {
+    let llm = &st.config.llm;
+    let default = crate::providers::llm::model_for(llm, None).to_string();
+    // `openai` lists its server's /v1/models; every other setting (auto, ollama, offline) asks Ollama.
+    let (listed, fallback_message) = if llm.provider == "openai" {
+        let listed = match crate::providers::openai::OpenAi::from_config(llm) {
+            Ok(client) => {
+                use crate::providers::llm::Llm;
+                client.list_models().await
+            }
+            Err(e) => Err(e),
+        };
+        (
+            listed,
+            "Could not fetch models from the OpenAI-compatible server. Is it running?",
+        )
+    } else {
+        (
+            crate::providers::ollama::list_models(llm).await,
+            "Could not fetch Ollama models. Is Ollama running?",
+        )
+    };
+    match listed {
         Ok(models) => ok(json!({ "status": "success", "models": models, "default": default })),
         Err(e) => {
             debug!(error = %e, "model list unavailable");
             ok(json!({
                 "status": "error",
-                "message": "Could not fetch Ollama models. Is Ollama running?",
+                "message": fallback_message,
                 "models": [default],
                 "default": default,
             }))

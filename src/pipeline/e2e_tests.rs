@@ -301,6 +301,7 @@ async fn a_caller_script_becomes_a_vertical_mp4_and_tells_the_story_in_order() {
             "Adding background music",
             "Generating subtitles",
             "Rendering final video with subtitles...",
+            "Generated title, description and keywords",
             "Video generation complete",
         ],
         "{story:#?}"

@@ -4,25 +4,34 @@
 //! the same file twice) and `generated` (moving backgrounds made by ffmpeg's lavfi sources:
 //! gradients, fractals, cellular automata, noise, plasma; colours and pattern seeded by the term, so
 //! a term always gives the same clip). With `generated` and a `local_dir`, local clips come first and
-//! generated ones fill the rest. Pexels implements the same trait later. Generated clips are small
+//! generated ones fill the rest. `pexels` ([`PexelsFootage`]) searches Pexels per term, downloads
+//! through the shared clip cache and places each clip into the job's folder; it falls back to
+//! generated backgrounds (with a warning) when Pexels is not configured or fails for good, unless
+//! `footage.fallback` is off. Generated clips are small
 //! (a quarter of the render size or less) and `seconds_per_clip` long: the render scales and loops
 //! them. Events: `Searching for footage: <term>` {searchTerm} per term, then `Downloaded N video
 //! clips` (success) {clipCount} or the warning `Only found F video clips, requested R` {found,
 //! requested}. No clip at all fails the stage.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
 use tracing::info;
 
+use super::online::{self, CallSite};
 use super::process::{self, Tool};
 use super::script::seed_of;
-use super::{JobContext, LocalBoxFuture, Stage, StageError, StopSignal};
+use super::{EventSink, JobContext, LocalBoxFuture, Stage, StageError, StopSignal};
 use crate::config::Config;
 use crate::event::NewEvent;
+use crate::providers::cache::ClipCache;
+use crate::providers::pexels::{take_unseen, Pexels};
+use crate::providers::{ProviderError, RetryPolicy};
 
 /// File extensions taken as video clips in a local folder.
 pub const VIDEO_EXTENSIONS: &[&str] = &["mp4", "mov", "mkv", "webm", "m4v", "avi"];
@@ -321,8 +330,122 @@ impl FootageProvider for LocalThenGenerated {
     }
 }
 
+/// Stock footage from Pexels: one search per term, the first video not used yet by this job, fetched
+/// through the shared clip cache and placed (hard-linked) into the job's folder. Each call is retried
+/// with a warning event per retry. When Pexels fails for good and `footage.fallback` is on, the clip
+/// of that term and of every later term is a generated background (one warning says so); with the
+/// fallback off the stage fails {stage: footage, provider: pexels}.
+pub struct PexelsFootage {
+    pexels: Pexels,
+    cache: Arc<ClipCache>,
+    policy: RetryPolicy,
+    events: Rc<dyn EventSink>,
+    seen: RefCell<HashSet<u64>>,
+    /// Stands in once Pexels has failed for good; `None` when the fallback is off.
+    fallback: Option<Generated>,
+    failed: Cell<bool>,
+}
+
+impl PexelsFootage {
+    async fn search_and_fetch(
+        &self,
+        stop: &StopSignal,
+        term: &str,
+        index: usize,
+        dir: &Path,
+    ) -> Result<Result<Option<PathBuf>, ProviderError>, StageError> {
+        let site = CallSite {
+            events: self.events.as_ref(),
+            stop,
+            stage: "footage",
+            provider: online::PEXELS,
+        };
+        let found = match online::call(site, &self.policy, |_| self.pexels.search(term)).await? {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e)),
+        };
+        let Some(pick) = take_unseen(&found, &mut self.seen.borrow_mut()) else {
+            return Ok(Ok(None));
+        };
+        let clip = match online::call(site, &self.policy, |_| {
+            self.pexels.fetch(&self.cache, &pick)
+        })
+        .await?
+        {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let ext = clip
+            .path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("mp4")
+            .to_string();
+        let dest = dir.join(format!("pexels-{index:02}.{ext}"));
+        if let Err(e) = ClipCache::place(&clip.path, &dest).await {
+            return Ok(Err(e));
+        }
+        info!(
+            stage = "footage",
+            video = pick.video_id,
+            downloaded = clip.downloaded,
+            bytes = clip.bytes,
+            "pexels clip ready"
+        );
+        Ok(Ok(Some(dest)))
+    }
+}
+
+impl FootageProvider for PexelsFootage {
+    fn name(&self) -> &'static str {
+        "Pexels"
+    }
+
+    fn fetch<'a>(
+        &'a self,
+        stop: &'a StopSignal,
+        term: &'a str,
+        index: usize,
+        dir: &'a Path,
+    ) -> LocalBoxFuture<'a, Result<Option<PathBuf>, StageError>> {
+        Box::pin(async move {
+            if !self.failed.get() {
+                match self.search_and_fetch(stop, term, index, dir).await? {
+                    Ok(clip) => return Ok(clip),
+                    Err(e) => {
+                        let Some(_) = &self.fallback else {
+                            return Err(StageError::provider(online::PEXELS, &e));
+                        };
+                        if !self.failed.replace(true) {
+                            let ev = NewEvent::warning(online::and_then(
+                                &e.to_string(),
+                                "Using generated backgrounds for the remaining clips.",
+                            ))
+                            .with_payload(json!({
+                                "error": e.code(),
+                                "retryable": e.retryable(),
+                                "stage": "footage",
+                                "provider": online::PEXELS,
+                            }))
+                            .with_stage("footage");
+                            self.events.emit(ev).await?;
+                        }
+                    }
+                }
+            }
+            match &self.fallback {
+                Some(g) => g.fetch(stop, term, index, dir).await,
+                None => Ok(None),
+            }
+        })
+    }
+}
+
 /// The provider for `cfg`, and a warning when it is a fallback.
-fn choose_provider(cfg: &Config) -> Result<(Box<dyn FootageProvider>, Option<String>), StageError> {
+fn choose_provider(
+    cfg: &Config,
+    events: &Rc<dyn EventSink>,
+) -> Result<(Box<dyn FootageProvider>, Option<NewEvent>), StageError> {
     let f = &cfg.footage;
     match f.provider.as_str() {
         "local" => Ok((Box::new(LocalFolder::new(&f.local_dir)), None)),
@@ -334,15 +457,39 @@ fn choose_provider(cfg: &Config) -> Result<(Box<dyn FootageProvider>, Option<Str
             None,
         )),
         "generated" => Ok((Box::new(Generated::new(cfg)), None)),
-        other if f.fallback => Ok((
-            Box::new(Generated::new(cfg)),
-            Some(format!(
-                "The `{other}` footage provider is not available in this build; using generated backgrounds."
+        "pexels" => match Pexels::from_config(f) {
+            Ok(pexels) => Ok((
+                Box::new(PexelsFootage {
+                    pexels,
+                    cache: ClipCache::for_config(cfg),
+                    policy: RetryPolicy::with_retries(f.retries),
+                    events: events.clone(),
+                    seen: RefCell::new(HashSet::new()),
+                    fallback: f.fallback.then(|| Generated::new(cfg)),
+                    failed: Cell::new(false),
+                }),
+                None,
             )),
-        )),
+            Err(e) if f.fallback => Ok((
+                Box::new(Generated::new(cfg)),
+                Some(
+                    NewEvent::warning(online::and_then(
+                        &e.to_string(),
+                        "Using generated backgrounds instead.",
+                    ))
+                        .with_payload(json!({
+                            "error": e.code(),
+                            "retryable": false,
+                            "stage": "footage",
+                            "provider": online::PEXELS,
+                        })),
+                ),
+            )),
+            Err(e) => Err(StageError::provider(online::PEXELS, &e)),
+        },
         other => Err(StageError::failed(
             "ProviderUnavailable",
-            format!("the `{other}` footage provider is not available in this build; set footage.provider = \"generated\" or \"local\""),
+            format!("the `{other}` footage provider is not available; set footage.provider = \"generated\", \"local\" or \"pexels\""),
         )),
     }
 }
@@ -366,9 +513,9 @@ impl Stage for FootageStage {
     fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>> {
         Box::pin(async move {
             let cfg = cx.config.clone();
-            let (provider, warning) = choose_provider(&cfg)?;
+            let (provider, warning) = choose_provider(&cfg, &cx.events)?;
             if let Some(w) = warning {
-                cx.emit("footage", NewEvent::warning(w)).await?;
+                cx.emit("footage", w).await?;
             }
             let requested = cfg.footage.clips.max(1) as usize;
             let mut terms = cx.artifacts.search_terms.clone();

@@ -7,7 +7,9 @@
 //! between steps, and subprocesses are killed by process group when it fires (see `process`).
 
 pub mod footage;
+pub mod metadata;
 pub mod music;
+pub mod online;
 pub mod process;
 pub mod render;
 pub mod script;
@@ -29,6 +31,8 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::event::{EventId, JobId, Kind, Level, NewEvent};
+use crate::providers::llm::Metadata;
+use crate::providers::ProviderError;
 use crate::request::JobRequest;
 
 pub type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -114,12 +118,14 @@ pub enum StageError {
     #[error("stopped: {0:?}")]
     Stopped(StopReason),
     /// The stage failed. `message` is the cause as a person reads it (the event says
-    /// `Failed to <action>: <message>`); `error` a short machine name (`ConnectionTimeout`, `ToolFailed`).
+    /// `Failed to <action>: <message>`); `error` a short machine name (`ConnectionTimeout`, `ToolFailed`);
+    /// `provider` the outside service that failed (`ollama`, `pexels`, ...), when one did.
     #[error("{message}")]
     Failed {
         error: String,
         message: String,
         retryable: bool,
+        provider: Option<String>,
     },
 }
 
@@ -129,6 +135,7 @@ impl StageError {
             error: error.into(),
             message: message.into(),
             retryable: false,
+            provider: None,
         }
     }
 
@@ -137,6 +144,18 @@ impl StageError {
             error: error.into(),
             message: message.into(),
             retryable: true,
+            provider: None,
+        }
+    }
+
+    /// The failure of an outside service (`provider` is its short name: `ollama`, `pexels`, ...):
+    /// the error's code, its message (which never holds a key) and whether a retry may help.
+    pub fn provider(provider: &str, e: &ProviderError) -> StageError {
+        StageError::Failed {
+            error: e.code().to_string(),
+            message: e.to_string(),
+            retryable: e.retryable(),
+            provider: Some(provider.to_string()),
         }
     }
 }
@@ -172,6 +191,18 @@ pub struct Artifacts {
     pub subtitles: Option<PathBuf>,
     pub music: Option<PathBuf>,
     pub output: Option<PathBuf>,
+    /// The language model that wrote the script, if one did (the metadata stage asks it too).
+    pub llm: Option<LlmChoice>,
+    /// Title, description and keywords of the finished video.
+    pub metadata: Option<Metadata>,
+}
+
+/// A language model in use by a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LlmChoice {
+    /// `ollama` or `openai`.
+    pub provider: String,
+    pub model: String,
 }
 
 /// Everything a stage may use.
@@ -207,7 +238,7 @@ pub trait Stage {
 
 /// The stages a job runs, in the order of the story the events tell: script (and search terms),
 /// footage, voice, music (a no-op unless the request asks for it), subtitles (timed from the voice),
-/// render.
+/// render, metadata (title, description, keywords), upload (a no-op unless the request asks for it).
 pub fn stages(_config: &Config) -> Vec<Box<dyn Stage>> {
     vec![
         Box::new(script::ScriptStage),
@@ -216,6 +247,8 @@ pub fn stages(_config: &Config) -> Vec<Box<dyn Stage>> {
         Box::new(music::MusicStage),
         Box::new(subtitles::SubtitlesStage),
         Box::new(render::RenderStage),
+        Box::new(metadata::MetadataStage),
+        Box::new(metadata::UploadStage),
     ]
 }
 
@@ -243,17 +276,22 @@ pub async fn run(cx: &mut JobContext, stages: &[Box<dyn Stage>]) -> Outcome {
                 error,
                 message,
                 retryable,
+                provider,
             },
         )) => {
             let (name, action) = stage
                 .map(|s| (s.name(), s.action()))
                 .unwrap_or(("pipeline", "generate video"));
+            let mut payload = json!({ "error": error, "retryable": retryable, "stage": name });
+            if let Some(p) = provider {
+                payload["provider"] = json!(p);
+            }
             let ev = NewEvent::new(
                 Kind::Error,
                 Level::Error,
                 format!("Failed to {action}: {message}"),
             )
-            .with_payload(json!({ "error": error, "retryable": retryable, "stage": name }))
+            .with_payload(payload)
             .with_stage(name);
             match cx.events.emit(ev).await {
                 Ok(_) => Outcome::Failed,

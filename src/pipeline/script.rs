@@ -1,41 +1,31 @@
 //! Script stage: the words of the video, and the footage search terms taken from them.
 //!
-//! The caller's own script (`request.script`) wins; otherwise a [`ScriptWriter`] writes one. This
-//! build has the offline writer only (templates, seeded by the subject so a subject always gets the
-//! same script); the LLM providers of a later issue implement the same trait. `llm.provider = auto`
-//! falls back to the offline writer with a warning event; an explicit provider that is not available
-//! fails the stage. Events: `Generating script with model: <model>` {model, paragraphs}, then
-//! `Script generated successfully` (success) {wordCount, duration}. The stage leaves the script in
-//! `artifacts.script` and exactly `footage.clips` search terms in `artifacts.search_terms`.
+//! The caller's own script (`request.script`) wins and no model is asked anything. Otherwise a
+//! [`ScriptWriter`] writes one: a language model ([`LlmWriter`]: Ollama or an OpenAI-compatible
+//! server, each call retried per `llm.retries` with a warning event per retry) or the built-in
+//! offline writer (templates, seeded by the subject so a subject always gets the same script).
+//! `llm.provider`: `auto` asks Ollama's model list (a short deadline) and uses Ollama when it answers,
+//! else the offline writer with a warning event saying why; an explicit `ollama`/`openai` that fails
+//! fails the stage {error, retryable, stage, provider}; `offline` uses the offline writer. Search
+//! terms come from the same writer (a model's unusable answer falls back to the offline terms, with
+//! a warning). Events: `Generating script with model: <model>` {model, paragraphs}, then `Script
+//! generated successfully` (success) {wordCount, duration}. The stage leaves the script in
+//! `artifacts.script`, exactly `footage.clips` search terms in `artifacts.search_terms`, and the
+//! model it used in `artifacts.llm`.
+
+use std::rc::Rc;
 
 use serde_json::json;
 use tracing::info;
 
+use super::online::{self, CallSite};
 use super::text::{collapse_whitespace, estimated_speech_seconds, has_words, word_count};
-use super::{JobContext, LocalBoxFuture, Stage, StageError};
+use super::{EventSink, JobContext, LlmChoice, LocalBoxFuture, Stage, StageError, StopSignal};
+use crate::config::{Config, LlmConfig};
 use crate::event::NewEvent;
-
-/// Why a writer could not write.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum WriterError {
-    /// The provider did not answer (connection refused, timeout): worth a retry.
-    #[error("{provider} is unreachable: {message}")]
-    Unreachable { provider: String, message: String },
-    /// The provider answered with something that is not a usable script.
-    #[error("{provider} gave an unusable answer: {message}")]
-    BadAnswer { provider: String, message: String },
-}
-
-impl From<WriterError> for StageError {
-    fn from(e: WriterError) -> Self {
-        match e {
-            WriterError::Unreachable { .. } => {
-                StageError::retryable("ProviderUnreachable", e.to_string())
-            }
-            WriterError::BadAnswer { .. } => StageError::failed("ProviderBadAnswer", e.to_string()),
-        }
-    }
-}
+use crate::providers::http::origin_of;
+use crate::providers::llm::{self, Llm, ScriptRequest};
+use crate::providers::{ollama, RetryPolicy};
 
 /// What a writer is asked for.
 #[derive(Clone, Debug)]
@@ -43,26 +33,28 @@ pub struct ScriptPrompt<'a> {
     pub subject: &'a str,
     pub paragraphs: u32,
     pub custom_prompt: Option<&'a str>,
-    /// The model asked for (LLM writers), as the event names it.
-    pub model: &'a str,
+    /// Language of the script (from the voice); `None` for English.
+    pub language: Option<&'a str>,
 }
 
-/// Something that writes scripts and search terms: the offline writer here, LLMs later.
+/// Something that writes scripts and search terms: the offline writer or a language model.
 pub trait ScriptWriter {
     /// Provider name for logs (`offline`, `ollama`, ...).
     fn name(&self) -> &'static str;
+    /// The model as the event names it (`offline`, `llama3.1:8b`).
+    fn model(&self) -> &str;
     /// `paragraphs` paragraphs of plain text, separated by blank lines.
     fn write<'a>(
         &'a self,
         prompt: &'a ScriptPrompt<'a>,
-    ) -> LocalBoxFuture<'a, Result<String, WriterError>>;
+    ) -> LocalBoxFuture<'a, Result<String, StageError>>;
     /// `count` short stock-footage search terms for the subject and script.
     fn search_terms<'a>(
         &'a self,
         subject: &'a str,
         script: &'a str,
         count: usize,
-    ) -> LocalBoxFuture<'a, Result<Vec<String>, WriterError>>;
+    ) -> LocalBoxFuture<'a, Result<Vec<String>, StageError>>;
 }
 
 /// The built-in writer: readable, subject-specific text from templates, no network.
@@ -74,10 +66,14 @@ impl ScriptWriter for OfflineWriter {
         "offline"
     }
 
+    fn model(&self) -> &str {
+        "offline"
+    }
+
     fn write<'a>(
         &'a self,
         prompt: &'a ScriptPrompt<'a>,
-    ) -> LocalBoxFuture<'a, Result<String, WriterError>> {
+    ) -> LocalBoxFuture<'a, Result<String, StageError>> {
         let text = offline_script(prompt.subject, prompt.paragraphs);
         Box::pin(async move { Ok(text) })
     }
@@ -87,9 +83,80 @@ impl ScriptWriter for OfflineWriter {
         subject: &'a str,
         script: &'a str,
         count: usize,
-    ) -> LocalBoxFuture<'a, Result<Vec<String>, WriterError>> {
+    ) -> LocalBoxFuture<'a, Result<Vec<String>, StageError>> {
         let terms = offline_search_terms(subject, script, count);
         Box::pin(async move { Ok(terms) })
+    }
+}
+
+/// A language model behind HTTP; every call retried per `llm.retries`, each retry a warning event.
+pub struct LlmWriter {
+    llm: Box<dyn Llm>,
+    /// Short name for payloads: `ollama` or `openai`.
+    provider: &'static str,
+    model: String,
+    policy: RetryPolicy,
+    events: Rc<dyn EventSink>,
+    stop: StopSignal,
+}
+
+impl LlmWriter {
+    fn site(&self) -> CallSite<'_> {
+        CallSite {
+            events: self.events.as_ref(),
+            stop: &self.stop,
+            stage: "script",
+            provider: self.provider,
+        }
+    }
+}
+
+impl ScriptWriter for LlmWriter {
+    fn name(&self) -> &'static str {
+        self.provider
+    }
+
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn write<'a>(
+        &'a self,
+        prompt: &'a ScriptPrompt<'a>,
+    ) -> LocalBoxFuture<'a, Result<String, StageError>> {
+        Box::pin(async move {
+            let req = ScriptRequest {
+                subject: prompt.subject,
+                paragraphs: prompt.paragraphs,
+                custom_prompt: prompt.custom_prompt,
+                language: prompt.language,
+            };
+            let llm = self.llm.as_ref();
+            let model = self.model.as_str();
+            let req = &req;
+            online::call(self.site(), &self.policy, |_| {
+                llm::write_script(llm, model, req)
+            })
+            .await?
+            .map_err(|e| StageError::provider(self.provider, &e))
+        })
+    }
+
+    fn search_terms<'a>(
+        &'a self,
+        subject: &'a str,
+        script: &'a str,
+        count: usize,
+    ) -> LocalBoxFuture<'a, Result<Vec<String>, StageError>> {
+        Box::pin(async move {
+            let llm = self.llm.as_ref();
+            let model = self.model.as_str();
+            online::call(self.site(), &self.policy, |_| {
+                llm::search_terms(llm, model, subject, script, count)
+            })
+            .await?
+            .map_err(|e| StageError::provider(self.provider, &e))
+        })
     }
 }
 
@@ -97,25 +164,93 @@ impl ScriptWriter for OfflineWriter {
 #[derive(Debug, Default)]
 pub struct ScriptStage;
 
-/// Which writer a job uses, and the warning to record when it is a fallback.
-fn choose_writer(provider: &str) -> Result<(Box<dyn ScriptWriter>, String), StageError> {
-    match provider {
+/// The language model client that `llm.provider` names, with its short name (`auto` is Ollama).
+pub fn llm_client(cfg: &LlmConfig) -> Result<(Box<dyn Llm>, &'static str), StageError> {
+    let provider = match cfg.provider.as_str() {
+        "openai" => online::OPENAI,
+        _ => online::OLLAMA,
+    };
+    let mut cfg = cfg.clone();
+    if cfg.provider == "auto" {
+        cfg.provider = "ollama".into();
+    }
+    llm::from_config(&cfg)
+        .map(|l| (l, provider))
+        .map_err(|e| StageError::provider(provider, &e))
+}
+
+/// Which writer a job uses, and the event that says why when it is the offline one
+/// (a warning when it stands in for an unreachable Ollama).
+async fn choose_writer(
+    cfg: &Config,
+    requested_model: Option<&str>,
+    events: &Rc<dyn EventSink>,
+    stop: &StopSignal,
+) -> Result<(Box<dyn ScriptWriter>, Option<NewEvent>), StageError> {
+    let llm_cfg = &cfg.llm;
+    let online = |llm: Box<dyn Llm>, provider: &'static str| -> Box<dyn ScriptWriter> {
+        Box::new(LlmWriter {
+            llm,
+            provider,
+            model: llm::model_for(llm_cfg, requested_model).to_string(),
+            policy: RetryPolicy::with_retries(llm_cfg.retries),
+            events: events.clone(),
+            stop: stop.clone(),
+        })
+    };
+    match llm_cfg.provider.as_str() {
         "offline" => Ok((
             Box::new(OfflineWriter),
-            "No language model is configured (llm.provider = offline); the built-in offline writer wrote the script."
-                .to_string(),
+            Some(NewEvent::info(
+                "No language model is configured (llm.provider = offline); the built-in offline writer wrote the script.",
+            )),
         )),
-        "auto" => Ok((
-            Box::new(OfflineWriter),
-            "No language model is available in this build; the built-in offline writer wrote the script."
-                .to_string(),
-        )),
-        other => Err(StageError::failed(
-            "ProviderUnavailable",
-            format!(
-                "the `{other}` script provider is not available in this build; set llm.provider to \"auto\" or \"offline\""
-            ),
-        )),
+        "auto" => {
+            let answer = tokio::select! {
+                r = ollama::list_models(llm_cfg) => r,
+                reason = stop.stopped() => return Err(StageError::Stopped(reason)),
+            };
+            match answer {
+                Ok(_) => {
+                    let (llm, provider) = llm_client(llm_cfg)?;
+                    Ok((online(llm, provider), None))
+                }
+                Err(e) => {
+                    info!(error = %e, "Ollama unreachable; using the offline writer");
+                    let warning = NewEvent::warning(format!(
+                        "Ollama is not reachable at {} ({}); the built-in offline writer wrote the script.",
+                        origin_of(&llm_cfg.ollama_base_url),
+                        online::unreachable_reason(&e)
+                    ))
+                    .with_payload(json!({
+                        "error": e.code(),
+                        "retryable": e.retryable(),
+                        "stage": "script",
+                        "provider": online::OLLAMA,
+                    }));
+                    Ok((Box::new(OfflineWriter), Some(warning)))
+                }
+            }
+        }
+        _ => {
+            let (llm, provider) = llm_client(llm_cfg)?;
+            Ok((online(llm, provider), None))
+        }
+    }
+}
+
+/// The language a script is written in, from the MoneyPrinter voice id; `None` for English.
+pub fn language_of_voice(voice: &str) -> Option<&'static str> {
+    let prefix = voice.split('_').next().unwrap_or("");
+    match prefix {
+        "fr" => Some("French"),
+        "de" => Some("German"),
+        "es" => Some("Spanish"),
+        "br" => Some("Portuguese (Brazil)"),
+        "id" => Some("Indonesian"),
+        "jp" => Some("Japanese"),
+        "kr" => Some("Korean"),
+        _ => None,
     }
 }
 
@@ -132,21 +267,17 @@ impl Stage for ScriptStage {
         Box::pin(async move {
             let cfg = cx.config.clone();
             let caller_script = cx.request.script.clone();
-            let (writer, fallback_warning) = match caller_script {
+            let from_caller = caller_script.is_some();
+            let (writer, note) = match caller_script {
                 Some(_) => (Box::new(OfflineWriter) as Box<dyn ScriptWriter>, None),
                 None => {
-                    let (w, warn) = choose_writer(&cfg.llm.provider)?;
-                    (w, Some(warn))
+                    let requested = cx.request.ai_model.clone();
+                    choose_writer(&cfg, requested.as_deref(), &cx.events, &cx.stop).await?
                 }
             };
-            let model = match (&caller_script, writer.name()) {
-                (Some(_), _) => "caller script".to_string(),
-                (None, "offline") => "offline".to_string(),
-                (None, _) => cx
-                    .request
-                    .ai_model
-                    .clone()
-                    .unwrap_or_else(|| cfg.llm.model.clone()),
+            let model = match &caller_script {
+                Some(_) => "caller script".to_string(),
+                None => writer.model().to_string(),
             };
             let paragraphs = match &caller_script {
                 Some(s) => paragraphs_of(s).len() as u32,
@@ -168,14 +299,14 @@ impl Stage for ScriptStage {
                         subject: &subject,
                         paragraphs: cx.request.paragraph_number.max(1),
                         custom_prompt: custom.as_deref(),
-                        model: &model,
+                        language: language_of_voice(&cx.request.voice),
                     };
                     let text = tokio::select! {
-                        r = writer.write(&prompt) => clean_script(&r?),
+                        r = writer.write(&prompt) => r?,
                         reason = cx.stop.stopped() => return Err(StageError::Stopped(reason)),
                     };
-                    if let Some(w) = fallback_warning {
-                        cx.emit("script", NewEvent::warning(w)).await?;
+                    if let Some(ev) = note {
+                        cx.emit("script", ev).await?;
                     }
                     text
                 }
@@ -201,11 +332,36 @@ impl Stage for ScriptStage {
 
             let count = cfg.footage.clips.max(1) as usize;
             let subject = cx.request.video_subject.clone();
-            let mut terms = tokio::select! {
-                r = writer.search_terms(&subject, &script, count) => r?,
+            let asked = tokio::select! {
+                r = writer.search_terms(&subject, &script, count) => r,
                 reason = cx.stop.stopped() => return Err(StageError::Stopped(reason)),
             };
-            // An LLM may give too few terms: the offline ones fill up.
+            let mut terms = match asked {
+                Ok(t) => t,
+                Err(StageError::Stopped(r)) => return Err(StageError::Stopped(r)),
+                Err(StageError::Failed {
+                    error,
+                    message,
+                    provider,
+                    ..
+                }) => {
+                    cx.emit(
+                        "script",
+                        NewEvent::warning(format!(
+                            "No search terms from the model ({message}); using terms taken from the subject and script."
+                        ))
+                        .with_payload(json!({
+                            "error": error,
+                            "retryable": false,
+                            "stage": "script",
+                            "provider": provider,
+                        })),
+                    )
+                    .await?;
+                    Vec::new()
+                }
+            };
+            // A model may give too few terms: the offline ones fill up.
             if terms.len() < count {
                 for t in offline_search_terms(&subject, &script, count) {
                     if terms.len() == count {
@@ -217,8 +373,15 @@ impl Stage for ScriptStage {
                 }
             }
             terms.truncate(count);
+            info!(job = %cx.job.0, stage = "script", terms = ?terms, "search terms ready");
             cx.artifacts.script = Some(script);
             cx.artifacts.search_terms = terms;
+            if !from_caller && writer.name() != "offline" {
+                cx.artifacts.llm = Some(LlmChoice {
+                    provider: writer.name().to_string(),
+                    model: writer.model().to_string(),
+                });
+            }
             Ok(())
         })
     }
@@ -243,27 +406,6 @@ pub fn paragraphs_of(text: &str) -> Vec<String> {
         out.push(collapse_whitespace(&cur));
     }
     out
-}
-
-/// Strips the markdown an LLM likes to add (headings, bold, bullets, "Script:" labels).
-pub fn clean_script(text: &str) -> String {
-    let lines: Vec<String> = text
-        .lines()
-        .map(|l| {
-            let mut l = l.trim().trim_start_matches('#').trim();
-            for bullet in ["- ", "* ", "• "] {
-                if let Some(rest) = l.strip_prefix(bullet) {
-                    l = rest;
-                }
-            }
-            l.replace("**", "").replace("__", "").replace('`', "")
-        })
-        .filter(|l| {
-            let lower = l.to_lowercase();
-            !(lower.starts_with("script:") && lower.len() <= 8 || lower.starts_with("title:"))
-        })
-        .collect();
-    paragraphs_of(&lines.join("\n")).join("\n\n")
 }
 
 /// Words that say nothing about what to show.
@@ -572,7 +714,7 @@ fn pick<'t>(options: &[&'t str], seed: u64, salt: u64) -> &'t str {
 }
 
 /// The subject as a sentence: first letter upper case, trailing punctuation removed.
-fn subject_sentence(subject: &str) -> (String, bool) {
+pub fn subject_sentence(subject: &str) -> (String, bool) {
     let s = collapse_whitespace(subject);
     let question = s.ends_with('?')
         || words_of(&s).first().is_some_and(|w| {
@@ -764,22 +906,10 @@ mod tests {
     }
 
     #[test]
-    fn markdown_is_cleaned() {
-        let s = clean_script("# Title: Octopus\n\n**Octopuses** have *three* hearts.\n- Two pump blood to the gills.\n\nScript:\nThe end.");
-        assert_eq!(
-            s,
-            "Octopuses have *three* hearts. Two pump blood to the gills.\n\nThe end."
-        );
-    }
-
-    #[test]
-    fn explicit_unavailable_providers_fail() {
-        assert!(choose_writer("auto").is_ok());
-        assert!(choose_writer("offline").is_ok());
-        let err = choose_writer("ollama")
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(err.contains("ollama"), "{err}");
+    fn the_voice_picks_the_script_language() {
+        assert_eq!(language_of_voice("en_us_001"), None);
+        assert_eq!(language_of_voice("fr_001"), Some("French"));
+        assert_eq!(language_of_voice("br_003"), Some("Portuguese (Brazil)"));
+        assert_eq!(language_of_voice("en_male_narration"), None);
     }
 }

@@ -1,23 +1,30 @@
 //! Voice stage: the voiceover, one audio file per sentence so subtitle timing is exact.
 //!
 //! MoneyPrinter's TikTok voice ids (the full list its page offers) map to espeak-ng voices; an id not
-//! in [`VOICES`] is refused at submit time (`is_known_voice`). The offline provider is espeak-ng
-//! behind the [`VoiceProvider`] trait (TikTok slots in later). At most [`PARALLEL_SYNTHESIS`] sentences
+//! in [`VOICES`] is refused at submit time (`is_known_voice`). Providers behind the [`VoiceProvider`]
+//! trait: espeak-ng (offline) and TikTok TTS ([`TikTokVoice`]: MP3 per sentence, converted to WAV;
+//! espeak-ng stands in, with a warning, when TikTok is not configured or fails for good, unless
+//! `voice.fallback` is off). At most [`PARALLEL_SYNTHESIS`] sentences
 //! are spoken at once; the per-sentence WAVs are measured from their headers and joined, with a short
 //! pause between sentences, into one PCM WAV whose sentence starts are exact. Event:
 //! `Generating voiceover with <provider>` {voice}.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
 use tracing::info;
 
+use super::online::{self, CallSite};
 use super::process::{self, Tool};
 use super::text::{has_words, split_sentences};
-use super::{JobContext, LocalBoxFuture, SpokenSentence, Stage, StageError, StopSignal};
+use super::{EventSink, JobContext, LocalBoxFuture, SpokenSentence, Stage, StageError, StopSignal};
 use crate::config::Config;
 use crate::event::NewEvent;
+use crate::providers::tiktok::TikTok;
+use crate::providers::RetryPolicy;
 
 /// Sentences synthesised at once.
 pub const PARALLEL_SYNTHESIS: usize = 2;
@@ -322,19 +329,153 @@ pub fn join_wavs(parts: &[Wav], pause: f64) -> Result<(Wav, Vec<(f64, f64)>), St
 #[derive(Debug, Default)]
 pub struct VoiceStage;
 
+/// The sample format every sentence of a TikTok voiceover is converted to (espeak-ng's own, so a
+/// fallback sentence joins the others): mono 16-bit PCM at this rate.
+pub const TIKTOK_WAV_RATE: u32 = 22_050;
+
+/// TikTok text-to-speech: each sentence synthesised (MP3, retried with a warning event per retry),
+/// then converted by ffmpeg to the shared WAV format. When TikTok fails for good and
+/// `voice.fallback` is on, espeak-ng speaks that sentence and the rest (one warning says so); with
+/// the fallback off the stage fails {stage: voice, provider: tiktok}.
+pub struct TikTokVoice {
+    tts: TikTok,
+    ffmpeg: Tool,
+    policy: RetryPolicy,
+    events: Rc<dyn EventSink>,
+    fallback: Option<Espeak>,
+    failed: Cell<bool>,
+}
+
+impl TikTokVoice {
+    /// ffmpeg arguments that turn `input` (any audio) into the shared WAV format at `out`.
+    pub fn convert_args(input: &Path, out: &Path) -> Vec<std::ffi::OsString> {
+        vec![
+            "-nostdin".into(),
+            "-y".into(),
+            "-hide_banner".into(),
+            "-loglevel".into(),
+            "error".into(),
+            "-i".into(),
+            input.into(),
+            "-vn".into(),
+            "-ac".into(),
+            "1".into(),
+            "-ar".into(),
+            TIKTOK_WAV_RATE.to_string().into(),
+            "-c:a".into(),
+            "pcm_s16le".into(),
+            "-f".into(),
+            "wav".into(),
+            out.into(),
+        ]
+    }
+
+    async fn convert(&self, stop: &StopSignal, input: &Path, out: &Path) -> Result<(), StageError> {
+        process::run(stop, &self.ffmpeg, &Self::convert_args(input, out)).await?;
+        let _ = tokio::fs::remove_file(input).await;
+        Ok(())
+    }
+}
+
+impl VoiceProvider for TikTokVoice {
+    fn name(&self) -> &'static str {
+        "TikTok TTS"
+    }
+
+    fn speak<'a>(
+        &'a self,
+        stop: &'a StopSignal,
+        voice: &'a str,
+        text: &'a str,
+        out: &'a Path,
+    ) -> LocalBoxFuture<'a, Result<(), StageError>> {
+        Box::pin(async move {
+            if !self.failed.get() {
+                let site = CallSite {
+                    events: self.events.as_ref(),
+                    stop,
+                    stage: "voice",
+                    provider: online::TIKTOK,
+                };
+                let mp3 = out.with_extension("mp3");
+                match online::call(site, &self.policy, |_| {
+                    self.tts.synthesize(text, voice, &mp3)
+                })
+                .await?
+                {
+                    Ok(()) => return self.convert(stop, &mp3, out).await,
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(&mp3).await;
+                        if self.fallback.is_none() {
+                            return Err(StageError::provider(online::TIKTOK, &e));
+                        }
+                        if !self.failed.replace(true) {
+                            let ev = NewEvent::warning(online::and_then(
+                                &e.to_string(),
+                                "espeak-ng speaks the rest of the voiceover.",
+                            ))
+                            .with_payload(json!({
+                                "error": e.code(),
+                                "retryable": e.retryable(),
+                                "stage": "voice",
+                                "provider": online::TIKTOK,
+                            }))
+                            .with_stage("voice");
+                            self.events.emit(ev).await?;
+                        }
+                    }
+                }
+            }
+            let Some(espeak) = &self.fallback else {
+                return Err(StageError::failed(
+                    "ProviderFailed",
+                    "TikTok TTS failed and voice.fallback is off",
+                ));
+            };
+            // espeak-ng's WAV goes through the same conversion, so every sentence shares one format.
+            let raw = out.with_extension("espeak.wav");
+            espeak.speak(stop, voice, text, &raw).await?;
+            self.convert(stop, &raw, out).await
+        })
+    }
+}
+
 /// The provider for this job and, when it is a fallback, the warning to record.
-fn choose_provider(cfg: &Config) -> Result<(Box<dyn VoiceProvider>, Option<String>), StageError> {
+fn choose_provider(
+    cfg: &Config,
+    events: &Rc<dyn EventSink>,
+) -> Result<(Box<dyn VoiceProvider>, Option<NewEvent>), StageError> {
     match cfg.voice.provider.as_str() {
         "espeak" => Ok((Box::new(Espeak::new(cfg)), None)),
-        other if cfg.voice.fallback => Ok((
-            Box::new(Espeak::new(cfg)),
-            Some(format!(
-                "The `{other}` voice provider is not available in this build; espeak-ng speaks instead."
+        "tiktok" => match TikTok::from_config(&cfg.voice, &cfg.tools) {
+            Ok(tts) => Ok((
+                Box::new(TikTokVoice {
+                    tts,
+                    ffmpeg: Tool::ffmpeg(cfg),
+                    policy: RetryPolicy::with_retries(cfg.voice.retries),
+                    events: events.clone(),
+                    fallback: cfg.voice.fallback.then(|| Espeak::new(cfg)),
+                    failed: Cell::new(false),
+                }),
+                None,
             )),
-        )),
+            Err(e) if cfg.voice.fallback => Ok((
+                Box::new(Espeak::new(cfg)),
+                Some(
+                    NewEvent::warning(online::and_then(&e.to_string(), "espeak-ng speaks instead."))
+                        .with_payload(json!({
+                            "error": e.code(),
+                            "retryable": false,
+                            "stage": "voice",
+                            "provider": online::TIKTOK,
+                        })),
+                ),
+            )),
+            Err(e) => Err(StageError::provider(online::TIKTOK, &e)),
+        },
         other => Err(StageError::failed(
             "ProviderUnavailable",
-            format!("the `{other}` voice provider is not available in this build; set voice.provider = \"espeak\""),
+            format!("the `{other}` voice provider is not available; set voice.provider = \"espeak\" or \"tiktok\""),
         )),
     }
 }
@@ -351,7 +492,7 @@ impl Stage for VoiceStage {
     fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>> {
         Box::pin(async move {
             let cfg = cx.config.clone();
-            let (provider, warning) = choose_provider(&cfg)?;
+            let (provider, warning) = choose_provider(&cfg, &cx.events)?;
             let voice = cx.request.voice.clone();
             cx.emit(
                 "voice",
@@ -360,7 +501,7 @@ impl Stage for VoiceStage {
             )
             .await?;
             if let Some(w) = warning {
-                cx.emit("voice", NewEvent::warning(w)).await?;
+                cx.emit("voice", w).await?;
             }
             let script = cx.artifacts.script.clone().unwrap_or_default();
             let sentences: Vec<String> = split_sentences(&script)
