@@ -979,23 +979,10 @@ fn keep_alive_connection_serves_many_requests() {
 // ---- With the media pipeline (real espeak-ng + ffmpeg; tiny renders) ----
 
 /// Whether this machine has the tools the real pipeline needs.
-fn have_media_tools() -> bool {
-    ["espeak-ng", "ffmpeg", "ffprobe"].iter().all(|t| {
-        std::process::Command::new(t)
-            .arg("--version")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok()
-    })
-}
 
 #[test]
 fn cancel_active_prefers_the_running_job_and_stops_it() {
-    if !have_media_tools() {
-        eprintln!("SKIPPED: espeak-ng/ffmpeg missing");
-        return;
-    }
+    require_media_tools();
     let (d, _tmp) = Daemon::start(&offline_config(SMALL_RENDER), &[]);
     let long = d.submit(&json!({ "videoSubject": "long one", "script": long_script(200) }));
     d.wait_for_state(&long, &["running"], Duration::from_secs(60));

@@ -27,17 +27,6 @@ fn max_id(events: &[Value]) -> u64 {
         .unwrap_or(0)
 }
 
-fn have_media_tools() -> bool {
-    ["espeak-ng", "ffmpeg", "ffprobe"].iter().all(|t| {
-        std::process::Command::new(t)
-            .arg("--version")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok()
-    })
-}
-
 #[test]
 fn kill9_during_concurrent_submissions_loses_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
@@ -236,10 +225,7 @@ fn crash(d: &mut Daemon, job: &str) -> usize {
 
 #[test]
 fn running_job_interrupted_by_restarts_is_requeued_then_failed() {
-    if !have_media_tools() {
-        eprintln!("SKIPPED: espeak-ng/ffmpeg missing");
-        return;
-    }
+    require_media_tools();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = offline_config(&format!("{SMALL_RENDER}\n[daemon]\nmax_attempts = 2\n"));
     let mut d = Daemon::start_in(tmp.path(), &cfg, &[]);
@@ -324,10 +310,7 @@ fn is_ascending(events: &[Value]) -> bool {
 
 #[test]
 fn sigterm_with_a_running_job_exits_zero_and_records_the_interruption() {
-    if !have_media_tools() {
-        eprintln!("SKIPPED: espeak-ng/ffmpeg missing");
-        return;
-    }
+    require_media_tools();
     let tmp = tempfile::tempdir().unwrap();
     let cfg = offline_config(SMALL_RENDER);
     let mut d = Daemon::start_in(tmp.path(), &cfg, &[]);

@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use super::error::ApiError;
 use super::{upload, AppState};
 use crate::actors::scheduler::{Cancel, CancelActive, Submit};
-use crate::event::{Event, EventId, JobId, JobState};
+use crate::event::{EventId, JobId, JobState, JobView};
 use crate::request::JobRequest;
 
 pub type Body = Full<Bytes>;
@@ -290,80 +290,78 @@ async fn events(st: &Arc<AppState>, id: &str, query: &str) -> Result<Response<Bo
     let after = param_u64(&pairs, "after", 0, 0, i64::MAX as u64)?;
     let limit = param_u64(&pairs, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)? as usize;
     let wait = param_u64(&pairs, "wait", 0, 0, MAX_WAIT)?;
-    // Subscribe before reading, so that a commit between the read and the wait is not missed.
+    let view = st.views.view(job).ok_or(ApiError::JobNotFound)?;
+    let waits = wait > 0 && view.last_event_id <= after && !view.state.is_terminal();
+    if !waits {
+        return events_page(st, job, &view, after, limit).await;
+    }
+    // Subscribe, then look again, so that a commit between the look and the wait is not missed.
     let mut rx = st.views.subscribe(job).ok_or(ApiError::JobNotFound)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     let mut stopping = st.stopping.clone();
     loop {
         let view = st.views.view(job).ok_or(ApiError::JobNotFound)?;
-        let page = if view.last_event_id > after {
-            read_page(st, job, after, view.last_event_id, limit).await?
-        } else {
-            Vec::new()
-        };
-        let waiting =
-            page.is_empty() && !view.state.is_terminal() && wait > 0 && !*stopping.borrow();
-        if waiting {
-            tokio::select! {
-                changed = tokio::time::timeout_at(deadline, rx.changed()) => {
-                    // Otherwise timed out, or the job's channel closed: answer with what there is.
-                    if let Ok(Ok(())) = changed {
-                        continue;
-                    }
-                }
-                _ = crate::wait_true(&mut stopping) => {}
-            }
-            let view = st.views.view(job).ok_or(ApiError::JobNotFound)?;
-            let page = if view.last_event_id > after {
-                read_page(st, job, after, view.last_event_id, limit).await?
-            } else {
-                Vec::new()
-            };
-            return events_response(&view.state, view.last_event_id, page, limit);
+        if view.last_event_id > after || view.state.is_terminal() || *stopping.borrow() {
+            return events_page(st, job, &view, after, limit).await;
         }
-        return events_response(&view.state, view.last_event_id, page, limit);
+        tokio::select! {
+            changed = tokio::time::timeout_at(deadline, rx.changed()) => {
+                if let Ok(Ok(())) = changed {
+                    continue;
+                }
+                // Timed out, or the job's channel closed: answer with what there is.
+            }
+            _ = crate::wait_true(&mut stopping) => {}
+        }
+        let view = st.views.view(job).ok_or(ApiError::JobNotFound)?;
+        return events_page(st, job, &view, after, limit).await;
     }
 }
 
-fn events_response(
-    state: &JobState,
-    job_last: EventId,
-    page: Vec<Event>,
-    limit: usize,
-) -> Result<Response<Body>, ApiError> {
-    let last = page.last().map(|e| e.id).unwrap_or(job_last);
-    let more = page.len() >= limit && last < job_last;
-    let events: Vec<Value> = page.iter().map(Event::to_wire).collect();
-    ok(json!({
-        "status": "success",
-        "events": events,
-        "state": state.as_str(),
-        "lastEventId": last,
-        "more": more,
-    }))
-}
-
-async fn read_page(
+/// The events answer, written straight from the stored records: `events` holds the job's events
+/// with `after < id <= view.last_event_id` (at most `limit`), and `state` is the view's, so the two
+/// describe the same moment.
+async fn events_page(
     st: &Arc<AppState>,
     job: JobId,
+    view: &JobView,
     after: EventId,
-    upto: EventId,
     limit: usize,
-) -> Result<Vec<Event>, ApiError> {
+) -> Result<Response<Body>, ApiError> {
+    let upto = view.last_event_id;
     let read = move |store: &crate::store::Store| {
-        store
-            .read_job(job, after, upto, limit)
-            .map_err(|e| ApiError::Internal(e.to_string()))
+        let mut out =
+            Vec::with_capacity(256 + limit.min(upto.saturating_sub(after) as usize) * 160);
+        out.extend_from_slice(br#"{"status":"success","events":["#);
+        let (n, last) = store
+            .read_job_wire(job, after, upto, limit, &mut out)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok::<_, ApiError>((out, n, last))
     };
-    if limit <= DEFAULT_LIMIT as usize {
+    let (mut out, n, last) = if limit <= DEFAULT_LIMIT as usize {
         // Small range reads take microseconds: cheaper inline than a hop to the blocking pool.
-        read(&st.store)
+        read(&st.store)?
     } else {
         let store = st.store.clone();
         tokio::task::spawn_blocking(move || read(&store))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-    }
+            .map_err(|e| ApiError::Internal(e.to_string()))??
+    };
+    let last = if n == 0 { upto } else { last };
+    let more = n >= limit && last < upto;
+    use std::io::Write;
+    // Writes into a Vec cannot fail.
+    let _ = write!(
+        out,
+        r#"],"state":"{}","lastEventId":{last},"more":{more}}}"#,
+        view.state.as_str()
+    );
+    let mut r = Response::new(Full::new(Bytes::from(out)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(r)
 }
 
 async fn cancel(st: &Arc<AppState>, id: &str) -> Result<Response<Body>, ApiError> {

@@ -34,6 +34,22 @@ struct RecordV1 {
     stage: Option<String>,
 }
 
+/// Version 1 with borrowed strings: the wire writer reads records without copying them.
+#[derive(Deserialize)]
+struct RecordV1Ref<'a> {
+    job: u128,
+    kind: u8,
+    level: u8,
+    #[serde(borrow)]
+    message: &'a str,
+    #[serde(borrow)]
+    payload: Option<&'a str>,
+    timestamp_ms: i64,
+    #[serde(borrow)]
+    #[allow(dead_code)]
+    stage: Option<&'a str>,
+}
+
 fn config() -> impl bincode::config::Config {
     bincode::config::standard()
 }
@@ -92,6 +108,46 @@ pub fn decode(id: EventId, bytes: &[u8]) -> Result<Event, DecodeError> {
     })
 }
 
+/// Appends the seed's wire JSON of a stored record to `out` without building a `serde_json::Value`:
+/// the payload is stored as JSON text and is copied through as is. Returns the record's job.
+pub fn write_wire(id: EventId, bytes: &[u8], out: &mut Vec<u8>) -> Result<JobId, DecodeError> {
+    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty { id })?;
+    if version != VERSION_1 {
+        return Err(DecodeError::UnknownVersion { id, version });
+    }
+    let damaged = |reason: String| DecodeError::Damaged { id, reason };
+    let (rec, used): (RecordV1Ref<'_>, usize) =
+        bincode::serde::borrow_decode_from_slice(body, config())
+            .map_err(|e| damaged(e.to_string()))?;
+    if used != body.len() {
+        return Err(damaged(format!("{} trailing bytes", body.len() - used)));
+    }
+    let kind = Kind::from_code(rec.kind)
+        .ok_or_else(|| damaged(format!("unknown kind code {}", rec.kind)))?;
+    let level = Level::from_code(rec.level)
+        .ok_or_else(|| damaged(format!("unknown level code {}", rec.level)))?;
+    use std::io::Write;
+    // Writes into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "{{\"id\":{id},\"type\":\"{}\",\"level\":\"{}\",\"message\":",
+        kind.as_str(),
+        level.as_str()
+    );
+    let _ = serde_json::to_writer(&mut *out, rec.message);
+    out.extend_from_slice(b",\"payload\":");
+    out.extend_from_slice(rec.payload.unwrap_or("null").as_bytes());
+    let ts = rec.timestamp_ms;
+    let _ = write!(
+        out,
+        ",\"timestamp\":{}{}.{:03}}}",
+        if ts < 0 { "-" } else { "" },
+        ts.unsigned_abs() / 1000,
+        ts.unsigned_abs() % 1000
+    );
+    Ok(JobId::from_u128(rec.job))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +186,27 @@ mod tests {
     }
 
     #[test]
+    fn wire_writer_matches_the_value_path() {
+        let ev = sample();
+        let mut out = Vec::new();
+        let job = write_wire(ev.id, &encode(&ev), &mut out).unwrap();
+        assert_eq!(job, ev.job);
+        let fast: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(fast, ev.to_wire());
+        let mut bare = ev.clone();
+        bare.payload = None;
+        bare.message = "quote \" backslash \\ newline \n {braces} 日本".into();
+        bare.timestamp_ms = 1_000;
+        let mut out = Vec::new();
+        write_wire(bare.id, &encode(&bare), &mut out).unwrap();
+        let fast: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(fast, bare.to_wire());
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .ends_with("\"timestamp\":1.000}"));
+    }
+
+    #[test]
     fn damaged_records_name_themselves_and_never_panic() {
         let good = encode(&sample());
         assert!(matches!(decode(9, &[]), Err(DecodeError::Empty { id: 9 })));
@@ -139,6 +216,8 @@ mod tests {
         ));
         for cut in 1..good.len() {
             let err = decode(11, &good[..cut]).unwrap_err();
+            assert!(err.to_string().contains("record 11"), "{err}");
+            let err = write_wire(11, &good[..cut], &mut Vec::new()).unwrap_err();
             assert!(err.to_string().contains("record 11"), "{err}");
         }
         let mut flipped = good.clone();

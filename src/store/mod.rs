@@ -150,6 +150,44 @@ impl Store {
         Ok(out)
     }
 
+    /// Like [`Store::read_job`], but appends the events' wire JSON to `out`, comma-separated, without
+    /// decoding payloads. Returns (count, id of the last event written).
+    pub fn read_job_wire(
+        &self,
+        job: JobId,
+        after: EventId,
+        upto: EventId,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, EventId), StoreError> {
+        if upto <= after || limit == 0 {
+            return Ok((0, after));
+        }
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let index = txn.open_table(JOB_EVENTS).map_err(read_err)?;
+        let events = txn.open_table(EVENTS).map_err(read_err)?;
+        let j = job.as_u128();
+        let (mut n, mut last) = (0, after);
+        for entry in index.range((j, after + 1)..=(j, upto)).map_err(read_err)? {
+            let (key, _) = entry.map_err(read_err)?;
+            let id = key.value().1;
+            let bytes = events
+                .get(id)
+                .map_err(read_err)?
+                .ok_or_else(|| StoreError::Read(format!("index names missing event {id}")))?;
+            if n > 0 {
+                out.push(b',');
+            }
+            codec::write_wire(id, bytes.value(), out)?;
+            n += 1;
+            last = id;
+            if n >= limit {
+                break;
+            }
+        }
+        Ok((n, last))
+    }
+
     /// Calls `f` with every event in id order (start-up replay). Stops at the first damaged record.
     pub fn scan(&self, mut f: impl FnMut(Event)) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(read_err)?;

@@ -494,3 +494,23 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
     }
     out
 }
+
+/// Fails the test (never skips it) when a media tool is missing, naming the package to install.
+pub fn require_media_tools() {
+    for (tool, package) in [
+        ("espeak-ng", "espeak-ng"),
+        ("ffmpeg", "ffmpeg"),
+        ("ffprobe", "ffmpeg"),
+    ] {
+        let found = Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        assert!(
+            found,
+            "{tool} is missing: install the Debian package `{package}` (see .ci/run)"
+        );
+    }
+}
