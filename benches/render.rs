@@ -113,8 +113,9 @@ fn make_inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (clips, song, script)
 }
 
-/// Runs `cmd`, sampling the summed RSS of its process tree. Returns (wall, peak bytes).
-fn measure(mut cmd: Command) -> (Duration, u64) {
+/// Runs `cmd`, sampling the summed RSS of its process tree. Returns (wall, peak of the tree, peak of
+/// the process itself).
+fn measure(mut cmd: Command) -> (Duration, u64, u64) {
     let start = Instant::now();
     let child = cmd
         .stdin(Stdio::null())
@@ -126,23 +127,24 @@ fn measure(mut cmd: Command) -> (Duration, u64) {
     let done = Arc::new(AtomicBool::new(false));
     let done2 = done.clone();
     let sampler = std::thread::spawn(move || {
-        let mut peak = 0u64;
+        let (mut peak, mut own) = (0u64, 0u64);
         while !done2.load(Ordering::Relaxed) {
             peak = peak.max(tree_rss(root));
+            own = own.max(rss_of(root));
             std::thread::sleep(Duration::from_millis(20));
         }
-        peak
+        (peak, own)
     });
     let out = child.wait_with_output().expect("wait");
     let wall = start.elapsed();
     done.store(true, Ordering::Relaxed);
-    let peak = sampler.join().unwrap_or(0);
+    let (peak, own) = sampler.join().unwrap_or((0, 0));
     assert!(
         out.status.success(),
         "command failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (wall, peak)
+    (wall, peak, own)
 }
 
 /// Sum of VmRSS of `root` and all its descendants.
@@ -179,18 +181,21 @@ fn tree_rss(root: u32) -> u64 {
     parent
         .keys()
         .filter(|&&p| in_tree(p))
-        .map(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/statm"))
-                .ok()
-                .and_then(|s| {
-                    s.split_whitespace()
-                        .nth(1)
-                        .and_then(|v| v.parse::<u64>().ok())
-                })
-                .unwrap_or(0)
-                * 4096
-        })
+        .map(|&p| rss_of(p))
         .sum()
+}
+
+/// Resident set of one process, bytes.
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 4096
 }
 
 fn probe_duration(p: &Path) -> f64 {
@@ -308,8 +313,8 @@ fn main() {
     let (clips, song, script) = make_inputs(&dir);
     let presets =
         std::env::var("RENDER_BENCH_PRESETS").unwrap_or_else(|_| "veryfast,medium".into());
-    println!("| preset | what | wall s | peak MiB (tree RSS) | output s |");
-    println!("|---|---|---|---|---|");
+    println!("| preset | what | wall s | peak MiB (tree RSS) | own peak MiB | output s |");
+    println!("|---|---|---|---|---|---|");
     for preset in presets.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         // The whole job, as a user runs it.
         let st = dir.join(format!("state-{preset}"));
@@ -337,23 +342,24 @@ fn main() {
         .arg(&cfg)
         .arg("--state-dir")
         .arg(&st);
-        let (jw, jp) = measure(cmd);
+        let (jw, jp, jo) = measure(cmd);
         let jd = probe_duration(&out);
         println!(
-            "| {preset} | reelsmith job | {:.1} | {:.0} | {jd:.1} |",
+            "| {preset} | reelsmith job | {:.1} | {:.0} | {:.0} | {jd:.1} |",
             jw.as_secs_f64(),
-            jp as f64 / 1048576.0
+            jp as f64 / 1048576.0,
+            jo as f64 / 1048576.0
         );
         let hout = dir.join(format!("hand-{preset}.mp4"));
-        let (hw, hp) = measure(hand_written(&dir, &clips, &song, preset, &hout));
+        let (hw, hp, _) = measure(hand_written(&dir, &clips, &song, preset, &hout));
         let hd = probe_duration(&hout);
         println!(
-            "| {preset} | hand-written ffmpeg | {:.1} | {:.0} | {hd:.1} |",
+            "| {preset} | hand-written ffmpeg | {:.1} | {:.0} | | {hd:.1} |",
             hw.as_secs_f64(),
             hp as f64 / 1048576.0
         );
         println!(
-            "| {preset} | ratio job/hand | {:.2} | {:.2} | |",
+            "| {preset} | ratio job/hand | {:.2} | {:.2} | | |",
             jw.as_secs_f64() / hw.as_secs_f64(),
             jp as f64 / hp.max(1) as f64
         );

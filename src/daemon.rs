@@ -247,6 +247,9 @@ async fn serve(
         state_dir = %core.state_dir.display(),
         "reelsmith ready"
     );
+    for missing in crate::tools::missing(&config) {
+        warn!(tool = %missing, "media tool missing: jobs will fail until it is installed");
+    }
     // Tests and scripts read this line to learn the bound port.
     eprintln!("reelsmith listening on http://{local}");
     crate::systemd::notify("READY=1");
