@@ -5,8 +5,7 @@
 //! - `store`     The redb event log: versioned record codec, range reads, scan, backup. No actix.
 //! - `views`     In-memory job views rebuilt from the log, updated by the journal after each commit.
 //! - `actors`    `journal` (the only writer, group commit), `scheduler` (queue, limits), `job`.
-//! - `pipeline`  The media stages (script, footage, voice, music, subtitles, render, metadata,
-//!               upload). No actix.
+//! - `pipeline`  The media stages: script, footage, voice, music, subtitles, render, metadata, upload.
 //! - `providers` Clients of outside services (Ollama, ...).
 //! - `request`   The `POST /api/generate` body, parsed and validated.
 //! - `http`      The hyper server: MoneyPrinter's API plus long polling.
