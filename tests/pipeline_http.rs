@@ -163,7 +163,10 @@ fn cancel_during_the_render_ends_the_job_and_its_tools() {
     let cfg = offline_config("[render]\npreset = \"veryslow\"\n[footage]\nclips = 2\n");
     let (d, _tmp) = Daemon::start(&cfg, &[]);
     let id = d.submit(&json!({ "videoSubject": "Octopus hearts", "script": SCRIPT }));
-    d.wait_for_event(&id, Duration::from_secs(120), |e| e["type"] == "progress");
+    // A progress above 0 comes from ffmpeg's own report: the encoder is running.
+    d.wait_for_event(&id, Duration::from_secs(120), |e| {
+        e["type"] == "progress" && e["payload"]["progress"].as_f64().unwrap_or(0.0) > 0.0
+    });
     let tools_before: Vec<u32> = descendants(d.pid());
     assert!(
         !tools_before.is_empty(),

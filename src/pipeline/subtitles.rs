@@ -64,6 +64,61 @@ pub fn wrap_lines(text: &str, max: usize) -> Vec<String> {
     lines
 }
 
+/// Like [`wrap_lines`], with the same number of lines but as even as they can be (the breaks that
+/// minimise the sum of squared slack, every line included): no cue ends with a lone word when the
+/// text can be balanced.
+pub fn balanced_lines(text: &str, max: usize) -> Vec<String> {
+    let greedy = wrap_lines(text, max);
+    let k = greedy.len();
+    if k < 2 {
+        return greedy;
+    }
+    let max = max.max(1);
+    let pieces: Vec<String> = text
+        .split_whitespace()
+        .flat_map(|w| split_wide_word(w, max))
+        .collect();
+    let n = pieces.len();
+    let widths: Vec<usize> = pieces.iter().map(|p| display_width(p)).collect();
+    let line_width = |i: usize, j: usize| widths[i..j].iter().sum::<usize>() + (j - i - 1);
+    const INF: u64 = u64::MAX / 4;
+    // cost[l][j]: best cost of the first j pieces on l lines; from[l][j]: where the last line starts.
+    let mut cost = vec![vec![INF; n + 1]; k + 1];
+    let mut from = vec![vec![0usize; n + 1]; k + 1];
+    cost[0][0] = 0;
+    for l in 1..=k {
+        for j in 1..=n {
+            for i in (l - 1)..j {
+                if cost[l - 1][i] == INF {
+                    continue;
+                }
+                let w = line_width(i, j);
+                if w > max && j - i > 1 {
+                    continue;
+                }
+                let slack = max.saturating_sub(w) as u64;
+                let c = cost[l - 1][i] + slack * slack;
+                if c < cost[l][j] {
+                    cost[l][j] = c;
+                    from[l][j] = i;
+                }
+            }
+        }
+    }
+    if cost[k][n] == INF {
+        return greedy;
+    }
+    let mut lines = Vec::with_capacity(k);
+    let mut j = n;
+    for l in (1..=k).rev() {
+        let i = from[l][j];
+        lines.push(pieces[i..j].join(" "));
+        j = i;
+    }
+    lines.reverse();
+    lines
+}
+
 fn split_wide_word(word: &str, max: usize) -> Vec<String> {
     if display_width(word) <= max {
         return vec![word.to_string()];
@@ -101,7 +156,7 @@ pub fn build_cues(sentences: &[SpokenSentence], max_line_chars: usize, total: f6
             None => natural_end.max(total),
         }
         .max(start);
-        let lines = wrap_lines(&s.text, max_line_chars);
+        let lines = balanced_lines(&s.text, max_line_chars);
         if lines.is_empty() {
             continue;
         }
@@ -287,6 +342,29 @@ impl Stage for SubtitlesStage {
             cx.artifacts.subtitles = Some(path);
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod balance_tests {
+    use super::*;
+
+    #[test]
+    fn balanced_lines_leave_no_orphan_word() {
+        let text = "Here is the short answer, and it is a sight.";
+        assert_eq!(
+            wrap_lines(text, 22).last().map(String::as_str),
+            Some("sight.")
+        );
+        let b = balanced_lines(text, 22);
+        assert_eq!(b.len(), wrap_lines(text, 22).len());
+        assert!(b.iter().all(|l| display_width(l) <= 22), "{b:?}");
+        let (min, max) = b.iter().fold((usize::MAX, 0), |(lo, hi), l| {
+            (lo.min(display_width(l)), hi.max(display_width(l)))
+        });
+        assert!(max - min <= 8, "{b:?}");
+        assert_eq!(b.join(" "), text);
+        assert_eq!(balanced_lines("short", 22), vec!["short"]);
     }
 }
 
