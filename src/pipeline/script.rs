@@ -652,15 +652,15 @@ pub fn offline_search_terms(subject: &str, script: &str, count: usize) -> Vec<St
     for r in &runs {
         add(r.clone(), &mut terms);
     }
-    for r in &runs {
-        for w in r.split(' ').filter(|w| w.chars().count() > 2) {
-            add(w.to_string(), &mut terms);
-        }
-    }
-    // Script words by frequency, first appearance breaking ties.
+    // Script words by frequency, first appearance breaking ties; the single words of the subject's
+    // phrases come after them (the phrase already carries them).
     let mut freq: Vec<(String, usize, usize)> = Vec::new();
     for (i, w) in words_of(script).into_iter().enumerate() {
-        if is_stopword(&w) || w.chars().count() < 4 || w.chars().all(|c| c.is_ascii_digit()) {
+        if is_stopword(&w)
+            || w.chars().count() < 4
+            || w.chars().all(|c| c.is_ascii_digit())
+            || template_words().contains(&w)
+        {
             continue;
         }
         match freq.iter_mut().find(|(x, _, _)| *x == w) {
@@ -670,7 +670,16 @@ pub fn offline_search_terms(subject: &str, script: &str, count: usize) -> Vec<St
     }
     freq.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
     for (w, _, _) in freq {
-        add(w, &mut terms);
+        if !is_number_word(&w) {
+            add(w, &mut terms);
+        }
+    }
+    for r in &runs {
+        for w in r.split(' ').filter(|w| w.chars().count() > 2) {
+            if !is_number_word(w) {
+                add(w.to_string(), &mut terms);
+            }
+        }
     }
     // A tiny subject and script still yields `count` distinct terms.
     let base = terms
@@ -695,6 +704,40 @@ pub fn offline_search_terms(subject: &str, script: &str, count: usize) -> Vec<St
         n += 1;
     }
     terms
+}
+
+/// The words of the offline writer's templates ("think", "answer", "short"...): they say nothing
+/// about the subject, so they never become search terms. Gathered once by writing scripts about
+/// nonsense subjects, which exercises the templates' choices.
+fn template_words() -> &'static std::collections::HashSet<String> {
+    static WORDS: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    WORDS.get_or_init(|| {
+        let mut set = std::collections::HashSet::new();
+        for a in b'a'..=b'z' {
+            for subject in [
+                format!("zq{}x", a as char),
+                format!("Why zq{}x?", a as char),
+            ] {
+                for w in words_of(&offline_script(&subject, 10)) {
+                    if !w.starts_with("zq") {
+                        set.insert(w);
+                    }
+                }
+            }
+        }
+        set
+    })
+}
+
+/// Counting words make poor footage searches on their own ("three").
+fn is_number_word(w: &str) -> bool {
+    const NUMBERS: &[&str] = &[
+        "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+        "twelve", "twenty", "hundred", "thousand", "million", "billion", "first", "second",
+        "third",
+    ];
+    NUMBERS.contains(&w) || w.chars().all(|c| c.is_ascii_digit())
 }
 
 /// FNV-1a: a stable seed from text (the same subject always gets the same script and footage).
