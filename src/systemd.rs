@@ -37,3 +37,18 @@ pub fn watchdog_interval() -> Option<Duration> {
     }
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
+
+/// Who runs a job: this host and process, recorded in each attempt's `running` event so that a
+/// shared store (several daemons later) can tell whose attempt it is.
+pub fn owner() -> serde_json::Value {
+    let mut buf = [0u8; 256];
+    // gethostname writes at most buf.len() bytes and NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let host = if rc == 0 {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end]).into_owned()
+    } else {
+        "unknown".to_string()
+    };
+    serde_json::json!({ "host": host, "pid": std::process::id() })
+}

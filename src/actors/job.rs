@@ -122,8 +122,12 @@ async fn drive(
     signal: StopSignal,
 ) {
     let job = view.id;
-    let running = NewEvent::new(Kind::Running, Level::Info, "Job started.")
-        .with_payload(json!({ "attempt": view.attempt + 1, "maxAttempts": view.max_attempts }));
+    // Ownership is explicit in the log: which daemon runs this attempt.
+    let running = NewEvent::new(Kind::Running, Level::Info, "Job started.").with_payload(json!({
+        "attempt": view.attempt + 1,
+        "maxAttempts": view.max_attempts,
+        "owner": crate::systemd::owner(),
+    }));
     match journal.send(Append::one(job, running)).await {
         Ok(Ok(_)) => {}
         Ok(Err(JournalError::Illegal(_))) => {

@@ -75,6 +75,8 @@ pub struct JobView {
     /// The submitted request, as the first `queued` event's payload holds it.
     pub request: Value,
     pub metadata: Option<Value>,
+    /// The daemon running the current attempt (`{host, pid}` from its `running` event).
+    pub owner: Option<Value>,
 }
 
 impl JobView {
@@ -103,6 +105,7 @@ impl JobView {
             last_event_id: ev.id,
             request,
             metadata: None,
+            owner: None,
         })
     }
 
@@ -155,10 +158,12 @@ impl JobView {
                 self.state = JobState::Queued;
                 self.cancel_requested = false;
                 self.progress = None;
+                self.owner = None;
             }
             Kind::Running => {
                 self.state = JobState::Running;
                 self.attempt += 1;
+                self.owner = ev.payload.as_ref().and_then(|p| p.get("owner")).cloned();
                 self.started_ms = Some(ev.timestamp_ms);
                 self.progress = None;
             }
@@ -216,6 +221,7 @@ impl JobView {
             "lastEventId": self.last_event_id,
             "subject": self.request.get("videoSubject"),
             "metadata": self.metadata,
+            "owner": self.owner,
         })
     }
 }
@@ -286,7 +292,8 @@ mod tests {
     fn a_successful_story_ends_completed_with_the_result_path() {
         let (view, err) = run(vec![
             queued(2),
-            NewEvent::new(Kind::Running, Level::Info, "Job started."),
+            NewEvent::new(Kind::Running, Level::Info, "Job started.")
+                .with_payload(json!({"owner": {"host": "h", "pid": 7}})),
             NewEvent::info("Starting video generation...").with_stage("script"),
             NewEvent::progress(0.5).with_stage("render"),
             NewEvent::new(Kind::Complete, Level::Success, "Video generation complete")
@@ -302,6 +309,7 @@ mod tests {
         assert_eq!(v.request["videoSubject"], "octopus");
         assert_eq!(v.created_ms, 1000);
         assert_eq!(v.completed_ms, Some(5000));
+        assert_eq!(v.owner, Some(json!({"host": "h", "pid": 7})));
     }
 
     #[test]
