@@ -200,20 +200,25 @@ pub async fn stop_core(core: &Core, deadline: Duration) {
     }
 }
 
+/// The actix System on a multi-thread tokio runtime: actors live on the System thread and on
+/// Arbiters, hyper's connections on the tokio workers.
+pub fn system() -> actix_rt::SystemRunner {
+    actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            // Building a runtime fails only when the OS refuses threads; nothing to recover then.
+            .expect("cannot start the tokio runtime")
+    })
+}
+
 /// `reelsmith serve`.
 pub fn run_server(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let state_dir = config.state_dir();
     prepare_state_dir(&state_dir)?;
     let (store, views) = open_log(&state_dir)?;
-    let system = actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            // Building a runtime fails only when the OS refuses threads; nothing to recover then.
-            .expect("cannot start the tokio runtime")
-    });
-    let result = system.block_on(serve(config, state_dir, store, views, opts));
+    let result = system().block_on(serve(config, state_dir, store, views, opts));
     System::current().stop();
     result
 }

@@ -57,13 +57,7 @@ pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let state_dir = config.state_dir();
     prepare_state_dir(&state_dir)?;
     let (store, views) = open_log(&state_dir)?;
-    let system = actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            // Building a runtime fails only when the OS refuses threads; nothing to recover then.
-            .expect("cannot start the tokio runtime")
-    });
+    let system = crate::daemon::system();
     let json_out = args.json;
     let result = system.block_on(async move {
         let core = start_core(config, state_dir, store, views, &ServeOptions::default()).await?;

@@ -150,18 +150,22 @@ async fn route(st: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Bo
     }
 }
 
-/// Reads a whole body of at most `limit` bytes.
-pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, ApiError> {
-    if let Some(len) = req
+/// Refuses a request whose declared length is over `limit` before reading any of it.
+pub fn check_declared_length(req: &Request<Incoming>, limit: u64) -> Result<(), ApiError> {
+    let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit {
-            return Err(ApiError::TooLarge { limit });
-        }
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit => Err(ApiError::TooLarge { limit }),
+        _ => Ok(()),
     }
+}
+
+/// Reads a whole body of at most `limit` bytes.
+pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, ApiError> {
+    check_declared_length(&req, limit)?;
     let body = Limited::new(req.into_body(), limit as usize);
     match body.collect().await {
         Ok(c) => Ok(c.to_bytes()),

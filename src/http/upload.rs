@@ -33,16 +33,7 @@ pub async fn upload_songs(
             "No files uploaded. Send multipart/form-data with the field `songs`.".into(),
         )
     })?;
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit {
-            return Err(ApiError::TooLarge { limit });
-        }
-    }
+    super::routes::check_declared_length(&req, limit)?;
     let stream = BodyStream::new(req.into_body()).filter_map(|frame| async move {
         match frame {
             Ok(f) => f.into_data().ok().map(Ok::<_, hyper::Error>),

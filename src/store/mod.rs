@@ -127,26 +127,11 @@ impl Store {
         upto: EventId,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        if upto <= after || limit == 0 {
-            return Ok(Vec::new());
-        }
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let index = txn.open_table(JOB_EVENTS).map_err(read_err)?;
-        let events = txn.open_table(EVENTS).map_err(read_err)?;
-        let j = job.as_u128();
         let mut out = Vec::with_capacity(limit.min(256));
-        for entry in index.range((j, after + 1)..=(j, upto)).map_err(read_err)? {
-            let (key, _) = entry.map_err(read_err)?;
-            let id = key.value().1;
-            let bytes = events
-                .get(id)
-                .map_err(read_err)?
-                .ok_or_else(|| StoreError::Read(format!("index names missing event {id}")))?;
-            out.push(codec::decode(id, bytes.value())?);
-            if out.len() >= limit {
-                break;
-            }
-        }
+        self.for_each_in_job(job, after, upto, limit, |id, bytes| {
+            out.push(codec::decode(id, bytes)?);
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -160,14 +145,37 @@ impl Store {
         limit: usize,
         out: &mut Vec<u8>,
     ) -> Result<(usize, EventId), StoreError> {
+        let (mut n, mut last) = (0, after);
+        self.for_each_in_job(job, after, upto, limit, |id, bytes| {
+            if n > 0 {
+                out.push(b',');
+            }
+            codec::write_wire(id, bytes, out)?;
+            n += 1;
+            last = id;
+            Ok(())
+        })?;
+        Ok((n, last))
+    }
+
+    /// Calls `f` with (id, record) for the events of `job` with `after < id <= upto`, ascending, at
+    /// most `limit`, all from one read transaction (one snapshot).
+    fn for_each_in_job(
+        &self,
+        job: JobId,
+        after: EventId,
+        upto: EventId,
+        limit: usize,
+        mut f: impl FnMut(EventId, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         if upto <= after || limit == 0 {
-            return Ok((0, after));
+            return Ok(());
         }
         let txn = self.db.begin_read().map_err(read_err)?;
         let index = txn.open_table(JOB_EVENTS).map_err(read_err)?;
         let events = txn.open_table(EVENTS).map_err(read_err)?;
         let j = job.as_u128();
-        let (mut n, mut last) = (0, after);
+        let mut n = 0;
         for entry in index.range((j, after + 1)..=(j, upto)).map_err(read_err)? {
             let (key, _) = entry.map_err(read_err)?;
             let id = key.value().1;
@@ -175,17 +183,13 @@ impl Store {
                 .get(id)
                 .map_err(read_err)?
                 .ok_or_else(|| StoreError::Read(format!("index names missing event {id}")))?;
-            if n > 0 {
-                out.push(b',');
-            }
-            codec::write_wire(id, bytes.value(), out)?;
+            f(id, bytes.value())?;
             n += 1;
-            last = id;
             if n >= limit {
                 break;
             }
         }
-        Ok((n, last))
+        Ok(())
     }
 
     /// Calls `f` with every event in id order (start-up replay). Stops at the first damaged record.
