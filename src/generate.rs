@@ -63,7 +63,7 @@ pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
         let core = start_core(config, state_dir, store, views, &ServeOptions::default()).await?;
         let job = core
             .scheduler
-            .send(Submit { request })
+            .send(Submit::new(&request))
             .await
             .context("scheduler unreachable")??;
         if !json_out {

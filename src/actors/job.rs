@@ -41,7 +41,7 @@ impl EventSink for JournalSink {
     fn emit(&self, event: NewEvent) -> LocalBoxFuture<'_, Result<EventId, SinkError>> {
         Box::pin(async move {
             match self.journal.send(Append::one(self.job, event)).await {
-                Ok(Ok(evs)) => Ok(evs.last().map(|e| e.id).unwrap_or(0)),
+                Ok(Ok(ids)) => Ok(ids.last().copied().unwrap_or(0)),
                 Ok(Err(e)) => Err(SinkError(e.to_string())),
                 Err(e) => Err(SinkError(e.to_string())),
             }

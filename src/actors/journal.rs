@@ -18,9 +18,9 @@ use crate::event::{now_ms, Event, EventId, IllegalEvent, JobId, JobView, Kind, N
 use crate::store::Store;
 use crate::views::{fold_into, Views};
 
-/// Appends events to one job, all or none. The reply carries the committed events.
+/// Appends events to one job, all or none. The reply carries the committed events' ids.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<Event>, JournalError>")]
+#[rtype(result = "Result<Vec<EventId>, JournalError>")]
 pub struct Append {
     pub job: JobId,
     pub events: Vec<NewEvent>,
@@ -61,7 +61,7 @@ pub enum JournalError {
 
 struct Pending {
     append: Append,
-    reply: oneshot::Sender<Result<Vec<Event>, JournalError>>,
+    reply: oneshot::Sender<Result<Vec<EventId>, JournalError>>,
 }
 
 pub struct Journal {
@@ -198,7 +198,7 @@ impl Journal {
         let created_jobs: Vec<JobId> = created.iter().map(|(_, j)| *j).collect();
         self.views.publish(changed, &created_jobs, last);
         for (reply, r) in replies {
-            let _ = reply.send(r.map(|range| batch[range].to_vec()));
+            let _ = reply.send(r.map(|range| batch[range].iter().map(|e| e.id).collect()));
         }
     }
 }
@@ -219,7 +219,7 @@ impl Actor for Journal {
 }
 
 impl Handler<Append> for Journal {
-    type Result = ResponseFuture<Result<Vec<Event>, JournalError>>;
+    type Result = ResponseFuture<Result<Vec<EventId>, JournalError>>;
 
     fn handle(&mut self, append: Append, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();

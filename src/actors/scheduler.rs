@@ -29,7 +29,17 @@ pub type Caller = Option<u32>;
 #[derive(Message)]
 #[rtype(result = "Result<JobId, SchedulerError>")]
 pub struct Submit {
-    pub request: JobRequest,
+    /// The validated request as stored in the `queued` event (made by the caller, off the
+    /// scheduler's thread).
+    request: serde_json::Value,
+}
+
+impl Submit {
+    pub fn new(request: &JobRequest) -> Submit {
+        Submit {
+            request: request.to_json(),
+        }
+    }
 }
 
 /// Cancels one job.
@@ -249,7 +259,7 @@ impl Handler<Submit> for Scheduler {
         let job = JobId::new();
         let queued = NewEvent::new(Kind::Queued, Level::Info, "Job queued.").with_payload(json!({
             "maxAttempts": self.config.daemon.max_attempts,
-            "request": msg.request.to_json(),
+            "request": msg.request,
         }));
         let send = self.journal.send(Append::one(job, queued));
         Box::pin(send.into_actor(self).map(move |res, act, ctx| {

@@ -186,7 +186,7 @@ async fn generate(st: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
     let body: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("The request body is not valid JSON: {e}.")))?;
     let request = JobRequest::parse(&body, &st.config).map_err(|e| ApiError::BadRequest(e.0))?;
-    let job = st.scheduler.send(Submit { request }).await??;
+    let job = st.scheduler.send(Submit::new(&request)).await??;
     ok(json!({
         "status": "success",
         "message": "Video generation queued.",
