@@ -666,3 +666,17 @@ mod tests {
         assert_eq!(Wav::parse(b"nope"), Err(WavError::NotWave));
     }
 }
+
+#[cfg(test)]
+mod tiktok_ids {
+    /// Every voice id the TikTok client knows (MoneyPrinter's list) is accepted at submit time.
+    #[test]
+    fn every_tiktok_voice_is_a_known_voice() {
+        let unknown: Vec<&str> = crate::providers::tiktok::VOICES
+            .iter()
+            .copied()
+            .filter(|v| !super::is_known_voice(v))
+            .collect();
+        assert!(unknown.is_empty(), "voices refused at submit: {unknown:?}");
+    }
+}
