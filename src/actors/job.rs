@@ -143,7 +143,8 @@ async fn drive(
         Ok(Err(e)) => return warn!(job = %job, error = %e, "could not start job"),
         Err(e) => return warn!(job = %job, error = %e, "journal unreachable"),
     }
-    let request = match JobRequest::from_json(&view.request) {
+    let stored = serde_json::from_str(&view.request).unwrap_or(serde_json::Value::Null);
+    let request = match JobRequest::from_json(&stored) {
         Ok(r) => r,
         Err(e) => {
             let ev = NewEvent::new(

@@ -101,7 +101,7 @@ impl Commands {
             Request::Show { job } => match core.views.view(job) {
                 Some(v) => {
                     let mut j = v.to_json();
-                    j["request"] = v.request.clone();
+                    j["request"] = serde_json::from_str(&v.request).unwrap_or(Value::Null);
                     protocol::ok(json!({ "job": j }))
                 }
                 None => protocol::error("Job not found."),

@@ -1,5 +1,7 @@
 //! `JobView`: a job's state as a pure fold over its events, and the legality check that guards the log.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use super::{iso8601, Event, EventId, JobId, Kind, Level, NewEvent};
@@ -72,8 +74,11 @@ pub struct JobView {
     pub progress: Option<f64>,
     pub first_event_id: EventId,
     pub last_event_id: EventId,
-    /// The submitted request, as the first `queued` event's payload holds it.
-    pub request: Value,
+    /// The submitted request as JSON text, as the first `queued` event's payload holds it (text, not a
+    /// `Value`: cheap to keep for every job and to clone with the view).
+    pub request: Arc<str>,
+    /// The request's `videoSubject`.
+    pub subject: Option<String>,
     pub metadata: Option<Value>,
     /// The daemon running the current attempt (`{host, pid}` from its `running` event).
     pub owner: Option<Value>,
@@ -87,7 +92,12 @@ impl JobView {
         }
         let payload = ev.payload.clone().unwrap_or(Value::Null);
         let max_attempts = max_attempts_of(&payload).unwrap_or(1);
-        let request = payload.get("request").cloned().unwrap_or(Value::Null);
+        let request = payload.get("request").unwrap_or(&Value::Null);
+        let subject = request
+            .get("videoSubject")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let request: Arc<str> = Arc::from(request.to_string());
         Some(JobView {
             id: ev.job,
             state: JobState::Queued,
@@ -104,6 +114,7 @@ impl JobView {
             first_event_id: ev.id,
             last_event_id: ev.id,
             request,
+            subject,
             metadata: None,
             owner: None,
         })
@@ -219,7 +230,7 @@ impl JobView {
             "stage": self.stage,
             "progress": self.progress,
             "lastEventId": self.last_event_id,
-            "subject": self.request.get("videoSubject"),
+            "subject": self.subject,
             "metadata": self.metadata,
             "owner": self.owner,
         })
@@ -306,7 +317,9 @@ mod tests {
         assert_eq!(v.result_path.as_deref(), Some("/x/out.mp4"));
         assert_eq!(v.stage.as_deref(), Some("render"));
         assert_eq!(v.progress, Some(1.0));
-        assert_eq!(v.request["videoSubject"], "octopus");
+        assert_eq!(v.subject.as_deref(), Some("octopus"));
+        let request: Value = serde_json::from_str(&v.request).unwrap();
+        assert_eq!(request["videoSubject"], "octopus");
         assert_eq!(v.created_ms, 1000);
         assert_eq!(v.completed_ms, Some(5000));
         assert_eq!(v.owner, Some(json!({"host": "h", "pid": 7})));
