@@ -85,7 +85,8 @@ impl JobRequest {
                 "voice `{voice}` is not a known voice id (for example en_us_001, fr_001, de_001, br_001, jp_001)."
             )));
         }
-        let paragraph_number = opt_int(obj, "paragraphNumber", 1, 10)?.unwrap_or(1) as u32;
+        // MoneyPrinter's page allows 1 to 100 for both.
+        let paragraph_number = opt_int(obj, "paragraphNumber", 1, 100)?.unwrap_or(1) as u32;
         let custom_prompt = opt_string(obj, "customPrompt")?.filter(|s| !s.trim().is_empty());
         if custom_prompt
             .as_ref()
@@ -108,7 +109,7 @@ impl JobRequest {
         }
         let use_music = opt_bool(obj, "useMusic")?.unwrap_or(false);
         let automate_youtube_upload = opt_bool(obj, "automateYoutubeUpload")?.unwrap_or(false);
-        let threads = opt_int(obj, "threads", 1, 64)?.map(|n| n as u32);
+        let threads = opt_int(obj, "threads", 1, 100)?.map(|n| n as u32);
         let position_text = opt_string(obj, "subtitlesPosition")?
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| cfg.subtitles.position.clone());

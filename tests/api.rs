@@ -252,7 +252,7 @@ fn generate_rejects_bad_bodies_naming_the_field() {
             "paragraphNumber",
         ),
         (
-            json!({ "videoSubject": "x", "paragraphNumber": "11" }),
+            json!({ "videoSubject": "x", "paragraphNumber": "101" }),
             "paragraphNumber",
         ),
         (
