@@ -252,7 +252,7 @@ async fn serve(
         state_dir = %core.state_dir.display(),
         "reelsmith ready"
     );
-    for missing in crate::tools::missing(&config) {
+    for missing in crate::pipeline::process::check_tools(&config) {
         warn!(tool = %missing, "media tool missing: jobs will fail until it is installed");
     }
     // Tests and scripts read this line to learn the bound port.

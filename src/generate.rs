@@ -44,7 +44,7 @@ pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
     obj.insert("useMusic".into(), json!(args.music));
     // Refuse bad input before touching the state directory.
     let request = JobRequest::parse(&body, &config).map_err(|e| anyhow::anyhow!(e.0))?;
-    let missing = crate::tools::missing(&config);
+    let missing = crate::pipeline::process::check_tools(&config);
     if !missing.is_empty() {
         anyhow::bail!("missing tools:\n  {}", missing.join("\n  "));
     }

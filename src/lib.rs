@@ -11,7 +11,7 @@
 //! - `http`      The hyper server: MoneyPrinter's API plus long polling.
 //! - `control`   The Unix control socket and the `ctl` client.
 //! - `daemon`    Boot and shutdown sequences (`serve`); `generate` is the one-shot command.
-//! - `config`, `cli`, `telemetry`, `systemd`, `tools`: the edges.
+//! - `config`, `cli`, `telemetry`, `systemd`: the edges.
 
 pub mod actors;
 pub mod cli;
@@ -27,7 +27,6 @@ pub mod request;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
-pub mod tools;
 pub mod views;
 
 /// Resolves once `rx` holds `true` (or its sender is gone). Holds no lock across an await, so the

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::watch;
 
-use crate::event::{Event, EventId, JobId, JobState, JobView, Kind};
+use crate::event::{Event, EventId, JobId, JobState, JobView};
 use crate::store::{Store, StoreError};
 
 struct Slot {
@@ -209,11 +209,6 @@ impl Views {
         }
         self.any.send_replace(last);
     }
-}
-
-/// Whether an event kind ends a wait for a job (it reached a terminal state).
-pub fn is_terminal_kind(kind: Kind) -> bool {
-    matches!(kind, Kind::Complete | Kind::Error | Kind::Cancelled)
 }
 
 /// Folds `ev` into a working copy of views, for the journal's batch validation.

@@ -420,7 +420,7 @@ async fn models(st: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
 }
 
 async fn health(st: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
-    let missing = crate::tools::missing(&st.config);
+    let missing = crate::pipeline::process::check_tools(&st.config);
     let counts = st.views.counts();
     ok(json!({
         "status": if missing.is_empty() { "ok" } else { "degraded" },

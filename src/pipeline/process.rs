@@ -344,6 +344,24 @@ mod tests {
         assert!(check_tools(&cfg).iter().any(|m| m.contains("tools.ffmpeg")));
     }
 
+    #[test]
+    fn check_tools_names_only_the_missing_ones_with_their_package() {
+        let mut cfg = Config::default();
+        cfg.tools.espeak = "/nonexistent/espeak-ng".into();
+        cfg.tools.ffmpeg = "sh".into();
+        let missing = check_tools(&cfg);
+        assert!(
+            missing
+                .iter()
+                .any(|l| l.contains("tools.espeak") && l.contains("apt-get install espeak-ng")),
+            "{missing:?}"
+        );
+        assert!(
+            !missing.iter().any(|l| l.contains("tools.ffmpeg")),
+            "{missing:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_failing_tool_quotes_its_last_stderr_lines() {
         let (_h, stop) = StopSignal::pair();
