@@ -85,13 +85,13 @@ impl Journal {
     }
 
     /// Checks one append against the working views and gives its events ids; `None` views are jobs
-    /// that do not exist yet.
+    /// that do not exist yet. Also says whether the append creates its job.
     fn stage(
         &mut self,
-        append: &Append,
+        append: Append,
         work: &mut HashMap<JobId, Option<JobView>>,
         now: i64,
-    ) -> Result<Vec<Event>, JournalError> {
+    ) -> Result<(Vec<Event>, bool), JournalError> {
         if append.events.is_empty() {
             return Err(JournalError::Empty);
         }
@@ -100,10 +100,11 @@ impl Journal {
         let slot = work
             .entry(job)
             .or_insert_with(|| self.views.view(job).map(|v| (*v).clone()));
+        let creates = slot.is_none() && !daemon;
         let mut copy = slot.clone();
         let mut out = Vec::with_capacity(append.events.len());
         let mut id = self.next_id;
-        for new in &append.events {
+        for new in append.events {
             if daemon {
                 if new.kind != Kind::Admin {
                     return Err(IllegalEvent {
@@ -115,7 +116,7 @@ impl Journal {
                 }
             } else {
                 match &copy {
-                    Some(v) => v.check(new)?,
+                    Some(v) => v.check(&new)?,
                     None if new.kind == Kind::Queued => {}
                     None => return Err(JournalError::UnknownJob(job)),
                 }
@@ -125,10 +126,10 @@ impl Journal {
                 job,
                 kind: new.kind,
                 level: new.level,
-                message: new.message.clone(),
-                payload: new.payload.clone(),
+                message: new.message,
+                payload: new.payload,
                 timestamp_ms: now,
-                stage: new.stage.clone(),
+                stage: new.stage,
             };
             if !daemon {
                 fold_into(&mut copy, &ev);
@@ -138,7 +139,7 @@ impl Journal {
         }
         *slot = copy;
         self.next_id = id;
-        Ok(out)
+        Ok((out, creates))
     }
 
     fn flush(&mut self) {
@@ -154,14 +155,11 @@ impl Journal {
         let mut created: Vec<(EventId, JobId)> = Vec::new();
         let mut replies = Vec::with_capacity(pending.len());
         for p in pending {
-            let existed = work
-                .get(&p.append.job)
-                .map(Option::is_some)
-                .unwrap_or_else(|| self.views.view(p.append.job).is_some());
-            match self.stage(&p.append, &mut work, now) {
-                Ok(events) => {
-                    if !existed && p.append.job != JobId::DAEMON {
-                        created.push((events[0].id, p.append.job));
+            let job = p.append.job;
+            match self.stage(p.append, &mut work, now) {
+                Ok((events, creates)) => {
+                    if creates {
+                        created.push((events[0].id, job));
                     }
                     let range = batch.len()..batch.len() + events.len();
                     batch.extend(events);

@@ -10,7 +10,7 @@ pub mod codec;
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::event::{Event, EventId, JobId};
 
@@ -203,6 +203,17 @@ impl Store {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Number of events stored.
+    pub fn len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let events = txn.open_table(EVENTS).map_err(read_err)?;
+        events.len().map_err(read_err)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        Ok(self.len()? == 0)
     }
 
     /// Size of the database file in bytes.
