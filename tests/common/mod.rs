@@ -240,22 +240,8 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(90))).ok();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).expect("write");
-    // The server may answer (e.g. 413) before reading the whole body and close: ignore write errors.
-    let _ = s.write_all(body);
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    parse_response(&raw)
+    let (status, _, body) = http_full(addr, method, path, headers, body);
+    (status, body)
 }
 
 /// Like `http` but returns the raw header block too.
@@ -277,15 +263,14 @@ pub fn http_full(
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).expect("write");
+    // The server may answer (e.g. 413) before reading the whole body and close: ignore write errors.
     let _ = s.write_all(body);
     let mut raw = Vec::new();
     let _ = s.read_to_end(&mut raw);
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("no header end");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    // parse_response panics with the raw bytes when there is no header block.
     let (status, body) = parse_response(&raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0);
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
     (status, head, body)
 }
 
