@@ -7,5 +7,6 @@ pub mod client;
 mod commands;
 pub mod protocol;
 mod server;
+mod unix_users;
 
 pub use server::{bind, start, Access, Conn, ControlError, Listener};

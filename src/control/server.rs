@@ -7,7 +7,6 @@
 //! line, 10 s to finish a started line, an idle limit) and bounded writes (a timeout), so a slow or
 //! silent client holds up nobody. The accept loop ends when the daemon starts stopping.
 
-use std::ffi::{CStr, CString};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -23,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::commands::Commands;
 use super::protocol::{self, ProtocolError, MAX_LINE};
+use super::unix_users::{lookup_group, lookup_user};
 use crate::config::Config;
 use crate::daemon::Core;
 
@@ -382,76 +382,6 @@ impl Conn {
             Ok([]) | Err(_) => {}
             Ok(_) => std::future::pending().await,
         }
-    }
-}
-
-/// Looks a group up by name: its gid and member names; `None` when there is no such group.
-fn lookup_group(name: &str) -> io::Result<Option<(u32, Vec<String>)>> {
-    let cname = CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        // SAFETY: all-zero bytes are a valid `group` (null pointers, zero gid).
-        let mut grp: libc::group = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call; `buf` outlives the reads of `grp` below.
-        let rc = unsafe {
-            libc::getgrnam_r(
-                cname.as_ptr(),
-                &mut grp,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < (1 << 20) {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        if result.is_null() {
-            return Ok(None);
-        }
-        let mut members = Vec::new();
-        let mut p = grp.gr_mem;
-        // SAFETY: gr_mem is a NULL-terminated array of C strings inside `buf`.
-        unsafe {
-            while !p.is_null() && !(*p).is_null() {
-                members.push(CStr::from_ptr(*p).to_string_lossy().into_owned());
-                p = p.add(1);
-            }
-        }
-        return Ok(Some((grp.gr_gid, members)));
-    }
-}
-
-/// Looks a user's uid up by name.
-fn lookup_user(name: &str) -> io::Result<Option<u32>> {
-    let cname = CString::new(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        // SAFETY: all-zero bytes are a valid `passwd` (null pointers, zero ids).
-        let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call.
-        let rc = unsafe {
-            libc::getpwnam_r(
-                cname.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut result,
-            )
-        };
-        if rc == libc::ERANGE && buf.len() < (1 << 20) {
-            buf.resize(buf.len() * 2, 0);
-            continue;
-        }
-        if rc != 0 {
-            return Err(io::Error::from_raw_os_error(rc));
-        }
-        return Ok((!result.is_null()).then_some(pwd.pw_uid));
     }
 }
 
