@@ -1,9 +1,13 @@
 //! The command line: `serve` (the daemon), `generate` (one video, in-process, no daemon needed) and
 //! `ctl` (admin commands over the control socket).
 
+use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+pub use crate::control::cli::CtlArgs;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,7 +49,13 @@ pub enum Command {
     /// Make one video now, in this process, and write the MP4.
     Generate(GenerateArgs),
     /// Talk to a running daemon over its control socket.
-    Ctl(CtlArgs),
+    #[command(help_template = crate::control::cli::HELP_TEMPLATE)]
+    Ctl {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        ctl: CtlArgs,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -83,17 +93,86 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
-#[derive(Args, Debug, Clone)]
-pub struct CtlArgs {
-    #[command(flatten)]
-    pub common: Common,
-    /// Control socket path (default: as the daemon computes it from the config).
-    #[arg(long, global = true, value_name = "PATH")]
-    pub socket: Option<PathBuf>,
-    /// Print the daemon's JSON replies instead of tables.
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// The command and its arguments, e.g. `status`, `jobs --state running`, `cancel ID`.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-    pub command: Vec<String>,
+/// Parses the process's arguments; on a bad command line prints why and exits (2). A `ctl` error
+/// is followed by the `ctl` usage (its commands and options), as an admin at a shell needs it.
+pub fn parse() -> Cli {
+    let err = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(e) => e,
+    };
+    // `ctl` is the first word whenever it is the command: the top level has no options of its own
+    // but --help and --version.
+    let in_ctl = std::env::args_os().nth(1).is_some_and(|a| a == "ctl");
+    if !in_ctl
+        || matches!(
+            err.kind(),
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+        )
+    {
+        err.exit();
+    }
+    let problem = match err.kind() {
+        // clap's text for these lists hidden commands or is the whole help.
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            "missing command".to_string()
+        }
+        _ => error_message(&err),
+    };
+    // Nothing to do if stderr is gone.
+    let _ = writeln!(
+        std::io::stderr(),
+        "reelsmith ctl: {problem}\n\n{}",
+        ctl_usage()
+    );
+    std::process::exit(2);
+}
+
+/// clap's message without its own usage and "try --help" lines.
+fn error_message(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let text = text.split("\nUsage:").next().unwrap_or(&text);
+    let text = text
+        .split("\nFor more information")
+        .next()
+        .unwrap_or(text)
+        .trim();
+    text.strip_prefix("error: ").unwrap_or(text).to_string()
+}
+
+/// The help of `reelsmith ctl` (the `ctl` help template: it starts `usage: reelsmith ctl`).
+pub fn ctl_usage() -> String {
+    let mut cmd = Cli::command();
+    cmd.build();
+    match cmd.find_subcommand_mut("ctl") {
+        Some(ctl) => ctl.render_help().to_string(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctl_usage_lists_every_command() {
+        let u = ctl_usage();
+        assert!(u.starts_with("usage: reelsmith ctl"), "{u}");
+        for cmd in [
+            "status", "jobs", "show", "events", "cancel", "retry", "pause", "resume",
+        ] {
+            assert!(u.contains(&format!("\n  {cmd} ")), "{cmd}: {u}");
+        }
+        for flag in ["--socket", "--json", "--config"] {
+            assert!(u.contains(flag), "{flag}: {u}");
+        }
+        assert!(!u.contains("ping"), "{u}");
+    }
+
+    #[test]
+    fn clap_messages_lose_their_usage_lines() {
+        let err = Cli::try_parse_from(["reelsmith", "ctl", "concurrency", "many"]).unwrap_err();
+        let msg = error_message(&err);
+        assert!(msg.starts_with("invalid value 'many' for '<N>'"), "{msg}");
+        assert!(!msg.contains("Usage") && !msg.contains("--help"), "{msg}");
+    }
 }

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use reelsmith::cli::{Cli, Command, Common};
 use reelsmith::config::Config;
 
@@ -44,12 +43,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load_config(&args.common)?;
             reelsmith::generate::run(cfg, args)
         }
-        Command::Ctl(args) => {
+        Command::Ctl { common, ctl } => {
             reelsmith::telemetry::init("warn");
             // The config only tells where the socket is: a broken file must not stop an admin
             // from reaching the daemon (for instance to `reload` a fixed one) with `--socket`.
-            let cfg = load_config(&args.common);
-            reelsmith::control::client::run(cfg, args)
+            let cfg = load_config(&common);
+            reelsmith::control::client::run(cfg, ctl)
         }
     }
 }
@@ -70,7 +69,7 @@ fn describe(e: &anyhow::Error) -> String {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = reelsmith::cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
