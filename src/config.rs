@@ -34,6 +34,123 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// A config choice: a closed set of lower-case names. Parsed at load (a bad name fails naming the
+/// key and the allowed names), so code downstream matches on variants with no fallback arm.
+macro_rules! choice {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant),+
+        }
+
+        impl $name {
+            /// Every choice, in the documented order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name as the config file writes it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// The choice called `s`, if any.
+            pub fn parse(s: &str) -> Option<$name> {
+                Self::ALL.iter().copied().find(|c| c.as_str() == s)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                $name::parse(&s).ok_or_else(|| {
+                    let names: Vec<&str> = Self::ALL.iter().map(|c| c.as_str()).collect();
+                    serde::de::Error::custom(format!(
+                        "`{s}` is not one of {}",
+                        names.join(", ")
+                    ))
+                })
+            }
+        }
+    };
+}
+
+choice! {
+    /// `llm.provider`.
+    LlmProvider {
+        /// Ollama when it answers, else the offline writer.
+        Auto = "auto",
+        Ollama = "ollama",
+        /// An OpenAI-compatible server.
+        Openai = "openai",
+        /// The built-in offline writer.
+        Offline = "offline",
+    }
+}
+
+choice! {
+    /// `footage.provider`.
+    FootageSource {
+        /// Moving backgrounds made by ffmpeg (offline).
+        Generated = "generated",
+        /// Clips from `footage.local_dir`.
+        Local = "local",
+        Pexels = "pexels",
+    }
+}
+
+choice! {
+    /// `voice.provider`.
+    VoiceEngine {
+        /// espeak-ng (offline).
+        Espeak = "espeak",
+        Tiktok = "tiktok",
+    }
+}
+
+choice! {
+    /// `render.preset`: x264's speed/size trade-off.
+    Preset {
+        Ultrafast = "ultrafast",
+        Superfast = "superfast",
+        Veryfast = "veryfast",
+        Faster = "faster",
+        Fast = "fast",
+        Medium = "medium",
+        Slow = "slow",
+        Slower = "slower",
+        Veryslow = "veryslow",
+    }
+}
+
+choice! {
+    /// `youtube.privacy_status`.
+    Privacy {
+        Private = "private",
+        Unlisted = "unlisted",
+        Public = "public",
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -84,7 +201,7 @@ pub struct DaemonConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LlmConfig {
     /// `auto` (Ollama when it answers, else the offline writer), `ollama`, `openai` or `offline`.
-    pub provider: String,
+    pub provider: LlmProvider,
     pub ollama_base_url: String,
     /// Default model when a request names none (`OLLAMA_MODEL`).
     pub model: String,
@@ -100,7 +217,7 @@ pub struct LlmConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct FootageConfig {
     /// `generated` (ffmpeg sources, offline), `local` (clips from `local_dir`) or `pexels`.
-    pub provider: String,
+    pub provider: FootageSource,
     /// A folder of video clips used when `provider = "local"` (or when set, with `generated`).
     pub local_dir: String,
     /// Clips to gather for one video.
@@ -136,7 +253,7 @@ pub struct FootageConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct VoiceConfig {
     /// `espeak` (offline) or `tiktok`.
-    pub provider: String,
+    pub provider: VoiceEngine,
     /// Voice when a request names none (MoneyPrinter's ids, e.g. `en_us_001`).
     pub default_voice: String,
     /// espeak-ng words per minute.
@@ -185,7 +302,7 @@ pub struct RenderConfig {
     pub height: u32,
     pub fps: u32,
     /// x264 preset (ultrafast ... veryslow).
-    pub preset: String,
+    pub preset: Preset,
     /// x264 constant rate factor (0..51, lower is better).
     pub crf: u32,
     /// ffmpeg encoder threads; 0 lets ffmpeg choose.
@@ -212,7 +329,7 @@ pub struct YoutubeConfig {
     pub token_url: String,
     pub upload_url: String,
     /// `private`, `unlisted` or `public`.
-    pub privacy_status: String,
+    pub privacy_status: Privacy,
     pub category_id: String,
     /// Bytes per upload request (a multiple of 256 KiB).
     pub chunk_bytes: u64,
@@ -256,7 +373,7 @@ impl Default for DaemonConfig {
 impl Default for LlmConfig {
     fn default() -> Self {
         LlmConfig {
-            provider: "auto".into(),
+            provider: LlmProvider::Auto,
             ollama_base_url: "http://127.0.0.1:11434".into(),
             model: "llama3.1:8b".into(),
             openai_base_url: "http://127.0.0.1:8000".into(),
@@ -271,7 +388,7 @@ impl Default for LlmConfig {
 impl Default for FootageConfig {
     fn default() -> Self {
         FootageConfig {
-            provider: "generated".into(),
+            provider: FootageSource::Generated,
             local_dir: String::new(),
             clips: 5,
             seconds_per_clip: 6.0,
@@ -295,7 +412,7 @@ impl Default for FootageConfig {
 impl Default for VoiceConfig {
     fn default() -> Self {
         VoiceConfig {
-            provider: "espeak".into(),
+            provider: VoiceEngine::Espeak,
             default_voice: "en_us_001".into(),
             speed_wpm: 165,
             sentence_pause_ms: 250,
@@ -335,7 +452,7 @@ impl Default for RenderConfig {
             width: 1080,
             height: 1920,
             fps: 30,
-            preset: "veryfast".into(),
+            preset: Preset::Veryfast,
             crf: 23,
             threads: 0,
             audio_bitrate: "192k".into(),
@@ -354,7 +471,7 @@ impl Default for YoutubeConfig {
             refresh_token_file: String::new(),
             token_url: "https://oauth2.googleapis.com/token".into(),
             upload_url: "https://www.googleapis.com/upload/youtube/v3/videos".into(),
-            privacy_status: "private".into(),
+            privacy_status: Privacy::Private,
             category_id: "22".into(),
             chunk_bytes: 8 << 20,
             timeout_secs: 600,
@@ -442,17 +559,7 @@ impl Config {
         if !(1..=100).contains(&self.daemon.max_attempts) {
             return Err(invalid("daemon.max_attempts", "must be between 1 and 100"));
         }
-        one_of(
-            "llm.provider",
-            &self.llm.provider,
-            &["auto", "ollama", "openai", "offline"],
-        )?;
-        one_of(
-            "footage.provider",
-            &self.footage.provider,
-            &["generated", "local", "pexels"],
-        )?;
-        if self.footage.provider == "local" && self.footage.local_dir.is_empty() {
+        if self.footage.provider == FootageSource::Local && self.footage.local_dir.is_empty() {
             return Err(invalid(
                 "footage.local_dir",
                 "must be set when footage.provider is \"local\"",
@@ -467,11 +574,6 @@ impl Config {
                 "must be between 0.5 and 120",
             ));
         }
-        one_of(
-            "voice.provider",
-            &self.voice.provider,
-            &["espeak", "tiktok"],
-        )?;
         let f = &self.footage;
         if !(1..=80).contains(&f.pexels_per_page) {
             return Err(invalid(
@@ -515,11 +617,6 @@ impl Config {
                 return Err(invalid(key, "must be between 0 and 20"));
             }
         }
-        one_of(
-            "youtube.privacy_status",
-            &self.youtube.privacy_status,
-            &["private", "unlisted", "public"],
-        )?;
         if self.youtube.chunk_bytes == 0 || !self.youtube.chunk_bytes.is_multiple_of(256 << 10) {
             return Err(invalid(
                 "youtube.chunk_bytes",
@@ -562,21 +659,6 @@ impl Config {
         if !(1..=120).contains(&r.fps) {
             return Err(invalid("render.fps", "must be between 1 and 120"));
         }
-        one_of(
-            "render.preset",
-            &r.preset,
-            &[
-                "ultrafast",
-                "superfast",
-                "veryfast",
-                "faster",
-                "fast",
-                "medium",
-                "slow",
-                "slower",
-                "veryslow",
-            ],
-        )?;
         if r.crf > 51 {
             return Err(invalid("render.crf", "must be between 0 and 51"));
         }
@@ -647,17 +729,6 @@ impl Config {
         } else {
             PathBuf::from(&self.music.songs_dir)
         }
-    }
-}
-
-fn one_of(key: &str, value: &str, allowed: &[&str]) -> Result<(), ConfigError> {
-    if allowed.contains(&value) {
-        Ok(())
-    } else {
-        Err(invalid(
-            key,
-            format!("`{value}` is not one of {}", allowed.join(", ")),
-        ))
     }
 }
 
@@ -827,6 +898,14 @@ mod tests {
             ("REELSMITH_SERVER_LISTEN", "nowhere", "server.listen"),
             ("REELSMITH_RENDER_NOPE", "1", "render.nope"),
             ("REELSMITH_RENDER_WIDTH", "101", "render.width"),
+            ("REELSMITH_LLM_PROVIDER", "gpt", "llm.provider"),
+            ("REELSMITH_FOOTAGE_PROVIDER", "stock", "footage.provider"),
+            ("REELSMITH_VOICE_PROVIDER", "say", "voice.provider"),
+            (
+                "REELSMITH_YOUTUBE_PRIVACY_STATUS",
+                "secret",
+                "youtube.privacy_status",
+            ),
         ];
         for (k, v, key) in cases {
             let err = Config::load_with_env(None, &env(&[(k, v)]))

@@ -8,6 +8,7 @@
 //! - `pipeline`  The media stages: script, footage, voice, music, subtitles, render, metadata, upload.
 //! - `providers` Clients of outside services (Ollama, ...).
 //! - `request`   The `POST /api/generate` body, parsed and validated.
+//! - `voices`    The voice catalogue (MoneyPrinter ids, espeak-ng voices, TikTok's). A leaf.
 //! - `http`      The hyper server: MoneyPrinter's API plus long polling.
 //! - `control`   The Unix control socket and the `ctl` client.
 //! - `daemon`    Boot and shutdown sequences (`serve`); `generate` is the one-shot command.
@@ -28,6 +29,7 @@ pub mod store;
 pub mod systemd;
 pub mod telemetry;
 pub mod views;
+pub mod voices;
 
 /// Resolves once `rx` holds `true` (or its sender is gone). Holds no lock across an await, so the
 /// future is `Send`.

@@ -80,7 +80,7 @@ impl JobRequest {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| cfg.voice.default_voice.clone());
-        if !crate::pipeline::voice::is_known_voice(&voice) {
+        if !crate::voices::is_known_voice(&voice) {
             return Err(RequestError(format!(
                 "voice `{voice}` is not a known voice id (for example en_us_001, fr_001, de_001, br_001, jp_001)."
             )));

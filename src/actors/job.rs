@@ -172,8 +172,7 @@ async fn drive(
         artifacts: Artifacts::default(),
         config: config.clone(),
     };
-    let stages = pipeline::stages(&config);
-    let outcome = pipeline::run(&mut cx, &stages).await;
+    let outcome = pipeline::run(&mut cx).await;
     info!(job = %job, outcome = ?outcome, "attempt ended");
     let closing = match outcome {
         Outcome::Completed | Outcome::Failed | Outcome::Lost(_) => Vec::new(),

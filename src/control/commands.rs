@@ -529,7 +529,7 @@ mod tests {
         let old = Config::default();
         let mut new = Config::default();
         new.daemon.concurrency = 3;
-        new.render.preset = "fast".into();
+        new.render.preset = crate::config::Preset::Fast;
         new.server.listen = "127.0.0.1:9999".into();
         let changed = changed_keys(&old, &new).unwrap();
         assert_eq!(

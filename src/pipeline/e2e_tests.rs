@@ -100,7 +100,7 @@ fn tiny_config(state: &Path) -> Config {
     cfg.daemon.state_dir = state.display().to_string();
     cfg.render.width = 180;
     cfg.render.height = 320;
-    cfg.render.preset = "ultrafast".into();
+    cfg.render.preset = crate::config::Preset::Ultrafast;
     cfg.render.threads = 1;
     cfg.footage.clips = 3;
     cfg.footage.seconds_per_clip = 2.0;
@@ -216,8 +216,7 @@ async fn a_caller_script_becomes_a_vertical_mp4_and_tells_the_story_in_order() {
         "color": "#FFFF00",
     });
     let mut cx = context(cfg.clone(), body, root.path(), rec.clone(), stop);
-    let stages = stages(&cfg);
-    let outcome = run(&mut cx, &stages).await;
+    let outcome = run(&mut cx).await;
     let messages = rec.messages();
     assert!(
         matches!(outcome, Outcome::Completed),
@@ -380,7 +379,7 @@ async fn the_offline_writer_and_generated_footage_make_a_video_without_a_script(
     let rec = Recorder::new(root.path(), None);
     let body = json!({ "videoSubject": "Honey bees", "paragraphNumber": 1, "voice": "fr_001" });
     let mut cx = context(cfg.clone(), body, root.path(), rec.clone(), stop);
-    let outcome = run(&mut cx, &stages(&cfg)).await;
+    let outcome = run(&mut cx).await;
     let messages = rec.messages();
     assert!(
         matches!(outcome, Outcome::Completed),
@@ -416,7 +415,7 @@ async fn a_missing_tool_fails_the_job_naming_the_stage_and_the_package() {
     let rec = Recorder::new(root.path(), None);
     let body = json!({ "videoSubject": "Rain", "script": "It rains." });
     let mut cx = context(cfg.clone(), body, root.path(), rec.clone(), stop);
-    let outcome = run(&mut cx, &stages(&cfg)).await;
+    let outcome = run(&mut cx).await;
     assert!(matches!(outcome, Outcome::Failed), "{outcome:?}");
     let events = rec.events.borrow();
     let last = events.last().expect("an error event");
@@ -446,13 +445,13 @@ async fn a_stop_during_the_render_kills_ffmpeg_within_a_second() {
     // Big and slow enough that the render is still running when progress first shows.
     cfg.render.width = 540;
     cfg.render.height = 960;
-    cfg.render.preset = "medium".into();
+    cfg.render.preset = crate::config::Preset::Medium;
     let (handle, stop) = StopSignal::pair();
     let rec = Recorder::new(root.path(), Some(handle));
     let script = "Bees dance to tell each other where flowers are. ".repeat(6);
     let body = json!({ "videoSubject": "Bees", "script": script });
     let mut cx = context(cfg.clone(), body, root.path(), rec.clone(), stop);
-    let outcome = run(&mut cx, &stages(&cfg)).await;
+    let outcome = run(&mut cx).await;
     let returned = Instant::now();
     let messages = rec.messages();
     assert!(

@@ -13,7 +13,7 @@
 //! clips` (success) {clipCount} or the warning `Only found F video clips, requested R` {found,
 //! requested}. No clip at all fails the stage.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -23,11 +23,11 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
 use tracing::info;
 
-use super::online::{self, CallSite};
+use super::online::{self, CallSite, Failover};
 use super::process::{self, Tool};
-use super::script::seed_of;
-use super::{EventSink, JobContext, LocalBoxFuture, Stage, StageError, StopSignal};
-use crate::config::Config;
+use super::text::seed_of;
+use super::{EventSink, JobContext, LocalBoxFuture, StageError, StopSignal};
+use crate::config::{Config, FootageSource};
 use crate::event::NewEvent;
 use crate::providers::cache::ClipCache;
 use crate::providers::pexels::{take_unseen, Pexels};
@@ -254,12 +254,8 @@ impl Generated {
 
     /// ffmpeg arguments that make background `recipe` for `seed` into `out`.
     pub fn args(&self, recipe: usize, seed: u64, out: &Path) -> Vec<String> {
-        vec![
-            "-nostdin".into(),
-            "-y".into(),
-            "-hide_banner".into(),
-            "-loglevel".into(),
-            "error".into(),
+        let mut a: Vec<String> = process::FFMPEG_QUIET.map(String::from).to_vec();
+        a.extend([
             "-f".into(),
             "lavfi".into(),
             "-i".into(),
@@ -276,7 +272,8 @@ impl Generated {
             "-pix_fmt".into(),
             "yuv420p".into(),
             out.display().to_string(),
-        ]
+        ]);
+        a
     }
 }
 
@@ -343,7 +340,7 @@ pub struct PexelsFootage {
     seen: RefCell<HashSet<u64>>,
     /// Stands in once Pexels has failed for good; `None` when the fallback is off.
     fallback: Option<Generated>,
-    failed: Cell<bool>,
+    failover: Failover,
 }
 
 impl PexelsFootage {
@@ -409,28 +406,10 @@ impl FootageProvider for PexelsFootage {
         dir: &'a Path,
     ) -> LocalBoxFuture<'a, Result<Option<PathBuf>, StageError>> {
         Box::pin(async move {
-            if !self.failed.get() {
+            if self.failover.online() {
                 match self.search_and_fetch(stop, term, index, dir).await? {
                     Ok(clip) => return Ok(clip),
-                    Err(e) => {
-                        let Some(_) = &self.fallback else {
-                            return Err(StageError::provider(online::PEXELS, &e));
-                        };
-                        if !self.failed.replace(true) {
-                            let ev = NewEvent::warning(online::and_then(
-                                &e.to_string(),
-                                "Using generated backgrounds for the remaining clips.",
-                            ))
-                            .with_payload(json!({
-                                "error": e.code(),
-                                "retryable": e.retryable(),
-                                "stage": "footage",
-                                "provider": online::PEXELS,
-                            }))
-                            .with_stage("footage");
-                            self.events.emit(ev).await?;
-                        }
-                    }
+                    Err(e) => self.failover.give_up(self.events.as_ref(), &e).await?,
                 }
             }
             match &self.fallback {
@@ -447,17 +426,17 @@ fn choose_provider(
     events: &Rc<dyn EventSink>,
 ) -> Result<(Box<dyn FootageProvider>, Option<NewEvent>), StageError> {
     let f = &cfg.footage;
-    match f.provider.as_str() {
-        "local" => Ok((Box::new(LocalFolder::new(&f.local_dir)), None)),
-        "generated" if !f.local_dir.is_empty() => Ok((
+    match f.provider {
+        FootageSource::Local => Ok((Box::new(LocalFolder::new(&f.local_dir)), None)),
+        FootageSource::Generated if !f.local_dir.is_empty() => Ok((
             Box::new(LocalThenGenerated {
                 local: LocalFolder::new(&f.local_dir),
                 generated: Generated::new(cfg),
             }),
             None,
         )),
-        "generated" => Ok((Box::new(Generated::new(cfg)), None)),
-        "pexels" => match Pexels::from_config(f) {
+        FootageSource::Generated => Ok((Box::new(Generated::new(cfg)), None)),
+        FootageSource::Pexels => match Pexels::from_config(f) {
             Ok(pexels) => Ok((
                 Box::new(PexelsFootage {
                     pexels,
@@ -466,31 +445,26 @@ fn choose_provider(
                     events: events.clone(),
                     seen: RefCell::new(HashSet::new()),
                     fallback: f.fallback.then(|| Generated::new(cfg)),
-                    failed: Cell::new(false),
+                    failover: Failover::new(
+                        "footage",
+                        online::PEXELS,
+                        f.fallback
+                            .then_some("Using generated backgrounds for the remaining clips."),
+                    ),
                 }),
                 None,
             )),
             Err(e) if f.fallback => Ok((
                 Box::new(Generated::new(cfg)),
-                Some(
-                    NewEvent::warning(online::and_then(
-                        &e.to_string(),
-                        "Using generated backgrounds instead.",
-                    ))
-                        .with_payload(json!({
-                            "error": e.code(),
-                            "retryable": false,
-                            "stage": "footage",
-                            "provider": online::PEXELS,
-                        })),
-                ),
+                Some(online::fallback_warning(
+                    &e,
+                    "Using generated backgrounds instead.",
+                    "footage",
+                    online::PEXELS,
+                )),
             )),
             Err(e) => Err(StageError::provider(online::PEXELS, &e)),
         },
-        other => Err(StageError::failed(
-            "ProviderUnavailable",
-            format!("the `{other}` footage provider is not available; set footage.provider = \"generated\", \"local\" or \"pexels\""),
-        )),
     }
 }
 
@@ -498,87 +472,72 @@ fn choose_provider(
 const PARALLEL_FETCHES: usize = 2;
 
 /// The footage stage.
-#[derive(Debug, Default)]
-pub struct FootageStage;
-
-impl Stage for FootageStage {
-    fn name(&self) -> &'static str {
-        "footage"
+pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
+    let cfg = cx.config.clone();
+    let (provider, warning) = choose_provider(&cfg, &cx.events)?;
+    if let Some(w) = warning {
+        cx.emit("footage", w).await?;
     }
-
-    fn action(&self) -> &'static str {
-        "find footage"
+    let requested = cfg.footage.clips.max(1) as usize;
+    let mut terms = cx.artifacts.search_terms.clone();
+    if terms.is_empty() {
+        terms.push(cx.request.video_subject.clone());
     }
+    // One clip per term; a short term list is cycled.
+    let terms: Vec<String> = (0..requested)
+        .map(|i| terms[i % terms.len()].clone())
+        .collect();
+    let dir = cx.work_dir.join("footage");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| StageError::failed("Io", format!("{}: {e}", dir.display())))?;
 
-    fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>> {
-        Box::pin(async move {
-            let cfg = cx.config.clone();
-            let (provider, warning) = choose_provider(&cfg, &cx.events)?;
-            if let Some(w) = warning {
-                cx.emit("footage", w).await?;
-            }
-            let requested = cfg.footage.clips.max(1) as usize;
-            let mut terms = cx.artifacts.search_terms.clone();
-            if terms.is_empty() {
-                terms.push(cx.request.video_subject.clone());
-            }
-            // One clip per term; a short term list is cycled.
-            let terms: Vec<String> = (0..requested)
-                .map(|i| terms[i % terms.len()].clone())
-                .collect();
-            let dir = cx.work_dir.join("footage");
-            tokio::fs::create_dir_all(&dir)
-                .await
-                .map_err(|e| StageError::failed("Io", format!("{}: {e}", dir.display())))?;
-
-            let cxr: &JobContext = cx;
-            let provider = provider.as_ref();
-            let dir_ref = dir.as_path();
-            let fetches = terms.iter().enumerate().map(|(i, term)| async move {
-                cxr.stop.check()?;
-                cxr.emit(
-                    "footage",
-                    NewEvent::info(format!("Searching for footage: {term}"))
-                        .with_payload(json!({ "searchTerm": term })),
-                )
-                .await?;
-                provider.fetch(&cxr.stop, term, i, dir_ref).await
-            });
-            let found: Vec<Option<PathBuf>> = stream::iter(fetches)
-                .buffered(PARALLEL_FETCHES)
-                .try_collect()
-                .await?;
-            cx.stop.check()?;
-            let clips: Vec<PathBuf> = found.into_iter().flatten().collect();
-            if clips.is_empty() {
-                return Err(StageError::failed(
-                    "NoFootage",
-                    format!("no video clips found ({} provider)", provider.name()),
-                ));
-            }
-            if clips.len() < requested {
-                cx.emit(
-                    "footage",
-                    NewEvent::warning(format!(
-                        "Only found {} video clips, requested {requested}",
-                        clips.len()
-                    ))
-                    .with_payload(json!({ "found": clips.len(), "requested": requested })),
-                )
-                .await?;
-            } else {
-                cx.emit(
-                    "footage",
-                    NewEvent::success(format!("Downloaded {} video clips", clips.len()))
-                        .with_payload(json!({ "clipCount": clips.len() })),
-                )
-                .await?;
-            }
-            info!(job = %cx.job.0, stage = "footage", clips = clips.len(), provider = provider.name(), "footage ready");
-            cx.artifacts.clips = clips;
-            Ok(())
-        })
+    let cxr: &JobContext = cx;
+    let provider = provider.as_ref();
+    let dir_ref = dir.as_path();
+    let fetches = terms.iter().enumerate().map(|(i, term)| async move {
+        cxr.stop.check()?;
+        cxr.emit(
+            "footage",
+            NewEvent::info(format!("Searching for footage: {term}"))
+                .with_payload(json!({ "searchTerm": term })),
+        )
+        .await?;
+        provider.fetch(&cxr.stop, term, i, dir_ref).await
+    });
+    let found: Vec<Option<PathBuf>> = stream::iter(fetches)
+        .buffered(PARALLEL_FETCHES)
+        .try_collect()
+        .await?;
+    cx.stop.check()?;
+    let clips: Vec<PathBuf> = found.into_iter().flatten().collect();
+    if clips.is_empty() {
+        return Err(StageError::failed(
+            "NoFootage",
+            format!("no video clips found ({} provider)", provider.name()),
+        ));
     }
+    if clips.len() < requested {
+        cx.emit(
+            "footage",
+            NewEvent::warning(format!(
+                "Only found {} video clips, requested {requested}",
+                clips.len()
+            ))
+            .with_payload(json!({ "found": clips.len(), "requested": requested })),
+        )
+        .await?;
+    } else {
+        cx.emit(
+            "footage",
+            NewEvent::success(format!("Downloaded {} video clips", clips.len()))
+                .with_payload(json!({ "clipCount": clips.len() })),
+        )
+        .await?;
+    }
+    info!(job = %cx.job.0, stage = "footage", clips = clips.len(), provider = provider.name(), "footage ready");
+    cx.artifacts.clips = clips;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -12,9 +12,11 @@ use serde_json::json;
 use tracing::info;
 
 use super::online::{self, CallSite};
-use super::script::{llm_client, offline_search_terms, subject_sentence};
+use super::script::llm_client;
+use super::script::offline::subject_sentence;
+use super::script::terms::offline_search_terms;
 use super::text::{collapse_whitespace, split_sentences};
-use super::{JobContext, LocalBoxFuture, Stage, StageError};
+use super::{JobContext, StageError};
 use crate::event::{Kind, Level, NewEvent};
 use crate::providers::llm::{self, Metadata};
 use crate::providers::youtube::YouTube;
@@ -66,168 +68,122 @@ pub fn offline_metadata(subject: &str, script: &str) -> Metadata {
 }
 
 /// The metadata stage.
-#[derive(Debug, Default)]
-pub struct MetadataStage;
-
-impl Stage for MetadataStage {
-    fn name(&self) -> &'static str {
-        "metadata"
-    }
-
-    fn action(&self) -> &'static str {
-        "generate metadata"
-    }
-
-    fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>> {
-        Box::pin(async move {
-            let cfg = cx.config.clone();
-            let subject = cx.request.video_subject.clone();
-            let script = cx.artifacts.script.clone().unwrap_or_default();
-            let mut meta = None;
-            if let Some(choice) = cx.artifacts.llm.clone() {
-                let (client, provider) = llm_client(&cfg.llm)?;
-                let site = CallSite {
-                    events: cx.events.as_ref(),
-                    stop: &cx.stop,
-                    stage: "metadata",
-                    provider,
-                };
-                let policy = RetryPolicy::with_retries(cfg.llm.retries);
-                let (client, model) = (client.as_ref(), choice.model.as_str());
-                let (subject, script) = (subject.as_str(), script.as_str());
-                match online::call(site, &policy, |_| {
-                    llm::metadata(client, model, subject, script)
-                })
-                .await?
-                {
-                    Ok(m) => meta = Some(m),
-                    Err(e) => {
-                        cx.emit(
-                            "metadata",
-                            NewEvent::warning(format!(
-                                "No metadata from the model ({e}); the title, description and keywords were made from the subject and script."
-                            ))
-                            .with_payload(json!({
-                                "error": e.code(),
-                                "retryable": e.retryable(),
-                                "stage": "metadata",
-                                "provider": provider,
-                            })),
-                        )
-                        .await?;
-                    }
-                }
-            }
-            let mut meta = meta.unwrap_or_else(|| offline_metadata(&subject, &script));
-            if meta.description.trim().is_empty() {
-                meta.description = offline_metadata(&subject, &script).description;
-            }
-            if meta.keywords.is_empty() {
-                meta.keywords = offline_search_terms(&subject, &script, KEYWORDS);
-            }
-            cx.stop.check()?;
-            info!(job = %cx.job.0, stage = "metadata", title = %meta.title, "metadata ready");
-            cx.emit(
-                "metadata",
-                NewEvent::new(
-                    Kind::Metadata,
-                    Level::Info,
-                    "Generated title, description and keywords",
-                )
-                .with_payload(json!({
-                    "title": meta.title,
-                    "description": meta.description,
-                    "keywords": meta.keywords,
-                })),
-            )
-            .await?;
-            cx.artifacts.metadata = Some(meta);
-            Ok(())
+pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
+    let cfg = cx.config.clone();
+    let subject = cx.request.video_subject.clone();
+    let script = cx.artifacts.script.clone().unwrap_or_default();
+    let mut meta = None;
+    if let Some(choice) = cx.artifacts.llm.clone() {
+        let (client, provider) = llm_client(&cfg.llm)?;
+        let site = CallSite {
+            events: cx.events.as_ref(),
+            stop: &cx.stop,
+            stage: "metadata",
+            provider,
+        };
+        let policy = RetryPolicy::with_retries(cfg.llm.retries);
+        let (client, model) = (client.as_ref(), choice.model.as_str());
+        let (subject, script) = (subject.as_str(), script.as_str());
+        match online::call(site, &policy, |_| {
+            llm::metadata(client, model, subject, script)
         })
+        .await?
+        {
+            Ok(m) => meta = Some(m),
+            Err(e) => {
+                let warning = online::provider_warning(
+                    format!("No metadata from the model ({e}); the title, description and keywords were made from the subject and script."),
+                    &e,
+                    "metadata",
+                    provider,
+                );
+                cx.emit("metadata", warning).await?;
+            }
+        }
     }
+    let mut meta = meta.unwrap_or_else(|| offline_metadata(&subject, &script));
+    if meta.description.trim().is_empty() {
+        meta.description = offline_metadata(&subject, &script).description;
+    }
+    if meta.keywords.is_empty() {
+        meta.keywords = offline_search_terms(&subject, &script, KEYWORDS);
+    }
+    cx.stop.check()?;
+    info!(job = %cx.job.0, stage = "metadata", title = %meta.title, "metadata ready");
+    cx.emit(
+        "metadata",
+        NewEvent::new(
+            Kind::Metadata,
+            Level::Info,
+            "Generated title, description and keywords",
+        )
+        .with_payload(json!({
+            "title": meta.title,
+            "description": meta.description,
+            "keywords": meta.keywords,
+        })),
+    )
+    .await?;
+    cx.artifacts.metadata = Some(meta);
+    Ok(())
 }
 
 /// The upload stage: a no-op unless the request sets `automateYoutubeUpload`.
-#[derive(Debug, Default)]
-pub struct UploadStage;
-
-impl Stage for UploadStage {
-    fn name(&self) -> &'static str {
-        "upload"
+pub async fn upload(cx: &mut JobContext) -> Result<(), StageError> {
+    if !cx.request.automate_youtube_upload {
+        return Ok(());
     }
-
-    fn action(&self) -> &'static str {
-        "upload video"
+    // The video exists either way: a skipped or failed upload is a warning, not a failure.
+    let skipped = |what: &str, e: &crate::providers::ProviderError| {
+        online::provider_warning(
+            online::and_then(
+                &format!("YouTube upload {what}: {e}"),
+                "The video was made but not uploaded.",
+            ),
+            e,
+            "upload",
+            online::YOUTUBE,
+        )
+    };
+    let yt = match YouTube::from_config(&cx.config.youtube) {
+        Ok(yt) => yt,
+        Err(e) => {
+            cx.emit("upload", skipped("skipped", &e)).await?;
+            return Ok(());
+        }
+    };
+    let video = cx
+        .artifacts
+        .output
+        .clone()
+        .unwrap_or_else(|| cx.output_path.clone());
+    let meta = cx.artifacts.metadata.clone().unwrap_or_else(|| {
+        offline_metadata(
+            &cx.request.video_subject,
+            cx.artifacts.script.as_deref().unwrap_or(""),
+        )
+    });
+    cx.emit("upload", NewEvent::info("Uploading video to YouTube"))
+        .await?;
+    let result = tokio::select! {
+        r = yt.upload(&video, &meta) => r,
+        reason = cx.stop.stopped() => return Err(StageError::Stopped(reason)),
+    };
+    match result {
+        Ok(up) => {
+            info!(job = %cx.job.0, stage = "upload", video_id = %up.video_id, "uploaded");
+            cx.emit(
+                "upload",
+                NewEvent::success(format!("Uploaded to YouTube: {}", up.url))
+                    .with_payload(json!({ "videoId": up.video_id, "url": up.url })),
+            )
+            .await?;
+        }
+        Err(e) => {
+            cx.emit("upload", skipped("failed", &e)).await?;
+        }
     }
-
-    fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>> {
-        Box::pin(async move {
-            if !cx.request.automate_youtube_upload {
-                return Ok(());
-            }
-            let skipped = |what: String, e: &crate::providers::ProviderError| {
-                NewEvent::warning(what).with_payload(json!({
-                    "error": e.code(),
-                    "retryable": e.retryable(),
-                    "stage": "upload",
-                    "provider": online::YOUTUBE,
-                }))
-            };
-            let yt = match YouTube::from_config(&cx.config.youtube) {
-                Ok(yt) => yt,
-                Err(e) => {
-                    let ev = skipped(
-                        online::and_then(
-                            &format!("YouTube upload skipped: {e}"),
-                            "The video was made but not uploaded.",
-                        ),
-                        &e,
-                    );
-                    cx.emit("upload", ev).await?;
-                    return Ok(());
-                }
-            };
-            let video = cx
-                .artifacts
-                .output
-                .clone()
-                .unwrap_or_else(|| cx.output_path.clone());
-            let meta = cx.artifacts.metadata.clone().unwrap_or_else(|| {
-                offline_metadata(
-                    &cx.request.video_subject,
-                    cx.artifacts.script.as_deref().unwrap_or(""),
-                )
-            });
-            cx.emit("upload", NewEvent::info("Uploading video to YouTube"))
-                .await?;
-            let result = tokio::select! {
-                r = yt.upload(&video, &meta) => r,
-                reason = cx.stop.stopped() => return Err(StageError::Stopped(reason)),
-            };
-            match result {
-                Ok(up) => {
-                    info!(job = %cx.job.0, stage = "upload", video_id = %up.video_id, "uploaded");
-                    cx.emit(
-                        "upload",
-                        NewEvent::success(format!("Uploaded to YouTube: {}", up.url))
-                            .with_payload(json!({ "videoId": up.video_id, "url": up.url })),
-                    )
-                    .await?;
-                }
-                Err(e) => {
-                    let ev = skipped(
-                        online::and_then(
-                            &format!("YouTube upload failed: {e}"),
-                            "The video was made but not uploaded.",
-                        ),
-                        &e,
-                    );
-                    cx.emit("upload", ev).await?;
-                }
-            }
-            Ok(())
-        })
-    }
+    Ok(())
 }
 
 #[cfg(test)]

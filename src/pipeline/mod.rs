@@ -1,6 +1,7 @@
 //! The media pipeline: the stages that turn a request into an MP4, and the runner that drives them.
 //!
-//! Each stage is a module behind the [`Stage`] trait; stages share a [`JobContext`] (the request, the
+//! Each stage is a module with one `async fn run(&mut JobContext)`, named by the [`Stage`] enum that
+//! [`run`] walks in order; stages share a [`JobContext`] (the request, the
 //! config, the job's own folder, the artifacts made so far) and report through an [`EventSink`], whose
 //! `emit` returns only once the event is durable. No actix types live here: the job actor adapts the
 //! journal to `EventSink` and a cancel or shutdown to [`StopSignal`]. Every stage checks the stop signal
@@ -227,29 +228,75 @@ impl JobContext {
     }
 }
 
-/// One step of the pipeline.
-pub trait Stage {
-    /// Short name, used in events (`stage` payload key) and in the job view.
-    fn name(&self) -> &'static str;
-    /// What the failure message says the stage was doing: `Failed to <action>: ...`.
-    fn action(&self) -> &'static str;
-    fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>>;
+/// One step of the pipeline. The stages run in the order of [`Stage::ALL`], the order of the story
+/// the events tell: script (and search terms), footage, voice, music (a no-op unless the request
+/// asks for it), subtitles (timed from the voice), render, metadata (title, description, keywords),
+/// upload (a no-op unless the request asks for it). Each is a plain async function of its module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Script,
+    Footage,
+    Voice,
+    Music,
+    Subtitles,
+    Render,
+    Metadata,
+    Upload,
 }
 
-/// The stages a job runs, in the order of the story the events tell: script (and search terms),
-/// footage, voice, music (a no-op unless the request asks for it), subtitles (timed from the voice),
-/// render, metadata (title, description, keywords), upload (a no-op unless the request asks for it).
-pub fn stages(_config: &Config) -> Vec<Box<dyn Stage>> {
-    vec![
-        Box::new(script::ScriptStage),
-        Box::new(footage::FootageStage),
-        Box::new(voice::VoiceStage),
-        Box::new(music::MusicStage),
-        Box::new(subtitles::SubtitlesStage),
-        Box::new(render::RenderStage),
-        Box::new(metadata::MetadataStage),
-        Box::new(metadata::UploadStage),
-    ]
+impl Stage {
+    /// Every stage, in the order a job runs them.
+    pub const ALL: [Stage; 8] = [
+        Stage::Script,
+        Stage::Footage,
+        Stage::Voice,
+        Stage::Music,
+        Stage::Subtitles,
+        Stage::Render,
+        Stage::Metadata,
+        Stage::Upload,
+    ];
+
+    /// Short name, used in events (`stage` payload key) and in the job view.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Script => "script",
+            Stage::Footage => "footage",
+            Stage::Voice => "voice",
+            Stage::Music => "music",
+            Stage::Subtitles => "subtitles",
+            Stage::Render => "render",
+            Stage::Metadata => "metadata",
+            Stage::Upload => "upload",
+        }
+    }
+
+    /// What the failure message says the stage was doing: `Failed to <action>: ...`.
+    pub fn action(self) -> &'static str {
+        match self {
+            Stage::Script => "generate script",
+            Stage::Footage => "find footage",
+            Stage::Voice => "generate voiceover",
+            Stage::Music => "add background music",
+            Stage::Subtitles => "generate subtitles",
+            Stage::Render => "render video",
+            Stage::Metadata => "generate metadata",
+            Stage::Upload => "upload video",
+        }
+    }
+
+    async fn run(self, cx: &mut JobContext) -> Result<(), StageError> {
+        match self {
+            Stage::Script => script::run(cx).await,
+            Stage::Footage => footage::run(cx).await,
+            Stage::Voice => voice::run(cx).await,
+            Stage::Music => music::run(cx).await,
+            Stage::Subtitles => subtitles::run(cx).await,
+            Stage::Render => render::run(cx).await,
+            Stage::Metadata => metadata::run(cx).await,
+            Stage::Upload => metadata::upload(cx).await,
+        }
+    }
 }
 
 /// How a run ended; the job actor turns it into the terminal events.
@@ -265,9 +312,9 @@ pub enum Outcome {
     Lost(SinkError),
 }
 
-/// Runs `stages` in order and records the story's start and its end (complete or failure).
-pub async fn run(cx: &mut JobContext, stages: &[Box<dyn Stage>]) -> Outcome {
-    match run_inner(cx, stages).await {
+/// Runs every stage in order and records the story's start and its end (complete or failure).
+pub async fn run(cx: &mut JobContext) -> Outcome {
+    match run_inner(cx).await {
         Ok(()) => Outcome::Completed,
         Err((_, StageError::Stopped(r))) => Outcome::Stopped(r),
         Err((
@@ -301,21 +348,9 @@ pub async fn run(cx: &mut JobContext, stages: &[Box<dyn Stage>]) -> Outcome {
     }
 }
 
-async fn run_inner<'s>(
-    cx: &mut JobContext,
-    stages: &'s [Box<dyn Stage>],
-) -> Result<(), (Option<&'s dyn Stage>, StageError)> {
+async fn run_inner(cx: &mut JobContext) -> Result<(), (Option<Stage>, StageError)> {
     let start = NewEvent::info("Starting video generation...");
     cx.emit("start", start).await.map_err(|e| (None, e))?;
-    if stages.is_empty() {
-        return Err((
-            None,
-            StageError::failed(
-                "NoStages",
-                "this build has no pipeline stages to run, so no video can be made",
-            ),
-        ));
-    }
     std::fs::create_dir_all(&cx.work_dir).map_err(|e| {
         (
             None,
@@ -325,9 +360,9 @@ async fn run_inner<'s>(
             ),
         )
     })?;
-    for stage in stages {
-        cx.stop.check().map_err(|e| (Some(stage.as_ref()), e))?;
-        stage.run(cx).await.map_err(|e| (Some(stage.as_ref()), e))?;
+    for stage in Stage::ALL {
+        cx.stop.check().map_err(|e| (Some(stage), e))?;
+        stage.run(cx).await.map_err(|e| (Some(stage), e))?;
     }
     cx.stop.check().map_err(|e| (None, e))?;
     let output = cx

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use tracing::info;
 
-use super::{JobContext, LocalBoxFuture, Stage, StageError};
+use super::{JobContext, StageError};
 use crate::event::NewEvent;
 
 /// The `.mp3` files (any case) directly in `dir`, sorted; empty when it does not exist.
@@ -53,42 +53,27 @@ fn random_index(n: usize, salt: u128) -> usize {
 }
 
 /// The music stage.
-#[derive(Debug, Default)]
-pub struct MusicStage;
-
-impl Stage for MusicStage {
-    fn name(&self) -> &'static str {
-        "music"
+pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
+    if !cx.request.use_music {
+        return Ok(());
     }
-
-    fn action(&self) -> &'static str {
-        "add background music"
+    cx.emit("music", NewEvent::info("Adding background music"))
+        .await?;
+    let songs = list_songs(&cx.songs_dir).await;
+    if songs.is_empty() {
+        let dir = cx.songs_dir.display().to_string();
+        cx.emit(
+            "music",
+            NewEvent::warning(format!("No songs found in {dir}; continuing without music"))
+                .with_payload(json!({ "songsDir": dir })),
+        )
+        .await?;
+        return Ok(());
     }
-
-    fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>> {
-        Box::pin(async move {
-            if !cx.request.use_music {
-                return Ok(());
-            }
-            cx.emit("music", NewEvent::info("Adding background music"))
-                .await?;
-            let songs = list_songs(&cx.songs_dir).await;
-            if songs.is_empty() {
-                let dir = cx.songs_dir.display().to_string();
-                cx.emit(
-                    "music",
-                    NewEvent::warning(format!("No songs found in {dir}; continuing without music"))
-                        .with_payload(json!({ "songsDir": dir })),
-                )
-                .await?;
-                return Ok(());
-            }
-            let song = songs[random_index(songs.len(), cx.job.as_u128())].clone();
-            info!(job = %cx.job.0, stage = "music", song = %song.display(), "music chosen");
-            cx.artifacts.music = Some(song);
-            Ok(())
-        })
-    }
+    let song = songs[random_index(songs.len(), cx.job.as_u128())].clone();
+    info!(job = %cx.job.0, stage = "music", song = %song.display(), "music chosen");
+    cx.artifacts.music = Some(song);
+    Ok(())
 }
 
 #[cfg(test)]

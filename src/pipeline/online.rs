@@ -6,6 +6,7 @@
 //! detail}, e.g. `Pexels returned HTTP 429; retrying in 1.0 s (attempt 2 of 4)`. Messages come from
 //! [`ProviderError`], which never holds a key or a query string.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::time::Duration;
 
@@ -107,6 +108,84 @@ pub fn and_then(first: &str, then: &str) -> String {
         format!("{first} {then}")
     } else {
         format!("{first}. {then}")
+    }
+}
+
+/// A warning that `provider` failed and the job goes on without it (a fallback stands in, or the
+/// step is skipped): payload {error, retryable, stage, provider}.
+pub fn provider_warning(
+    message: impl Into<String>,
+    e: &ProviderError,
+    stage: &'static str,
+    provider: &'static str,
+) -> NewEvent {
+    NewEvent::warning(message)
+        .with_payload(json!({
+            "error": e.code(),
+            "retryable": e.retryable(),
+            "stage": stage,
+            "provider": provider,
+        }))
+        .with_stage(stage)
+}
+
+/// The warning that `provider` failed for good and `then` says what stands in: `<error>. <then>`.
+pub fn fallback_warning(
+    e: &ProviderError,
+    then: &str,
+    stage: &'static str,
+    provider: &'static str,
+) -> NewEvent {
+    provider_warning(and_then(&e.to_string(), then), e, stage, provider)
+}
+
+/// An online provider with an offline stand-in: once the provider fails for good, one warning says
+/// so and the stand-in serves every later call of the job; without a stand-in the failure fails
+/// the stage {stage, provider}.
+#[derive(Debug)]
+pub struct Failover {
+    stage: &'static str,
+    provider: &'static str,
+    /// What the warning says stands in; `None` when the fallback is off.
+    then: Option<&'static str>,
+    failed: Cell<bool>,
+}
+
+impl Failover {
+    pub fn new(
+        stage: &'static str,
+        provider: &'static str,
+        then: Option<&'static str>,
+    ) -> Failover {
+        Failover {
+            stage,
+            provider,
+            then,
+            failed: Cell::new(false),
+        }
+    }
+
+    /// Whether the online provider is still in use.
+    pub fn online(&self) -> bool {
+        !self.failed.get()
+    }
+
+    /// The online provider failed for good with `e`: the stage's failure when there is no
+    /// stand-in, else `Ok` (the first time with the warning recorded) and the stand-in takes over.
+    pub async fn give_up(
+        &self,
+        events: &dyn EventSink,
+        e: &ProviderError,
+    ) -> Result<(), StageError> {
+        let Some(then) = self.then else {
+            return Err(StageError::provider(self.provider, e));
+        };
+        if !self.failed.replace(true) {
+            events
+                .emit(fallback_warning(e, then, self.stage, self.provider))
+                .await?;
+        }
+        Ok(())
     }
 }
 

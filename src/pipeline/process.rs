@@ -20,6 +20,9 @@ use tracing::{debug, warn};
 use super::{StageError, StopSignal};
 use crate::config::Config;
 
+/// The arguments every ffmpeg run starts with: no stdin, overwrite the output, errors only.
+pub const FFMPEG_QUIET: [&str; 5] = ["-nostdin", "-y", "-hide_banner", "-loglevel", "error"];
+
 /// Lines of stderr kept for the failure message.
 const STDERR_TAIL_LINES: usize = 20;
 /// How long a killed group may take to be reaped.

@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use super::process::{self, Tool};
-use super::{JobContext, LocalBoxFuture, Stage, StageError, StopSignal};
+use super::{JobContext, StageError, StopSignal};
+use crate::config::Preset;
 use crate::event::NewEvent;
 
 /// Least time between two progress events.
@@ -139,7 +140,7 @@ pub struct RenderPlan {
     pub fps: u32,
     pub seconds_per_clip: f64,
     pub duration: f64,
-    pub preset: String,
+    pub preset: Preset,
     pub crf: u32,
     /// Encoder threads; 0 lets ffmpeg decide.
     pub threads: u32,
@@ -229,16 +230,10 @@ pub fn build_filtergraph(plan: &RenderPlan) -> String {
 pub fn build_args(plan: &RenderPlan) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |s: &str| a.push(OsString::from(s));
-    for s in [
-        "-nostdin",
-        "-y",
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-nostats",
-        "-progress",
-        "pipe:1",
-    ] {
+    for s in process::FFMPEG_QUIET {
+        push(s);
+    }
+    for s in ["-nostats", "-progress", "pipe:1"] {
         push(s);
     }
     for clip in &plan.clips {
@@ -272,7 +267,7 @@ pub fn build_args(plan: &RenderPlan) -> Vec<OsString> {
         "-c:v".into(),
         "libx264".into(),
         "-preset".into(),
-        plan.preset.clone(),
+        plan.preset.as_str().into(),
         "-crf".into(),
         plan.crf.to_string(),
         "-pix_fmt".into(),
@@ -358,10 +353,6 @@ fn parse_probe(json_bytes: &[u8]) -> Option<(u32, u32)> {
     Some(if rot == 90 { (h, w) } else { (w, h) })
 }
 
-/// The render stage.
-#[derive(Debug, Default)]
-pub struct RenderStage;
-
 fn io_failed(what: &str, path: &Path, e: std::io::Error) -> StageError {
     StageError::failed("Io", format!("cannot {what} {}: {e}", path.display()))
 }
@@ -381,114 +372,103 @@ async fn move_file(from: &Path, to: &Path) -> Result<(), StageError> {
     }
 }
 
-impl Stage for RenderStage {
-    fn name(&self) -> &'static str {
-        "render"
+/// The render stage.
+pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
+    let cfg = cx.config.clone();
+    cx.emit(
+        "render",
+        NewEvent::info("Rendering final video with subtitles...").with_payload(json!({
+            "subtitlesPosition": cx.request.position_text(),
+            "color": cx.request.color,
+        })),
+    )
+    .await?;
+    let voice = cx
+        .artifacts
+        .voice_track
+        .clone()
+        .ok_or_else(|| StageError::failed("NoVoice", "there is no voiceover to render"))?;
+    if cx.artifacts.clips.is_empty() {
+        return Err(StageError::failed(
+            "NoFootage",
+            "there is no footage to render",
+        ));
     }
-
-    fn action(&self) -> &'static str {
-        "render video"
+    let duration = cx.artifacts.duration;
+    if duration.is_nan() || duration <= 0.0 {
+        return Err(StageError::failed("NoVoice", "the voiceover is empty"));
     }
-
-    fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>> {
-        Box::pin(async move {
-            let cfg = cx.config.clone();
-            cx.emit(
-                "render",
-                NewEvent::info("Rendering final video with subtitles...").with_payload(json!({
-                    "subtitlesPosition": cx.request.position_text(),
-                    "color": cx.request.color,
-                })),
-            )
-            .await?;
-            let voice =
-                cx.artifacts.voice_track.clone().ok_or_else(|| {
-                    StageError::failed("NoVoice", "there is no voiceover to render")
-                })?;
-            if cx.artifacts.clips.is_empty() {
-                return Err(StageError::failed(
-                    "NoFootage",
-                    "there is no footage to render",
-                ));
-            }
-            let duration = cx.artifacts.duration;
-            if duration.is_nan() || duration <= 0.0 {
-                return Err(StageError::failed("NoVoice", "the voiceover is empty"));
-            }
-            let ffprobe = Tool::ffprobe(&cfg);
-            let mut clips = Vec::with_capacity(cx.artifacts.clips.len());
-            for path in &cx.artifacts.clips {
-                cx.stop.check()?;
-                clips.push(probe_clip(&cx.stop, &ffprobe, path).await?);
-            }
-            let partial = cx.work_dir.join("render.partial.mp4");
-            let plan = RenderPlan {
-                clips,
-                voice,
-                music: cx.artifacts.music.clone().map(|m| (m, cfg.music.volume)),
-                subtitles: cx.artifacts.subtitles.clone(),
-                width: cfg.render.width,
-                height: cfg.render.height,
-                fps: cfg.render.fps,
-                seconds_per_clip: cfg.footage.seconds_per_clip,
-                duration,
-                preset: cfg.render.preset.clone(),
-                crf: cfg.render.crf,
-                threads: cx.request.threads.unwrap_or(cfg.render.threads),
-                decoder_threads: cfg.render.decoder_threads,
-                audio_bitrate: cfg.render.audio_bitrate.clone(),
-                output: partial.clone(),
-            };
-            let args = build_args(&plan);
-            cx.emit("render", NewEvent::progress(0.0)).await?;
-
-            let (tx, mut rx) = mpsc::unbounded_channel::<f64>();
-            let ffmpeg = Tool::ffmpeg(&cfg);
-            let stop = cx.stop.clone();
-            let encode = async move {
-                let mut report = |t: f64| {
-                    let _ = tx.send(t);
-                };
-                process::run_with_progress(&stop, &ffmpeg, &args, &mut report).await
-            };
-            let cxr: &JobContext = cx;
-            let reporter = async move {
-                let mut last = 0.0_f64;
-                let mut last_at = Instant::now();
-                while let Some(t) = rx.recv().await {
-                    // 1.0 is sent once the file is in place, so the render never claims it early.
-                    let f = (t / duration).clamp(0.0, 0.99);
-                    if f >= last + 0.001 && last_at.elapsed() >= PROGRESS_INTERVAL {
-                        cxr.emit("render", NewEvent::progress(f)).await?;
-                        last = f;
-                        last_at = Instant::now();
-                    }
-                }
-                Ok::<(), StageError>(())
-            };
-            let (encoded, reported) = tokio::join!(encode, reporter);
-            if let Err(e) = encoded {
-                let _ = tokio::fs::remove_file(&partial).await;
-                return Err(e);
-            }
-            reported?;
-            cx.stop.check()?;
-
-            if let Some(parent) = cx.output_path.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| io_failed("create", parent, e))?;
-            }
-            move_file(&partial, &cx.output_path).await?;
-            let output =
-                std::path::absolute(&cx.output_path).unwrap_or_else(|_| cx.output_path.clone());
-            cx.emit("render", NewEvent::progress(1.0)).await?;
-            info!(job = %cx.job.0, stage = "render", output = %output.display(), duration, "video rendered");
-            cx.artifacts.output = Some(output);
-            cx.artifacts.duration = duration;
-            Ok(())
-        })
+    let ffprobe = Tool::ffprobe(&cfg);
+    let mut clips = Vec::with_capacity(cx.artifacts.clips.len());
+    for path in &cx.artifacts.clips {
+        cx.stop.check()?;
+        clips.push(probe_clip(&cx.stop, &ffprobe, path).await?);
     }
+    let partial = cx.work_dir.join("render.partial.mp4");
+    let plan = RenderPlan {
+        clips,
+        voice,
+        music: cx.artifacts.music.clone().map(|m| (m, cfg.music.volume)),
+        subtitles: cx.artifacts.subtitles.clone(),
+        width: cfg.render.width,
+        height: cfg.render.height,
+        fps: cfg.render.fps,
+        seconds_per_clip: cfg.footage.seconds_per_clip,
+        duration,
+        preset: cfg.render.preset,
+        crf: cfg.render.crf,
+        threads: cx.request.threads.unwrap_or(cfg.render.threads),
+        decoder_threads: cfg.render.decoder_threads,
+        audio_bitrate: cfg.render.audio_bitrate.clone(),
+        output: partial.clone(),
+    };
+    let args = build_args(&plan);
+    cx.emit("render", NewEvent::progress(0.0)).await?;
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<f64>();
+    let ffmpeg = Tool::ffmpeg(&cfg);
+    let stop = cx.stop.clone();
+    let encode = async move {
+        let mut report = |t: f64| {
+            let _ = tx.send(t);
+        };
+        process::run_with_progress(&stop, &ffmpeg, &args, &mut report).await
+    };
+    let cxr: &JobContext = cx;
+    let reporter = async move {
+        let mut last = 0.0_f64;
+        let mut last_at = Instant::now();
+        while let Some(t) = rx.recv().await {
+            // 1.0 is sent once the file is in place, so the render never claims it early.
+            let f = (t / duration).clamp(0.0, 0.99);
+            if f >= last + 0.001 && last_at.elapsed() >= PROGRESS_INTERVAL {
+                cxr.emit("render", NewEvent::progress(f)).await?;
+                last = f;
+                last_at = Instant::now();
+            }
+        }
+        Ok::<(), StageError>(())
+    };
+    let (encoded, reported) = tokio::join!(encode, reporter);
+    if let Err(e) = encoded {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(e);
+    }
+    reported?;
+    cx.stop.check()?;
+
+    if let Some(parent) = cx.output_path.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| io_failed("create", parent, e))?;
+    }
+    move_file(&partial, &cx.output_path).await?;
+    let output = std::path::absolute(&cx.output_path).unwrap_or_else(|_| cx.output_path.clone());
+    cx.emit("render", NewEvent::progress(1.0)).await?;
+    info!(job = %cx.job.0, stage = "render", output = %output.display(), duration, "video rendered");
+    cx.artifacts.output = Some(output);
+    cx.artifacts.duration = duration;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -634,7 +614,7 @@ mod tests {
             fps: 30,
             seconds_per_clip: 6.0,
             duration: 14.5,
-            preset: "veryfast".into(),
+            preset: Preset::Veryfast,
             crf: 23,
             threads: 2,
             decoder_threads: 1,

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use tracing::info;
 
 use super::text::display_width;
-use super::{JobContext, LocalBoxFuture, SpokenSentence, Stage, StageError};
+use super::{JobContext, SpokenSentence, StageError};
 use crate::event::NewEvent;
 use crate::request::{Horizontal, Vertical};
 
@@ -303,46 +303,31 @@ pub fn ass_document(style: &SubtitleStyle, cues: &[Cue]) -> String {
 }
 
 /// The subtitles stage.
-#[derive(Debug, Default)]
-pub struct SubtitlesStage;
-
-impl Stage for SubtitlesStage {
-    fn name(&self) -> &'static str {
-        "subtitles"
-    }
-
-    fn action(&self) -> &'static str {
-        "generate subtitles"
-    }
-
-    fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>> {
-        Box::pin(async move {
-            cx.emit("subtitles", NewEvent::info("Generating subtitles"))
-                .await?;
-            let cfg = cx.config.clone();
-            let cues = build_cues(
-                &cx.artifacts.sentences,
-                cfg.subtitles.max_line_chars as usize,
-                cx.artifacts.duration,
-            );
-            let style = SubtitleStyle {
-                width: cfg.render.width,
-                height: cfg.render.height,
-                font: cfg.subtitles.font.clone(),
-                font_size_1920: cfg.subtitles.font_size,
-                max_line_chars: cfg.subtitles.max_line_chars as usize,
-                color: cx.request.color_rgb,
-                position: cx.request.subtitles_position,
-            };
-            let path = cx.work_dir.join("subtitles.ass");
-            tokio::fs::write(&path, ass_document(&style, &cues))
-                .await
-                .map_err(|e| StageError::failed("Io", format!("{}: {e}", path.display())))?;
-            info!(job = %cx.job.0, stage = "subtitles", cues = cues.len(), "subtitles written");
-            cx.artifacts.subtitles = Some(path);
-            Ok(())
-        })
-    }
+pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
+    cx.emit("subtitles", NewEvent::info("Generating subtitles"))
+        .await?;
+    let cfg = cx.config.clone();
+    let cues = build_cues(
+        &cx.artifacts.sentences,
+        cfg.subtitles.max_line_chars as usize,
+        cx.artifacts.duration,
+    );
+    let style = SubtitleStyle {
+        width: cfg.render.width,
+        height: cfg.render.height,
+        font: cfg.subtitles.font.clone(),
+        font_size_1920: cfg.subtitles.font_size,
+        max_line_chars: cfg.subtitles.max_line_chars as usize,
+        color: cx.request.color_rgb,
+        position: cx.request.subtitles_position,
+    };
+    let path = cx.work_dir.join("subtitles.ass");
+    tokio::fs::write(&path, ass_document(&style, &cues))
+        .await
+        .map_err(|e| StageError::failed("Io", format!("{}: {e}", path.display())))?;
+    info!(job = %cx.job.0, stage = "subtitles", cues = cues.len(), "subtitles written");
+    cx.artifacts.subtitles = Some(path);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -216,6 +216,37 @@ pub fn display_width(s: &str) -> usize {
     s.chars().map(|c| if is_wide(c) { 2 } else { 1 }).sum()
 }
 
+/// Paragraphs of `text`: split at blank lines, whitespace collapsed, empty ones dropped.
+pub fn paragraphs_of(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        if line.trim().is_empty() {
+            if !cur.trim().is_empty() {
+                out.push(collapse_whitespace(&cur));
+            }
+            cur.clear();
+        } else {
+            cur.push(' ');
+            cur.push_str(line);
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(collapse_whitespace(&cur));
+    }
+    out
+}
+
+/// FNV-1a: a stable seed from text (the same subject always gets the same script and footage).
+pub fn seed_of(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

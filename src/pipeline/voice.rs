@@ -1,7 +1,7 @@
 //! Voice stage: the voiceover, one audio file per sentence so subtitle timing is exact.
 //!
-//! MoneyPrinter's TikTok voice ids (the full list its page offers) map to espeak-ng voices; an id not
-//! in [`VOICES`] is refused at submit time (`is_known_voice`). Providers behind the [`VoiceProvider`]
+//! MoneyPrinter's TikTok voice ids (the full list its page offers) map to espeak-ng voices through the
+//! catalogue in `crate::voices` (an id not in it is refused at submit time). Providers behind the [`VoiceProvider`]
 //! trait: espeak-ng (offline) and TikTok TTS ([`TikTokVoice`]: MP3 per sentence, converted to WAV;
 //! espeak-ng stands in, with a warning, when TikTok is not configured or fails for good, unless
 //! `voice.fallback` is off). At most [`PARALLEL_SYNTHESIS`] sentences
@@ -9,7 +9,6 @@
 //! pause between sentences, into one PCM WAV whose sentence starts are exact. Event:
 //! `Generating voiceover with <provider>` {voice}.
 
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -17,92 +16,18 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
 use tracing::info;
 
-use super::online::{self, CallSite};
+use super::online::{self, CallSite, Failover};
 use super::process::{self, Tool};
 use super::text::{has_words, split_sentences};
-use super::{EventSink, JobContext, LocalBoxFuture, SpokenSentence, Stage, StageError, StopSignal};
-use crate::config::Config;
+use super::{EventSink, JobContext, LocalBoxFuture, SpokenSentence, StageError, StopSignal};
+use crate::config::{Config, VoiceEngine};
 use crate::event::NewEvent;
 use crate::providers::tiktok::TikTok;
 use crate::providers::RetryPolicy;
+use crate::voices::espeak_voice;
 
 /// Sentences synthesised at once.
 pub const PARALLEL_SYNTHESIS: usize = 2;
-
-/// A MoneyPrinter voice id and the espeak-ng voice that speaks it (`language+variant`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VoiceEntry {
-    pub id: &'static str,
-    /// What MoneyPrinter's page calls it.
-    pub label: &'static str,
-    /// espeak-ng voice name (`-v`).
-    pub espeak: &'static str,
-}
-
-const fn v(id: &'static str, label: &'static str, espeak: &'static str) -> VoiceEntry {
-    VoiceEntry { id, label, espeak }
-}
-
-/// MoneyPrinter's voices (its page's list plus `en_us_008`), in the page's order.
-pub const VOICES: &[VoiceEntry] = &[
-    v("en_us_ghostface", "Ghost Face", "en-us+m7"),
-    v("en_us_chewbacca", "Chewbacca", "en-us+croak"),
-    v("en_us_c3po", "C3PO", "en-gb-x-rp+m2"),
-    v("en_us_stitch", "Stitch", "en-us+f5"),
-    v("en_us_stormtrooper", "Stormtrooper", "en-us+m4"),
-    v("en_us_rocket", "Rocket", "en-us+m6"),
-    v("en_au_001", "English AU - Female", "en-gb+f3"),
-    v("en_au_002", "English AU - Male", "en-gb+m3"),
-    v("en_uk_001", "English UK - Male 1", "en-gb+m1"),
-    v("en_uk_003", "English UK - Male 2", "en-gb-x-rp+m3"),
-    v("en_us_001", "English US - Female (Int. 1)", "en-us+f3"),
-    v("en_us_002", "English US - Female (Int. 2)", "en-us+f4"),
-    v("en_us_006", "English US - Male 1", "en-us+m1"),
-    v("en_us_007", "English US - Male 2", "en-us+m2"),
-    v("en_us_008", "English US - Male 3", "en-us+m3"),
-    v("en_us_009", "English US - Male 3", "en-us+m5"),
-    v("en_us_010", "English US - Male 4", "en-us+m6"),
-    v("fr_001", "French - Male 1", "fr-fr+m1"),
-    v("fr_002", "French - Male 2", "fr-fr+m3"),
-    v("de_001", "German - Female", "de+f3"),
-    v("de_002", "German - Male", "de+m3"),
-    v("es_002", "Spanish - Male", "es+m3"),
-    v("es_mx_002", "Spanish MX - Male", "es-419+m3"),
-    v("br_001", "Portuguese BR - Female 1", "pt-br+f3"),
-    v("br_003", "Portuguese BR - Female 2", "pt-br+f4"),
-    v("br_004", "Portuguese BR - Female 3", "pt-br+f2"),
-    v("br_005", "Portuguese BR - Male", "pt-br+m3"),
-    v("id_001", "Indonesian - Female", "id+f3"),
-    v("jp_001", "Japanese - Female 1", "ja+f3"),
-    v("jp_003", "Japanese - Female 2", "ja+f4"),
-    v("jp_005", "Japanese - Female 3", "ja+f2"),
-    v("jp_006", "Japanese - Male", "ja+m3"),
-    v("kr_002", "Korean - Male 1", "ko+m3"),
-    v("kr_003", "Korean - Female", "ko+f3"),
-    v("kr_004", "Korean - Male 2", "ko+m1"),
-    v("en_female_f08_salut_damour", "Alto", "en-us+f2"),
-    v("en_male_m03_lobby", "Tenor", "en-us+m3"),
-    v("en_female_f08_warmy_breeze", "Warmy Breeze", "en-us+f4"),
-    v("en_male_m03_sunshine_soon", "Sunshine Soon", "en-us+m2"),
-    v("en_male_narration", "narrator", "en-gb-x-rp+m1"),
-    v("en_male_funny", "wacky", "en-us+m7"),
-    v("en_female_emotional", "peaceful", "en-us+f1"),
-];
-
-/// The voice entry of a MoneyPrinter id.
-pub fn voice_entry(id: &str) -> Option<&'static VoiceEntry> {
-    VOICES.iter().find(|e| e.id == id)
-}
-
-/// The espeak-ng voice (`-v`) for a MoneyPrinter id.
-pub fn espeak_voice(id: &str) -> Option<&'static str> {
-    voice_entry(id).map(|e| e.espeak)
-}
-
-/// Whether `id` is a voice id this build can speak.
-pub fn is_known_voice(id: &str) -> bool {
-    voice_entry(id).is_some()
-}
 
 /// Something that speaks one sentence into a WAV file (PCM, any rate; all sentences of a job must
 /// share one format).
@@ -325,10 +250,6 @@ pub fn join_wavs(parts: &[Wav], pause: f64) -> Result<(Wav, Vec<(f64, f64)>), St
     Ok((track, timings))
 }
 
-/// The voice stage.
-#[derive(Debug, Default)]
-pub struct VoiceStage;
-
 /// The sample format every sentence of a TikTok voiceover is converted to (espeak-ng's own, so a
 /// fallback sentence joins the others): mono 16-bit PCM at this rate.
 pub const TIKTOK_WAV_RATE: u32 = 22_050;
@@ -343,18 +264,14 @@ pub struct TikTokVoice {
     policy: RetryPolicy,
     events: Rc<dyn EventSink>,
     fallback: Option<Espeak>,
-    failed: Cell<bool>,
+    failover: Failover,
 }
 
 impl TikTokVoice {
     /// ffmpeg arguments that turn `input` (any audio) into the shared WAV format at `out`.
     pub fn convert_args(input: &Path, out: &Path) -> Vec<std::ffi::OsString> {
-        vec![
-            "-nostdin".into(),
-            "-y".into(),
-            "-hide_banner".into(),
-            "-loglevel".into(),
-            "error".into(),
+        let mut a: Vec<std::ffi::OsString> = process::FFMPEG_QUIET.map(Into::into).to_vec();
+        a.extend([
             "-i".into(),
             input.into(),
             "-vn".into(),
@@ -367,7 +284,8 @@ impl TikTokVoice {
             "-f".into(),
             "wav".into(),
             out.into(),
-        ]
+        ]);
+        a
     }
 
     async fn convert(&self, stop: &StopSignal, input: &Path, out: &Path) -> Result<(), StageError> {
@@ -390,7 +308,7 @@ impl VoiceProvider for TikTokVoice {
         out: &'a Path,
     ) -> LocalBoxFuture<'a, Result<(), StageError>> {
         Box::pin(async move {
-            if !self.failed.get() {
+            if self.failover.online() {
                 let site = CallSite {
                     events: self.events.as_ref(),
                     stop,
@@ -406,23 +324,7 @@ impl VoiceProvider for TikTokVoice {
                     Ok(()) => return self.convert(stop, &mp3, out).await,
                     Err(e) => {
                         let _ = tokio::fs::remove_file(&mp3).await;
-                        if self.fallback.is_none() {
-                            return Err(StageError::provider(online::TIKTOK, &e));
-                        }
-                        if !self.failed.replace(true) {
-                            let ev = NewEvent::warning(online::and_then(
-                                &e.to_string(),
-                                "espeak-ng speaks the rest of the voiceover.",
-                            ))
-                            .with_payload(json!({
-                                "error": e.code(),
-                                "retryable": e.retryable(),
-                                "stage": "voice",
-                                "provider": online::TIKTOK,
-                            }))
-                            .with_stage("voice");
-                            self.events.emit(ev).await?;
-                        }
+                        self.failover.give_up(self.events.as_ref(), &e).await?;
                     }
                 }
             }
@@ -445,9 +347,9 @@ fn choose_provider(
     cfg: &Config,
     events: &Rc<dyn EventSink>,
 ) -> Result<(Box<dyn VoiceProvider>, Option<NewEvent>), StageError> {
-    match cfg.voice.provider.as_str() {
-        "espeak" => Ok((Box::new(Espeak::new(cfg)), None)),
-        "tiktok" => match TikTok::from_config(&cfg.voice, &cfg.tools) {
+    match cfg.voice.provider {
+        VoiceEngine::Espeak => Ok((Box::new(Espeak::new(cfg)), None)),
+        VoiceEngine::Tiktok => match TikTok::from_config(&cfg.voice, &cfg.tools) {
             Ok(tts) => Ok((
                 Box::new(TikTokVoice {
                     tts,
@@ -455,183 +357,117 @@ fn choose_provider(
                     policy: RetryPolicy::with_retries(cfg.voice.retries),
                     events: events.clone(),
                     fallback: cfg.voice.fallback.then(|| Espeak::new(cfg)),
-                    failed: Cell::new(false),
+                    failover: Failover::new(
+                        "voice",
+                        online::TIKTOK,
+                        cfg.voice
+                            .fallback
+                            .then_some("espeak-ng speaks the rest of the voiceover."),
+                    ),
                 }),
                 None,
             )),
             Err(e) if cfg.voice.fallback => Ok((
                 Box::new(Espeak::new(cfg)),
-                Some(
-                    NewEvent::warning(online::and_then(&e.to_string(), "espeak-ng speaks instead."))
-                        .with_payload(json!({
-                            "error": e.code(),
-                            "retryable": false,
-                            "stage": "voice",
-                            "provider": online::TIKTOK,
-                        })),
-                ),
+                Some(online::fallback_warning(
+                    &e,
+                    "espeak-ng speaks instead.",
+                    "voice",
+                    online::TIKTOK,
+                )),
             )),
             Err(e) => Err(StageError::provider(online::TIKTOK, &e)),
         },
-        other => Err(StageError::failed(
-            "ProviderUnavailable",
-            format!("the `{other}` voice provider is not available; set voice.provider = \"espeak\" or \"tiktok\""),
-        )),
     }
 }
 
-impl Stage for VoiceStage {
-    fn name(&self) -> &'static str {
-        "voice"
+/// The voice stage.
+pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
+    let cfg = cx.config.clone();
+    let (provider, warning) = choose_provider(&cfg, &cx.events)?;
+    let voice = cx.request.voice.clone();
+    cx.emit(
+        "voice",
+        NewEvent::info(format!("Generating voiceover with {}", provider.name()))
+            .with_payload(json!({ "voice": voice })),
+    )
+    .await?;
+    if let Some(w) = warning {
+        cx.emit("voice", w).await?;
     }
-
-    fn action(&self) -> &'static str {
-        "generate voiceover"
+    let script = cx.artifacts.script.clone().unwrap_or_default();
+    let sentences: Vec<String> = split_sentences(&script)
+        .into_iter()
+        .filter(|s| has_words(s))
+        .collect();
+    if sentences.is_empty() {
+        return Err(StageError::failed(
+            "EmptyScript",
+            "the script has no sentences to speak",
+        ));
     }
+    let dir = cx.work_dir.join("voice");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| io_failed(&dir, e))?;
 
-    fn run<'a>(&'a self, cx: &'a mut JobContext) -> LocalBoxFuture<'a, Result<(), StageError>> {
-        Box::pin(async move {
-            let cfg = cx.config.clone();
-            let (provider, warning) = choose_provider(&cfg, &cx.events)?;
-            let voice = cx.request.voice.clone();
-            cx.emit(
-                "voice",
-                NewEvent::info(format!("Generating voiceover with {}", provider.name()))
-                    .with_payload(json!({ "voice": voice })),
-            )
-            .await?;
-            if let Some(w) = warning {
-                cx.emit("voice", w).await?;
-            }
-            let script = cx.artifacts.script.clone().unwrap_or_default();
-            let sentences: Vec<String> = split_sentences(&script)
-                .into_iter()
-                .filter(|s| has_words(s))
-                .collect();
-            if sentences.is_empty() {
-                return Err(StageError::failed(
-                    "EmptyScript",
-                    "the script has no sentences to speak",
-                ));
-            }
-            let dir = cx.work_dir.join("voice");
-            tokio::fs::create_dir_all(&dir)
+    let stop = cx.stop.clone();
+    let provider = provider.as_ref();
+    let jobs = sentences.iter().enumerate().map(|(i, text)| {
+        let out = dir.join(format!("sentence-{i:04}.wav"));
+        let stop = &stop;
+        let voice = voice.as_str();
+        async move {
+            stop.check()?;
+            provider.speak(stop, voice, text, &out).await?;
+            let bytes = tokio::fs::read(&out)
                 .await
-                .map_err(|e| io_failed(&dir, e))?;
+                .map_err(|e| io_failed(&out, e))?;
+            Wav::parse(&bytes).map_err(|e| {
+                StageError::failed(
+                    "BadAudio",
+                    format!("{} wrote {}: {e}", provider.name(), out.display()),
+                )
+            })
+        }
+    });
+    let parts: Vec<Wav> = stream::iter(jobs)
+        .buffered(PARALLEL_SYNTHESIS)
+        .try_collect()
+        .await?;
+    cx.stop.check()?;
 
-            let stop = cx.stop.clone();
-            let provider = provider.as_ref();
-            let jobs = sentences.iter().enumerate().map(|(i, text)| {
-                let out = dir.join(format!("sentence-{i:04}.wav"));
-                let stop = &stop;
-                let voice = voice.as_str();
-                async move {
-                    stop.check()?;
-                    provider.speak(stop, voice, text, &out).await?;
-                    let bytes = tokio::fs::read(&out)
-                        .await
-                        .map_err(|e| io_failed(&out, e))?;
-                    Wav::parse(&bytes).map_err(|e| {
-                        StageError::failed(
-                            "BadAudio",
-                            format!("{} wrote {}: {e}", provider.name(), out.display()),
-                        )
-                    })
-                }
-            });
-            let parts: Vec<Wav> = stream::iter(jobs)
-                .buffered(PARALLEL_SYNTHESIS)
-                .try_collect()
-                .await?;
-            cx.stop.check()?;
-
-            let pause = f64::from(cfg.voice.sentence_pause_ms) / 1000.0;
-            let (track, timings) =
-                join_wavs(&parts, pause).map_err(|m| StageError::failed("BadAudio", m))?;
-            let track_path: PathBuf = cx.work_dir.join("voice.wav");
-            tokio::fs::write(&track_path, track.to_bytes())
-                .await
-                .map_err(|e| io_failed(&track_path, e))?;
-            cx.artifacts.sentences = sentences
-                .into_iter()
-                .zip(timings)
-                .map(|(text, (start, duration))| SpokenSentence {
-                    text,
-                    start,
-                    duration,
-                })
-                .collect();
-            cx.artifacts.duration = track.duration();
-            cx.artifacts.voice_track = Some(track_path);
-            info!(
-                job = %cx.job.0,
-                stage = "voice",
-                sentences = cx.artifacts.sentences.len(),
-                duration = cx.artifacts.duration,
-                "voiceover ready"
-            );
-            Ok(())
+    let pause = f64::from(cfg.voice.sentence_pause_ms) / 1000.0;
+    let (track, timings) =
+        join_wavs(&parts, pause).map_err(|m| StageError::failed("BadAudio", m))?;
+    let track_path: PathBuf = cx.work_dir.join("voice.wav");
+    tokio::fs::write(&track_path, track.to_bytes())
+        .await
+        .map_err(|e| io_failed(&track_path, e))?;
+    cx.artifacts.sentences = sentences
+        .into_iter()
+        .zip(timings)
+        .map(|(text, (start, duration))| SpokenSentence {
+            text,
+            start,
+            duration,
         })
-    }
+        .collect();
+    cx.artifacts.duration = track.duration();
+    cx.artifacts.voice_track = Some(track_path);
+    info!(
+        job = %cx.job.0,
+        stage = "voice",
+        sentences = cx.artifacts.sentences.len(),
+        duration = cx.artifacts.duration,
+        "voiceover ready"
+    );
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn moneyprinter_ids_map_to_matching_languages() {
-        let cases = [
-            ("en_us_001", "en-us"),
-            ("en_us_006", "en-us"),
-            ("en_uk_001", "en-gb"),
-            ("en_au_002", "en-gb"),
-            ("fr_001", "fr-fr"),
-            ("de_002", "de"),
-            ("es_002", "es"),
-            ("es_mx_002", "es-419"),
-            ("br_003", "pt-br"),
-            ("id_001", "id"),
-            ("jp_001", "ja"),
-            ("kr_003", "ko"),
-            ("en_male_narration", "en-gb-x-rp"),
-        ];
-        for (id, lang) in cases {
-            let voice = espeak_voice(id).unwrap_or_default();
-            assert_eq!(voice.split('+').next(), Some(lang), "{id} -> {voice}");
-            assert!(is_known_voice(id));
-        }
-        for bad in ["xx_404", "", "EN_US_001", "en_us_999", "en_"] {
-            assert!(!is_known_voice(bad), "{bad}");
-        }
-        let mut ids: Vec<_> = VOICES.iter().map(|v| v.id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        assert_eq!(ids.len(), VOICES.len(), "duplicate voice ids");
-        assert!(VOICES.len() >= 40);
-    }
-
-    #[test]
-    fn every_mapped_espeak_voice_is_installed() {
-        let out = std::process::Command::new("espeak-ng")
-            .arg("--voices")
-            .output()
-            .expect("espeak-ng must be installed (apt-get install espeak-ng)");
-        let listing = String::from_utf8_lossy(&out.stdout).to_lowercase();
-        let langs: Vec<&str> = listing
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .collect();
-        for e in VOICES {
-            let lang = e.espeak.split('+').next().unwrap_or_default();
-            assert!(
-                langs.contains(&lang),
-                "{} -> {lang} is not an installed espeak-ng language",
-                e.id
-            );
-        }
-    }
 
     fn wav(rate: u32, samples: usize) -> Wav {
         Wav {
@@ -664,19 +500,5 @@ mod tests {
             Err(WavError::MissingChunk("data"))
         );
         assert_eq!(Wav::parse(b"nope"), Err(WavError::NotWave));
-    }
-}
-
-#[cfg(test)]
-mod tiktok_ids {
-    /// Every voice id the TikTok client knows (MoneyPrinter's list) is accepted at submit time.
-    #[test]
-    fn every_tiktok_voice_is_a_known_voice() {
-        let unknown: Vec<&str> = crate::providers::tiktok::VOICES
-            .iter()
-            .copied()
-            .filter(|v| !super::is_known_voice(v))
-            .collect();
-        assert!(unknown.is_empty(), "voices refused at submit: {unknown:?}");
     }
 }

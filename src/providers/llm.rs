@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{BoxFuture, ProviderError};
-use crate::config::LlmConfig;
+use crate::config::{LlmConfig, LlmProvider};
 
 /// A chat model behind an HTTP API. Each call is one attempt; wrap it in [`super::retry::retry`].
 pub trait Llm: Send + Sync {
@@ -32,12 +32,14 @@ pub trait Llm: Send + Sync {
 /// The online model client that `llm.provider` names (`auto` means Ollama). `offline` gives
 /// [`ProviderError::NotConfigured`].
 pub fn from_config(cfg: &LlmConfig) -> Result<Box<dyn Llm>, ProviderError> {
-    match cfg.provider.as_str() {
-        "auto" | "ollama" => Ok(Box::new(super::ollama::Ollama::from_config(cfg)?)),
-        "openai" => Ok(Box::new(super::openai::OpenAi::from_config(cfg)?)),
-        other => Err(ProviderError::NotConfigured {
+    match cfg.provider {
+        LlmProvider::Auto | LlmProvider::Ollama => {
+            Ok(Box::new(super::ollama::Ollama::from_config(cfg)?))
+        }
+        LlmProvider::Openai => Ok(Box::new(super::openai::OpenAi::from_config(cfg)?)),
+        LlmProvider::Offline => Err(ProviderError::NotConfigured {
             service: "LLM",
-            hint: format!("llm.provider is \"{other}\"; set it to \"ollama\" or \"openai\""),
+            hint: "llm.provider is \"offline\"; set it to \"ollama\" or \"openai\"".into(),
         }),
     }
 }
@@ -46,7 +48,7 @@ pub fn from_config(cfg: &LlmConfig) -> Result<Box<dyn Llm>, ProviderError> {
 pub fn model_for<'a>(cfg: &'a LlmConfig, requested: Option<&'a str>) -> &'a str {
     match requested.map(str::trim).filter(|m| !m.is_empty()) {
         Some(m) => m,
-        None if cfg.provider == "openai" => &cfg.openai_model,
+        None if cfg.provider == LlmProvider::Openai => &cfg.openai_model,
         None => &cfg.model,
     }
 }

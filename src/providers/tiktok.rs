@@ -28,60 +28,9 @@ const OFFICIAL_PATH: &str = "/media/api/text/speech/invoke";
 const APP_USER_AGENT: &str =
     "com.zhiliaoapp.musically/2022600030 (Linux; U; Android 7.1.2; es_ES; SM-G988N; Build/NRD90M;tt-ok/3.12.13.1)";
 
-/// MoneyPrinter's voice ids.
-pub const VOICES: &[&str] = &[
-    // Disney
-    "en_us_ghostface",
-    "en_us_chewbacca",
-    "en_us_c3po",
-    "en_us_stitch",
-    "en_us_stormtrooper",
-    "en_us_rocket",
-    // English
-    "en_au_001",
-    "en_au_002",
-    "en_uk_001",
-    "en_uk_003",
-    "en_us_001",
-    "en_us_002",
-    "en_us_006",
-    "en_us_007",
-    "en_us_009",
-    "en_us_010",
-    // Europe
-    "fr_001",
-    "fr_002",
-    "de_001",
-    "de_002",
-    "es_002",
-    // America
-    "es_mx_002",
-    "br_001",
-    "br_003",
-    "br_004",
-    "br_005",
-    // Asia
-    "id_001",
-    "jp_001",
-    "jp_003",
-    "jp_005",
-    "jp_006",
-    "kr_002",
-    "kr_003",
-    "kr_004",
-    // Singing
-    "en_female_f08_salut_damour",
-    "en_male_m03_lobby",
-    "en_female_f08_warmy_breeze",
-    "en_male_m03_sunshine_soon",
-    // Other
-    "en_male_narration",
-    "en_male_funny",
-    "en_female_emotional",
-];
-
+/// Whether TikTok has a voice `voice` (MoneyPrinter's ids; the catalogue is `crate::voices`).
 pub fn is_known_voice(voice: &str) -> bool {
-    VOICES.contains(&voice)
+    crate::voices::is_tiktok_voice(voice)
 }
 
 /// Splits `text` into chunks of at most `max` characters at word boundaries (a word longer than

@@ -98,7 +98,7 @@ impl YouTubeSettings {
             refresh_token,
             token_url: cfg.token_url.clone(),
             upload_url: cfg.upload_url.clone(),
-            privacy_status: cfg.privacy_status.clone(),
+            privacy_status: cfg.privacy_status.to_string(),
             category_id: cfg.category_id.clone(),
             chunk_bytes: cfg.chunk_bytes.max(1),
             timeout: Duration::from_secs(cfg.timeout_secs.max(1)),
