@@ -1089,3 +1089,103 @@ fn with_openai_the_model_list_and_the_script_come_from_the_openai_server() {
     );
     assert_no_secrets(&d, &[&id], &[KEY]);
 }
+
+// ---- Operability: the daemon's log says why. ----
+
+/// The daemon's log lines that contain every one of `needles`, once there is one: the daemon writes
+/// a line before it records the event, but the thread reading its stderr may lag behind.
+fn log_lines(d: &Daemon, needles: &[&str]) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines: Vec<String> = d
+            .logs()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_string)
+            .collect();
+        if !lines.is_empty() || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn failures_retries_and_fallbacks_are_logged_with_job_stage_provider_and_error() {
+    let ollama = fake_ollama(&["llama3.1:8b"]);
+    let pexels = Fake::start(|_req| Resp::json(500, &json!({"error": "pexels is down"})));
+    let cfg = config(
+        &format!(
+            "provider = \"ollama\"\nollama_base_url = \"{}\"",
+            ollama.url("")
+        ),
+        &format!(
+            "provider = \"pexels\"\nclips = 1\npexels_base_url = \"{}\"\nretries = 1\nfallback = true",
+            pexels.url("")
+        ),
+        "",
+    );
+    let (d, _tmp) = start(&cfg, &[("PEXELS_API_KEY", PEXELS_KEY)]);
+
+    // Fails at the script stage: one error line with the fields and the job's errorMessage.
+    let (failed, job, _) = run_job(
+        &d,
+        json!({"videoSubject": "Honey bees", "aiModel": "nope:1b"}),
+        "failed",
+    );
+    let message = job["errorMessage"].as_str().expect("errorMessage");
+    let lines = log_lines(&d, &["job failed", &failed]);
+    assert_eq!(lines.len(), 1, "{lines:#?}\n{}", d.logs());
+    let line = &lines[0];
+    for field in [
+        "ERROR",
+        &format!("job={failed}"),
+        "stage=\"script\"",
+        "provider=\"ollama\"",
+        "retryable=false",
+        "code=\"ModelNotFound\"",
+        &format!("error={message}"),
+    ] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+
+    // Falls back at the footage stage after one retry: both at warn, with the same fields.
+    let fell_back = d.submit(&json!({"videoSubject": "Honey bees"}));
+    let fallback = d.wait_for_event(&fell_back, JOB_TIMEOUT, |e| {
+        e["level"] == "warning"
+            && e["payload"]["provider"] == "pexels"
+            && e["payload"].get("attempt").is_none()
+    });
+    let (s, _) = d.post(&format!("/api/jobs/{fell_back}/cancel"), &json!({}));
+    assert_eq!(s, 200);
+    d.wait_for_state(
+        &fell_back,
+        &["cancelled", "completed", "failed"],
+        JOB_TIMEOUT,
+    );
+    let retry = log_lines(&d, &["provider call failed; retrying", &fell_back]);
+    assert_eq!(retry.len(), 1, "{retry:#?}\n{}", d.logs());
+    let fallback_line = log_lines(&d, &["provider failed; falling back", &fell_back]);
+    assert_eq!(fallback_line.len(), 1, "{fallback_line:#?}\n{}", d.logs());
+    for line in [&retry[0], &fallback_line[0]] {
+        for field in [
+            " WARN ",
+            &format!("job={fell_back}"),
+            "stage=\"footage\"",
+            "provider=\"pexels\"",
+            "code=\"ServerError\"",
+            "Pexels server error (HTTP 500",
+        ] {
+            assert!(line.contains(field), "{field} missing from {line}");
+        }
+    }
+    assert!(retry[0].contains("retryable=true"), "{}", retry[0]);
+    assert!(
+        fallback_line[0].contains(&format!(
+            "error={}",
+            fallback["message"].as_str().unwrap_or("?")
+        )),
+        "{}",
+        fallback_line[0]
+    );
+}

@@ -14,6 +14,7 @@ pub mod online;
 pub mod process;
 pub mod render;
 pub mod script;
+pub mod sink;
 pub mod subtitles;
 pub mod text;
 pub mod voice;
@@ -313,7 +314,9 @@ pub enum Outcome {
 }
 
 /// Runs every stage in order and records the story's start and its end (complete or failure).
+/// Every event goes through a [`sink::GuardedSink`], which logs failures, retries and fallbacks.
 pub async fn run(cx: &mut JobContext) -> Outcome {
+    cx.events = Rc::new(sink::GuardedSink::new(cx.job, cx.events.clone()));
     match run_inner(cx).await {
         Ok(()) => Outcome::Completed,
         Err((_, StageError::Stopped(r))) => Outcome::Stopped(r),
