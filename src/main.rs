@@ -30,6 +30,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut cfg = Config::load(common.config.as_deref())?;
             overrides.apply(&mut cfg);
             cfg.validate()?;
+            reelsmith::providers::secret::install(&reelsmith::providers::redactor(&cfg));
             let opts = reelsmith::daemon::ServeOptions {
                 paused,
                 config_path: common.config.clone(),
@@ -41,6 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => {
             reelsmith::telemetry::init("warn");
             let cfg = load_config(&args.common)?;
+            reelsmith::providers::secret::install(&reelsmith::providers::redactor(&cfg));
             reelsmith::generate::run(cfg, args)
         }
         Command::Ctl { common, ctl } => {

@@ -1189,3 +1189,98 @@ fn failures_retries_and_fallbacks_are_logged_with_job_stage_provider_and_error()
         fallback_line[0]
     );
 }
+
+// ---- Operability: every configured secret hidden, wherever a service echoes it. ----
+
+#[test]
+fn every_configured_secret_is_hidden_when_any_service_echoes_it_in_a_500() {
+    const OPENAI_KEY: &str = "sk-e2e-ECHOED-OPENAI-7d3e";
+    let all = [
+        PEXELS_KEY,
+        TIKTOK_SESSION,
+        YT_CLIENT_SECRET,
+        YT_REFRESH_TOKEN,
+        OPENAI_KEY,
+    ];
+    // Each service answers 500 and quotes every secret the daemon holds, sent to it or not.
+    let leak = move |_req: &Req| {
+        Resp::json(
+            500,
+            &json!({"error": format!("upstream failed; saw {}", all.join(" and "))}),
+        )
+    };
+    let (ollama, pexels, tiktok, youtube) = (
+        Fake::start(leak),
+        Fake::start(leak),
+        Fake::start(leak),
+        Fake::start(leak),
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // The client secret only in Google's client_secrets.json, as many installs keep it.
+    let client_file = tmp.path().join("client_secrets.json");
+    std::fs::write(
+        &client_file,
+        json!({"installed": {"client_id": "e2e-client", "client_secret": YT_CLIENT_SECRET}})
+            .to_string(),
+    )
+    .unwrap();
+    let mut cfg = config(
+        &format!(
+            "provider = \"auto\"\nollama_base_url = \"{}\"\nopenai_api_key_env = \"E2E_OPENAI_KEY\"\nretries = 1",
+            ollama.url("")
+        ),
+        &format!(
+            "provider = \"pexels\"\nclips = 1\npexels_base_url = \"{}\"\nretries = 1",
+            pexels.url("")
+        ),
+        &format!(
+            "provider = \"tiktok\"\ntiktok_endpoints = [\"{}\"]\nretries = 1",
+            tiktok.url(TIKTOK_PATH)
+        ),
+    );
+    cfg.push_str(&format!(
+        "[youtube]\nclient_secrets_file = \"{}\"\ntoken_url = \"{}\"\nupload_url = \"{}\"\nretries = 1\n",
+        client_file.display(),
+        youtube.url("/token"),
+        youtube.url("/upload/youtube/v3/videos")
+    ));
+    let d = Daemon::start_with_env(
+        tmp.path(),
+        &cfg,
+        &[],
+        &[
+            ("PEXELS_API_KEY", PEXELS_KEY),
+            ("TIKTOK_SESSION_ID", TIKTOK_SESSION),
+            ("YOUTUBE_REFRESH_TOKEN", YT_REFRESH_TOKEN),
+            ("E2E_OPENAI_KEY", OPENAI_KEY),
+            ("RUST_LOG", "debug"),
+        ],
+    );
+    let (s, models) = d.get("/api/models");
+    assert_eq!((s, &models["status"]), (200, &json!("error")), "{models}");
+    let (id, job, events) = run_job(
+        &d,
+        json!({"videoSubject": "Octopus hearts", "automateYoutubeUpload": true}),
+        "completed",
+    );
+    // Every service was asked, and its echo reached the events, hidden.
+    for (name, fake) in [
+        ("ollama", &ollama),
+        ("pexels", &pexels),
+        ("tiktok", &tiktok),
+        ("youtube", &youtube),
+    ] {
+        assert!(!fake.requests().is_empty(), "{name} was never asked");
+    }
+    let w = warnings(&events);
+    for provider in ["Pexels", "TikTok", "YouTube"] {
+        assert!(
+            w.iter().any(|m| m.contains(provider)
+                && m.contains("upstream failed; saw [redacted] and [redacted]")),
+            "no hidden echo from {provider}: {w:#?}"
+        );
+    }
+    assert!(d.logs().contains("[redacted]"), "{}", d.logs());
+    assert_playable_vertical_video(&job);
+    assert_no_secrets(&d, &[&id], &all);
+}

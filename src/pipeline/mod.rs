@@ -314,9 +314,13 @@ pub enum Outcome {
 }
 
 /// Runs every stage in order and records the story's start and its end (complete or failure).
-/// Every event goes through a [`sink::GuardedSink`], which logs failures, retries and fallbacks.
+/// Every event goes through a [`sink::GuardedSink`], which hides the config's secrets and logs
+/// failures, retries and fallbacks. The job's secrets join the process-wide redactor (the log and
+/// the HTTP client's answers), so a key a reload brought in is hidden there too.
 pub async fn run(cx: &mut JobContext) -> Outcome {
-    cx.events = Rc::new(sink::GuardedSink::new(cx.job, cx.events.clone()));
+    crate::providers::secret::install(&crate::providers::redactor(&cx.config));
+    let secrets = crate::providers::secret::installed();
+    cx.events = Rc::new(sink::GuardedSink::new(cx.job, secrets, cx.events.clone()));
     match run_inner(cx).await {
         Ok(()) => Outcome::Completed,
         Err((_, StageError::Stopped(r))) => Outcome::Stopped(r),

@@ -1,7 +1,9 @@
 //! The sink every event of a run passes through on its way to the journal ([`super::run`] installs
 //! it around the job's own sink).
 //!
-//! It mirrors to the daemon's log what an operator reading `journalctl -u reelsmith` needs, one line
+//! It hides every secret of its [`Redactor`] (all that the config holds, see
+//! `providers::config_secrets`) in the event's message and payload, so no event, `errorMessage` or
+//! reply built from them can show one, whatever a provider answered. Then it mirrors to the daemon's log what an operator reading `journalctl -u reelsmith` needs, one line
 //! each with tracing fields: a job's failure at `error` (job, stage, provider, retryable, code, and
 //! the error: the same text as the job's `errorMessage`), and every retry and fallback of an outside
 //! service at `warn` with the same fields. The line is written before the event is forwarded, so it
@@ -14,21 +16,33 @@ use tracing::{error, warn};
 
 use super::{EventSink, LocalBoxFuture, SinkError};
 use crate::event::{EventId, JobId, Kind, Level, NewEvent};
+use crate::providers::Redactor;
 
 /// Wraps a job's sink; see the module comment.
 pub struct GuardedSink {
     job: JobId,
+    secrets: Redactor,
     inner: Rc<dyn EventSink>,
 }
 
 impl GuardedSink {
-    pub fn new(job: JobId, inner: Rc<dyn EventSink>) -> GuardedSink {
-        GuardedSink { job, inner }
+    pub fn new(job: JobId, secrets: Redactor, inner: Rc<dyn EventSink>) -> GuardedSink {
+        GuardedSink {
+            job,
+            secrets,
+            inner,
+        }
     }
 }
 
 impl EventSink for GuardedSink {
-    fn emit(&self, event: NewEvent) -> LocalBoxFuture<'_, Result<EventId, SinkError>> {
+    fn emit(&self, mut event: NewEvent) -> LocalBoxFuture<'_, Result<EventId, SinkError>> {
+        if let std::borrow::Cow::Owned(clean) = self.secrets.scrub(&event.message) {
+            event.message = clean;
+        }
+        if let Some(p) = event.payload.as_mut() {
+            self.secrets.scrub_json(p);
+        }
         mirror(self.job, &event);
         self.inner.emit(event)
     }

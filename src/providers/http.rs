@@ -8,8 +8,9 @@
 //! `/etc/ssl` still reaches Pexels, TikTok and Google.
 //!
 //! Invariants: an [`HttpError`] never carries a query string, a header value or a request body (that is
-//! where keys live); a response body quoted in an error is cut short and scrubbed of the request's
-//! sensitive header values; every request ends by its deadline, body included.
+//! where keys live); every collected answer is scrubbed of the installed secrets (every secret the
+//! config holds, see `secret::install`) and a body quoted in an error also of the request's sensitive
+//! header values, before it is cut short; every request ends by its deadline, body included.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -293,7 +294,7 @@ impl HttpClient {
             let (resp, url) = self.exchange(req).await?;
             let status = resp.status().as_u16();
             let headers = resp.headers().clone();
-            let body = collect_capped(resp, &url, req.max_body).await?;
+            let body = scrub_body(collect_capped(resp, &url, req.max_body).await?);
             Ok(HttpResponse {
                 status,
                 headers,
@@ -505,13 +506,24 @@ async fn collect_capped(
     Ok(Bytes::from(out))
 }
 
+/// `body` without the installed secrets, when it is text that holds one.
+fn scrub_body(body: Bytes) -> Bytes {
+    let redactor = super::secret::installed();
+    match std::str::from_utf8(&body).map(|text| redactor.scrub(text)) {
+        Ok(std::borrow::Cow::Owned(clean)) => Bytes::from(clean),
+        _ => body,
+    }
+}
+
 fn status_error(req: &HttpRequest, resp: &HttpResponse) -> HttpError {
+    // Scrubbed before it is cut, so that no part of a secret survives at the cut.
     let text = String::from_utf8_lossy(&resp.body);
-    let short: String = text.chars().take(300).collect();
+    let clean = req.scrub(&super::secret::installed().scrub(&text));
+    let short: String = clean.chars().take(300).collect();
     HttpError::Status {
         url: resp.url.clone(),
         status: resp.status,
-        body: req.scrub(&short),
+        body: short,
         retry_after: resp
             .header("retry-after")
             .and_then(|v| parse_retry_after(v, SystemTime::now())),

@@ -3,7 +3,8 @@
 //! Layout:
 //! - `http`: the HTTP client (hyper + rustls/ring + webpki roots), redaction of URLs, `Retry-After`.
 //! - `retry`: bounded exponential backoff with jitter and an `on_retry` hook for warning events.
-//! - `secret`: [`Secret`], a key that never prints.
+//! - `secret`: [`Secret`], a key that never prints; [`Redactor`], which hides secrets in any text;
+//!   [`config_secrets`] is the list of every secret a config holds.
 //! - `llm`: the [`llm::Llm`] trait, MoneyPrinter's prompts, script cleaning, tolerant parsing.
 //! - `ollama`, `openai`: the two LLM clients.
 //! - `pexels`: stock video search and rendition choice; `cache`: the shared clip cache.
@@ -36,7 +37,26 @@ use std::time::Duration;
 
 pub use http::{HttpClient, HttpError};
 pub use retry::{retry, RetryPolicy, Retryable};
-pub use secret::Secret;
+pub use secret::{Redactor, Secret};
+
+use crate::config::Config;
+
+/// Every secret `cfg` holds, to be hidden from every answer, event, error and log line: each
+/// [`Secret`] key of the config (found by type: a new key joins by being a `Secret`), the
+/// OpenAI-compatible server's key (from the environment variable the config names) and the YouTube
+/// credentials kept in files.
+pub fn config_secrets(cfg: &Config) -> Vec<Secret> {
+    let mut out = secret::collect(cfg);
+    out.extend(openai::api_key(&cfg.llm));
+    out.extend(youtube::secrets(&cfg.youtube));
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// A [`Redactor`] of [`config_secrets`].
+pub fn redactor(cfg: &Config) -> Redactor {
+    Redactor::new(&config_secrets(cfg))
+}
 
 /// A boxed future that may move between threads (the providers' trait methods return these).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -264,5 +284,49 @@ impl Retryable for ProviderError {
     }
     fn retry_after(&self) -> Option<Duration> {
         ProviderError::retry_after(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_secrets_has_every_key_and_the_youtube_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = dir.path().join("client_secrets.json");
+        std::fs::write(
+            &client,
+            r#"{"installed": {"client_id": "id", "client_secret": "from-client-file-3"}}"#,
+        )
+        .unwrap();
+        let token = dir.path().join("token.json");
+        std::fs::write(&token, r#"{"refresh_token": "from-token-file-4"}"#).unwrap();
+        let mut cfg = Config::default();
+        cfg.footage.pexels_api_key = Secret::new("pexels-key-1");
+        cfg.voice.tiktok_session_id = Secret::new("tiktok-session-2");
+        cfg.youtube.client_secrets_file = client.display().to_string();
+        cfg.youtube.refresh_token_file = token.display().to_string();
+        cfg.llm.openai_api_key_env = "REELSMITH_TEST_NO_SUCH_VARIABLE".into();
+        let found: Vec<String> = config_secrets(&cfg)
+            .iter()
+            .map(|s| s.expose().to_string())
+            .collect();
+        for want in [
+            "pexels-key-1",
+            "tiktok-session-2",
+            "from-client-file-3",
+            "from-token-file-4",
+        ] {
+            assert!(found.iter().any(|f| f == want), "{want} not in {found:?}");
+        }
+        // Keys set in the config itself win over the files, and both are secrets.
+        cfg.youtube.client_secret = Secret::new("from-config-5");
+        let r = redactor(&cfg);
+        assert_eq!(
+            r.scrub("from-config-5 pexels-key-1 from-token-file-4"),
+            "[redacted] [redacted] [redacted]"
+        );
+        assert!(redactor(&Config::default()).is_empty());
     }
 }

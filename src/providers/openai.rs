@@ -39,10 +39,7 @@ impl OpenAi {
 
     /// Reads the key from the environment variable `llm.openai_api_key_env` (absent: no header).
     pub fn from_config(cfg: &LlmConfig) -> Result<OpenAi, ProviderError> {
-        let key = std::env::var(&cfg.openai_api_key_env)
-            .ok()
-            .map(Secret::from);
-        OpenAi::new(&cfg.openai_base_url, key, timeout_of(cfg))
+        OpenAi::new(&cfg.openai_base_url, api_key(cfg), timeout_of(cfg))
     }
 
     fn request(&self, req: HttpRequest) -> HttpRequest {
@@ -118,6 +115,13 @@ fn is_unknown_model(e: &HttpError) -> bool {
                 || (b.contains("model")
                     && (b.contains("not found") || b.contains("does not exist")))
         })
+}
+
+/// The API key, from the environment variable named by `llm.openai_api_key_env`.
+pub fn api_key(cfg: &LlmConfig) -> Option<Secret> {
+    std::env::var(&cfg.openai_api_key_env)
+        .ok()
+        .map(Secret::from)
 }
 
 impl Llm for OpenAi {

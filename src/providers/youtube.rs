@@ -40,39 +40,7 @@ pub struct YouTubeSettings {
 impl YouTubeSettings {
     /// Credentials from the keys, else from `client_secrets_file` / `refresh_token_file`.
     pub fn from_config(cfg: &YoutubeConfig) -> Result<YouTubeSettings, ProviderError> {
-        let mut client_id = cfg.client_id.trim().to_string();
-        let mut client_secret = cfg.client_secret.clone();
-        if (client_id.is_empty() || client_secret.is_empty()) && !cfg.client_secrets_file.is_empty()
-        {
-            let v = read_json(&cfg.client_secrets_file)?;
-            let app = v.get("installed").or_else(|| v.get("web")).unwrap_or(&v);
-            let field = |k: &str| app.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            if client_id.is_empty() {
-                client_id = field("client_id");
-            }
-            if client_secret.is_empty() {
-                client_secret = Secret::from(field("client_secret"));
-            }
-        }
-        let mut refresh_token = cfg.refresh_token.clone();
-        if refresh_token.is_empty() && !cfg.refresh_token_file.is_empty() {
-            let text = std::fs::read_to_string(&cfg.refresh_token_file).map_err(|source| {
-                ProviderError::Io {
-                    service: YOUTUBE.name,
-                    path: cfg.refresh_token_file.clone().into(),
-                    source,
-                }
-            })?;
-            refresh_token = match serde_json::from_str::<Value>(&text) {
-                Ok(v) => Secret::from(
-                    v.get("refresh_token")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                ),
-                Err(_) => Secret::from(text.trim().to_string()),
-            };
-        }
+        let (client_id, client_secret, refresh_token) = credentials(cfg)?;
         let missing: Vec<&str> = [
             ("client id", client_id.is_empty()),
             ("client secret", client_secret.is_empty()),
@@ -105,6 +73,52 @@ impl YouTubeSettings {
             retry: RetryPolicy::with_retries(cfg.retries),
         })
     }
+}
+
+/// The OAuth client id and secret and the refresh token: from the keys, else from
+/// `client_secrets_file` / `refresh_token_file`; empty when neither sets them.
+fn credentials(cfg: &YoutubeConfig) -> Result<(String, Secret, Secret), ProviderError> {
+    let mut client_id = cfg.client_id.trim().to_string();
+    let mut client_secret = cfg.client_secret.clone();
+    if (client_id.is_empty() || client_secret.is_empty()) && !cfg.client_secrets_file.is_empty() {
+        let v = read_json(&cfg.client_secrets_file)?;
+        let app = v.get("installed").or_else(|| v.get("web")).unwrap_or(&v);
+        let field = |k: &str| app.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        if client_id.is_empty() {
+            client_id = field("client_id");
+        }
+        if client_secret.is_empty() {
+            client_secret = Secret::from(field("client_secret"));
+        }
+    }
+    let mut refresh_token = cfg.refresh_token.clone();
+    if refresh_token.is_empty() && !cfg.refresh_token_file.is_empty() {
+        let text = std::fs::read_to_string(&cfg.refresh_token_file).map_err(|source| {
+            ProviderError::Io {
+                service: YOUTUBE.name,
+                path: cfg.refresh_token_file.clone().into(),
+                source,
+            }
+        })?;
+        refresh_token = match serde_json::from_str::<Value>(&text) {
+            Ok(v) => Secret::from(
+                v.get("refresh_token")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            Err(_) => Secret::from(text.trim().to_string()),
+        };
+    }
+    Ok((client_id, client_secret, refresh_token))
+}
+
+/// The client secret and refresh token the YouTube keys or files hold (to hide them); none when
+/// the files cannot be read (then no upload can use them either).
+pub fn secrets(cfg: &YoutubeConfig) -> Vec<Secret> {
+    credentials(cfg)
+        .map(|(_, secret, token)| vec![secret, token])
+        .unwrap_or_default()
 }
 
 fn read_json(path: &str) -> Result<Value, ProviderError> {
