@@ -3,6 +3,14 @@
 //! MoneyPrinter's page sends numbers and booleans as strings, so `"2"` and `2`, `"true"` and `true` are
 //! both accepted. Every refusal names the field. The validated request is stored, as JSON, in the job's
 //! first event, so a restarted daemon runs exactly what was accepted.
+//!
+//! Unknown fields are accepted (MoneyPrinter clients may send more than we know) but each becomes a
+//! [`FieldWarning`] ("unknown field subtitlePosition ignored; did you mean subtitlesPosition?"). The
+//! known fields are the ones [`JobRequest::parse`] reads: every read goes through [`Fields`], which
+//! records the name, so a new field is known as soon as the parser reads it.
+
+use std::cell::RefCell;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -51,6 +59,158 @@ pub struct JobRequest {
     pub color: String,
     /// The colour as RGB.
     pub color_rgb: (u8, u8, u8),
+    /// What the body held that the parser ignored: told to the caller and recorded as the job's
+    /// first log event, not stored with the request.
+    #[serde(skip)]
+    pub warnings: Vec<FieldWarning>,
+}
+
+/// A field of the body that was ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FieldWarning {
+    /// Not a field of the request; `suggestion` is the known field it most likely meant.
+    Unknown {
+        field: String,
+        suggestion: Option<&'static str>,
+    },
+    /// More unknown fields than are listed one by one.
+    MoreUnknown { count: usize },
+    /// MoneyPrinter's `zipUrl` (a song archive to download): reelsmith takes songs from
+    /// `POST /api/upload-songs` instead.
+    ZipUrl,
+}
+
+impl fmt::Display for FieldWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FieldWarning::Unknown {
+                field,
+                suggestion: Some(s),
+            } => write!(f, "unknown field {field} ignored; did you mean {s}?"),
+            FieldWarning::Unknown {
+                field,
+                suggestion: None,
+            } => write!(f, "unknown field {field} ignored"),
+            FieldWarning::MoreUnknown { count } => {
+                write!(f, "{count} more unknown fields ignored")
+            }
+            FieldWarning::ZipUrl => f.write_str(
+                "zipUrl ignored: reelsmith does not download song archives; upload songs with POST /api/upload-songs",
+            ),
+        }
+    }
+}
+
+impl FieldWarning {
+    /// The payload of the warning event: the field and the suggestion, when there is one.
+    pub fn payload(&self) -> Value {
+        match self {
+            FieldWarning::Unknown { field, suggestion } => {
+                serde_json::json!({ "field": field, "suggestion": suggestion })
+            }
+            FieldWarning::MoreUnknown { count } => serde_json::json!({ "count": count }),
+            FieldWarning::ZipUrl => serde_json::json!({ "field": "zipUrl" }),
+        }
+    }
+}
+
+/// Unknown fields listed one by one; the rest are counted.
+const MAX_FIELD_WARNINGS: usize = 10;
+/// Longest field name quoted in a warning, in characters.
+const MAX_FIELD_NAME: usize = 64;
+
+/// The body's fields, read by name. Every name asked for is recorded: those are the known fields.
+pub struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    read: RefCell<Vec<&'static str>>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(obj: &'a Map<String, Value>) -> Fields<'a> {
+        Fields {
+            obj,
+            read: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The field `name`, which becomes a known field whether or not the body has it.
+    pub fn get(&self, name: &'static str) -> Option<&'a Value> {
+        let mut read = self.read.borrow_mut();
+        if !read.contains(&name) {
+            read.push(name);
+        }
+        self.obj.get(name)
+    }
+
+    /// The warnings for the body's fields that were never read, in the body's order.
+    pub fn unknown(&self) -> Vec<FieldWarning> {
+        let known = self.read.borrow();
+        let unknown: Vec<&String> = self
+            .obj
+            .keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .collect();
+        let mut out: Vec<FieldWarning> = unknown
+            .iter()
+            .take(MAX_FIELD_WARNINGS)
+            .map(|k| FieldWarning::Unknown {
+                field: clip(k, MAX_FIELD_NAME),
+                suggestion: nearest(k, &known),
+            })
+            .collect();
+        if unknown.len() > MAX_FIELD_WARNINGS {
+            out.push(FieldWarning::MoreUnknown {
+                count: unknown.len() - MAX_FIELD_WARNINGS,
+            });
+        }
+        out
+    }
+}
+
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// The known field `name` was most likely meant to be: the closest by edit distance once case,
+/// `_`, `-` and spaces are ignored (`aspect_ratio` is `aspectRatio`), if it is close at all.
+fn nearest(name: &str, known: &[&'static str]) -> Option<&'static str> {
+    let norm = |s: &str| -> Vec<char> {
+        s.chars()
+            .filter(|c| !matches!(c, '_' | '-' | ' '))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let wanted = norm(name);
+    if wanted.is_empty() || wanted.len() > 2 * MAX_FIELD_NAME {
+        return None;
+    }
+    known
+        .iter()
+        .map(|k| (edit_distance(&wanted, &norm(k)), *k))
+        .filter(|(d, _)| *d <= 2 && 2 * *d < wanted.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, with a transposition of two neighbours counting as one edit.
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let mut prev2: Vec<usize> = Vec::new();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                cur[j] = cur[j].min(prev2[j - 2] + 1);
+            }
+        }
+        prev2 = std::mem::replace(&mut prev, cur);
+    }
+    prev[b.len()]
 }
 
 /// Longest subject and custom prompt, in characters.
@@ -60,11 +220,14 @@ const MAX_PROMPT: usize = 10_000;
 const MAX_SCRIPT: usize = 20_000;
 
 impl JobRequest {
-    /// Parses a JSON body. `voice_known` says whether a voice id can be spoken.
+    /// Parses a JSON body. Fields it does not know are ignored, each with a warning in
+    /// `warnings`. Every field is read through `obj` and unconditionally, so that what is known
+    /// never depends on the values.
     pub fn parse(body: &Value, cfg: &Config) -> Result<JobRequest, RequestError> {
-        let obj = body
-            .as_object()
-            .ok_or_else(|| RequestError("The request body must be a JSON object.".into()))?;
+        let obj = &Fields::new(
+            body.as_object()
+                .ok_or_else(|| RequestError("The request body must be a JSON object.".into()))?,
+        );
         let subject = opt_string(obj, "videoSubject")?.map(|s| s.trim().to_string());
         let video_subject = match subject {
             Some(s) if !s.is_empty() => s,
@@ -127,6 +290,16 @@ impl JobRequest {
                 "color `{color}` is not valid: use a CSS hex colour like #FFFF00 or a colour name like yellow."
             ))
         })?;
+        // MoneyPrinter's page always sends it, empty: only a real archive is worth a warning.
+        let zip_url = match obj.get("zipUrl") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) => !s.trim().is_empty(),
+            Some(_) => true,
+        };
+        let mut warnings = obj.unknown();
+        if zip_url {
+            warnings.insert(0, FieldWarning::ZipUrl);
+        }
         Ok(JobRequest {
             video_subject,
             ai_model,
@@ -140,6 +313,7 @@ impl JobRequest {
             subtitles_position,
             color,
             color_rgb,
+            warnings,
         })
     }
 
@@ -173,7 +347,7 @@ fn wrong_type(field: &str, want: &str) -> RequestError {
     RequestError(format!("{field} must be {want}."))
 }
 
-fn opt_string(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, RequestError> {
+fn opt_string(obj: &Fields, field: &'static str) -> Result<Option<String>, RequestError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -182,8 +356,8 @@ fn opt_string(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, R
 }
 
 fn opt_int(
-    obj: &Map<String, Value>,
-    field: &str,
+    obj: &Fields,
+    field: &'static str,
     min: i64,
     max: i64,
 ) -> Result<Option<i64>, RequestError> {
@@ -203,7 +377,7 @@ fn opt_int(
     }
 }
 
-fn opt_bool(obj: &Map<String, Value>, field: &str) -> Result<Option<bool>, RequestError> {
+fn opt_bool(obj: &Fields, field: &'static str) -> Result<Option<bool>, RequestError> {
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -331,7 +505,83 @@ mod tests {
         assert_eq!(r.threads, Some(2));
         assert_eq!(r.color_rgb, (255, 255, 0));
         assert_eq!(r.custom_prompt, None);
+        assert_eq!(r.warnings, vec![], "the page's own fields are all known");
         assert_eq!(JobRequest::from_json(&r.to_json()).unwrap(), r);
+    }
+
+    fn warnings(v: Value) -> Vec<String> {
+        parse(v)
+            .unwrap()
+            .warnings
+            .iter()
+            .map(|w| w.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_with_a_warning_naming_the_likely_field() {
+        assert_eq!(
+            warnings(json!({"videoSubject": "x", "subtitlePosition": "center,top"})),
+            vec!["unknown field subtitlePosition ignored; did you mean subtitlesPosition?"]
+        );
+        assert_eq!(
+            warnings(
+                json!({"videoSubject": "x", "paragraph_number": 2, "colour": "red", "vioce": "en_us_001", "videosubject": "y"})
+            ),
+            vec![
+                "unknown field colour ignored; did you mean color?",
+                "unknown field paragraph_number ignored; did you mean paragraphNumber?",
+                "unknown field videosubject ignored; did you mean videoSubject?",
+                "unknown field vioce ignored; did you mean voice?",
+            ]
+        );
+        assert_eq!(
+            warnings(json!({"videoSubject": "x", "banana": 1, "id": 2})),
+            vec!["unknown field banana ignored", "unknown field id ignored"]
+        );
+        assert_eq!(
+            warnings(json!({"videoSubject": "x", "zipUrl": "https://example.com/songs.zip"})),
+            vec!["zipUrl ignored: reelsmith does not download song archives; upload songs with POST /api/upload-songs"]
+        );
+        // The warnings are not part of the stored request.
+        let r = parse(json!({"videoSubject": "x", "nope": 1})).unwrap();
+        assert!(!r.to_json().to_string().contains("nope"));
+    }
+
+    #[test]
+    fn every_field_the_parser_reads_is_known() {
+        let known = [
+            "videoSubject",
+            "aiModel",
+            "voice",
+            "paragraphNumber",
+            "customPrompt",
+            "script",
+            "useMusic",
+            "automateYoutubeUpload",
+            "threads",
+            "subtitlesPosition",
+            "color",
+            "zipUrl",
+        ];
+        let body: Map<String, Value> = known
+            .iter()
+            .map(|k| (k.to_string(), Value::Null))
+            .chain([("videoSubject".to_string(), json!("x"))])
+            .collect();
+        assert_eq!(parse(Value::Object(body)).unwrap().warnings, vec![]);
+    }
+
+    #[test]
+    fn a_flood_of_unknown_fields_gives_a_bounded_list() {
+        let mut body = json!({"videoSubject": "x"});
+        for i in 0..500 {
+            body[format!("junk{i:03}{}", "z".repeat(100))] = json!(i);
+        }
+        let w = parse(body).unwrap().warnings;
+        assert_eq!(w.len(), MAX_FIELD_WARNINGS + 1);
+        assert_eq!(w.last(), Some(&FieldWarning::MoreUnknown { count: 490 }));
+        assert!(w[0].to_string().len() < 120, "{}", w[0]);
     }
 
     #[test]

@@ -206,6 +206,58 @@ fn event_ids_increase_strictly_across_jobs() {
 }
 
 #[test]
+fn unknown_fields_are_accepted_answered_with_warnings_and_logged_first() {
+    let (d, _tmp) = paused();
+    let (s, v) = d.post(
+        "/api/generate",
+        &json!({ "videoSubject": "Octopus hearts", "subtitlePosition": "center,top", "aspect_ratio": "9:16", "frobnicate": true }),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["status"], "success");
+    let want = [
+        // `aspectRatio` is not a field yet: nothing to suggest.
+        "unknown field aspect_ratio ignored",
+        "unknown field frobnicate ignored",
+        "unknown field subtitlePosition ignored; did you mean subtitlesPosition?",
+    ];
+    assert_eq!(v["warnings"], json!(want), "{v}");
+    let id = v["jobId"].as_str().expect("jobId");
+
+    // The same warnings are the job's first log events, committed with `queued`.
+    let events = d.events(id);
+    assert_eq!(
+        types(&events),
+        vec!["queued", "log", "log", "log"],
+        "{events:#?}"
+    );
+    assert_eq!(messages(&events[1..]), want);
+    for e in &events[1..] {
+        assert_eq!(e["level"], "warning", "{e}");
+    }
+    assert_eq!(
+        events[3]["payload"],
+        json!({"field": "subtitlePosition", "suggestion": "subtitlesPosition"})
+    );
+    // The job runs what it knows: the default position, not the one in the typo.
+    assert_eq!(
+        events[0]["payload"]["request"]["subtitlesPosition"],
+        json!(["center", "bottom"])
+    );
+    assert!(events[0]["payload"]["request"]
+        .get("subtitlePosition")
+        .is_none());
+
+    // A body with only known fields is answered as before.
+    let (s, v) = d.post(
+        "/api/generate",
+        &json!({ "videoSubject": "Clean", "zipUrl": "" }),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(v.get("warnings").is_none(), "{v}");
+    assert_eq!(d.events(v["jobId"].as_str().unwrap()).len(), 1);
+}
+
+#[test]
 fn numeric_and_boolean_strings_are_accepted() {
     let (d, _tmp) = paused();
     let as_strings = d.submit(&json!({

@@ -32,12 +32,20 @@ pub struct Submit {
     /// The validated request as stored in the `queued` event (made by the caller, off the
     /// scheduler's thread).
     request: serde_json::Value,
+    /// The request's warnings (ignored fields): the job's first log events, committed with
+    /// the `queued` event.
+    warnings: Vec<NewEvent>,
 }
 
 impl Submit {
     pub fn new(request: &JobRequest) -> Submit {
         Submit {
             request: request.to_json(),
+            warnings: request
+                .warnings
+                .iter()
+                .map(|w| NewEvent::warning(w.to_string()).with_payload(w.payload()))
+                .collect(),
         }
     }
 }
@@ -261,7 +269,9 @@ impl Handler<Submit> for Scheduler {
             "maxAttempts": self.config.daemon.max_attempts,
             "request": msg.request,
         }));
-        let send = self.journal.send(Append::one(job, queued));
+        let mut events = vec![queued];
+        events.extend(msg.warnings);
+        let send = self.journal.send(Append { job, events });
         Box::pin(send.into_actor(self).map(move |res, act, ctx| {
             res??;
             act.queue.push_back(job);

@@ -187,11 +187,16 @@ async fn generate(st: &Arc<AppState>, req: Request<Incoming>) -> Result<Response
         .map_err(|e| ApiError::BadRequest(format!("The request body is not valid JSON: {e}.")))?;
     let request = JobRequest::parse(&body, &st.config).map_err(|e| ApiError::BadRequest(e.0))?;
     let job = st.scheduler.send(Submit::new(&request)).await??;
-    ok(json!({
+    let mut answer = json!({
         "status": "success",
         "message": "Video generation queued.",
         "jobId": job.to_string(),
-    }))
+    });
+    if !request.warnings.is_empty() {
+        let warnings: Vec<String> = request.warnings.iter().map(|w| w.to_string()).collect();
+        answer["warnings"] = json!(warnings);
+    }
+    ok(answer)
 }
 
 fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
