@@ -406,7 +406,7 @@ fn write_long_job(store: &Store, first_id: u64, n: u64, request: &Value) -> JobI
             Some(json!({ "searchTerm": format!("octopus hearts {i}") })),
         ));
     }
-    store.append(&batch, &[(first_id, job)]).expect("append");
+    store.append(&batch).expect("append");
     job
 }
 
@@ -415,10 +415,8 @@ fn write_history(store: &Store, total: u64, request: &Value) {
     let per_job = 100;
     let mut id = 1;
     let mut batch = Vec::with_capacity(10_000);
-    let mut created = Vec::new();
     while id <= total {
         let job = JobId::new();
-        created.push((id, job));
         for k in 0..per_job {
             let (kind, level, msg, payload) = match k {
                 0 => (
@@ -452,9 +450,8 @@ fn write_history(store: &Store, total: u64, request: &Value) {
             id += 1;
         }
         if batch.len() >= 10_000 || id > total {
-            store.append(&batch, &created).expect("append");
+            store.append(&batch).expect("append");
             batch.clear();
-            created.clear();
         }
     }
 }

@@ -931,3 +931,44 @@ mod tests {
         assert!(err.contains("crf"), "{err}");
     }
 }
+
+/// Config values given on the command line (`--state-dir`, `--listen`, `--socket`): they win over the
+/// file, at start and at every reload.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    pub state_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub socket: Option<PathBuf>,
+}
+
+impl Overrides {
+    pub fn apply(&self, cfg: &mut Config) {
+        if let Some(d) = &self.state_dir {
+            cfg.daemon.state_dir = d.display().to_string();
+        }
+        if let Some(l) = &self.listen {
+            cfg.server.listen = l.clone();
+        }
+        if let Some(s) = &self.socket {
+            cfg.daemon.socket = s.display().to_string();
+        }
+    }
+}
+
+/// Where a reload reads the config again from: the file the daemon started with (`None`: defaults
+/// and environment only) and the command-line values it must keep.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSource {
+    pub path: Option<PathBuf>,
+    pub overrides: Overrides,
+}
+
+impl ConfigSource {
+    /// Loads, applies the overrides and validates: what a start or a reload sees.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut cfg = Config::load(self.path.as_deref())?;
+        self.overrides.apply(&mut cfg);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}

@@ -11,12 +11,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{json, Value};
 
-use crate::actors::scheduler::{Cancel, Submit};
 use crate::cli::GenerateArgs;
 use crate::config::Config;
-use crate::daemon::{open_log, prepare_state_dir, start_core, stop_core, ServeOptions};
+use crate::daemon::{open_log, prepare_state_dir};
 use crate::event::{Event, JobState, Kind, Level};
 use crate::request::JobRequest;
+use crate::service;
 
 pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut body = json!({ "videoSubject": args.subject });
@@ -60,23 +60,21 @@ pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let system = crate::daemon::system();
     let json_out = args.json;
     let result = system.block_on(async move {
-        let core = start_core(config, state_dir, store, views, &ServeOptions::default()).await?;
-        let job = core
-            .scheduler
-            .send(Submit::new(&request))
-            .await
-            .context("scheduler unreachable")??;
+        let (core, tasks) = service::start(config, state_dir, store, views, false).await?;
+        let job = core.submit(&request).await?;
         if !json_out {
-            eprintln!("Job {job} queued (state: {})", core.state_dir.display());
+            eprintln!("Job {job} queued (state: {})", core.state_dir().display());
         }
-        let mut rx = core.views.subscribe(job).context("job vanished")?;
+        let mut rx = core.subscribe(job).context("job vanished")?;
         let mut after = 0;
         let mut bar = Bar::new(!json_out && std::io::stderr().is_terminal());
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut interrupted = false;
         loop {
-            let view = core.views.view(job).context("job vanished")?;
-            let page = core.store.read_job(job, after, view.last_event_id, 1000)?;
+            let view = core.job(job).context("job vanished")?;
+            let page = core
+                .read_events(job, after, view.last_event_id, 1000)
+                .await?;
             for ev in &page {
                 after = ev.id;
                 if json_out {
@@ -94,12 +92,14 @@ pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
                 _ = sigint.recv(), if !interrupted => {
                     interrupted = true;
                     eprintln!("\nCancelling...");
-                    let _ = core.scheduler.send(Cancel { job, by: None }).await;
+                    let _ = core.cancel(job, None).await;
                 }
             }
         }
-        let view = core.views.view(job).context("job vanished")?;
-        stop_core(&core, Duration::from_secs(5)).await;
+        let view = core.job(job).context("job vanished")?;
+        core.request_stop();
+        tasks.stop_jobs(Duration::from_secs(5)).await;
+        tasks.close_journal().await;
         anyhow::Ok(view)
     });
     actix::System::current().stop();

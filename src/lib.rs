@@ -25,6 +25,7 @@ pub mod http;
 pub mod pipeline;
 pub mod providers;
 pub mod request;
+pub mod service;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;

@@ -22,20 +22,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             paused,
         } => {
             reelsmith::telemetry::init("info");
-            let overrides = reelsmith::daemon::Overrides {
-                state_dir: common.state_dir.clone(),
-                listen,
-                socket,
+            let source = reelsmith::config::ConfigSource {
+                path: common.config.clone(),
+                overrides: reelsmith::config::Overrides {
+                    state_dir: common.state_dir.clone(),
+                    listen,
+                    socket,
+                },
             };
-            let mut cfg = Config::load(common.config.as_deref())?;
-            overrides.apply(&mut cfg);
-            cfg.validate()?;
+            let cfg = source.load()?;
             reelsmith::providers::secret::install(&reelsmith::providers::redactor(&cfg));
-            let opts = reelsmith::daemon::ServeOptions {
-                paused,
-                config_path: common.config.clone(),
-                overrides,
-            };
+            let opts = reelsmith::daemon::ServeOptions { paused, source };
             reelsmith::daemon::run_server(cfg, opts)?;
             Ok(ExitCode::SUCCESS)
         }

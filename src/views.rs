@@ -3,14 +3,14 @@
 //! commit, so a view never shows an event that is not durable. Readers (HTTP, control socket, the
 //! scheduler) take cheap snapshots (`Arc<JobView>`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::watch;
 
 use crate::event::{Event, EventId, JobId, JobState, JobView};
-use crate::store::{Store, StoreError};
+use crate::store::{ReadError, Store};
 
 struct Slot {
     view: Arc<JobView>,
@@ -23,6 +23,21 @@ struct Inner {
     jobs: HashMap<JobId, Slot>,
     /// Jobs in creation order (append-only).
     order: Vec<JobId>,
+    /// The queue: every job whose state is `queued`, keyed by the id of the event that queued it
+    /// (oldest first). Derived from the views in `publish` and `replay`, never edited elsewhere.
+    queue: BTreeMap<EventId, JobId>,
+}
+
+impl Inner {
+    /// Keeps `queue` in step with one view's change (`old` is `None` for a new job).
+    fn requeue(&mut self, old: Option<&JobView>, new: &JobView) {
+        if let Some(o) = old.filter(|o| o.state == JobState::Queued) {
+            self.queue.remove(&o.queued_at);
+        }
+        if new.state == JobState::Queued {
+            self.queue.insert(new.queued_at, new.id);
+        }
+    }
 }
 
 /// Counts by state, for status displays.
@@ -68,7 +83,7 @@ impl Views {
     }
 
     /// Rebuilds every view from the log.
-    pub fn replay(store: &Store) -> Result<(Views, ReplayReport), StoreError> {
+    pub fn replay(store: &Store) -> Result<(Views, ReplayReport), ReadError> {
         let mut views: HashMap<JobId, JobView> = HashMap::new();
         let mut order = Vec::new();
         let mut report = ReplayReport::default();
@@ -93,8 +108,10 @@ impl Views {
         let mut inner = Inner {
             jobs: HashMap::with_capacity(views.len()),
             order,
+            queue: BTreeMap::new(),
         };
         for (id, view) in views {
+            inner.requeue(None, &view);
             let (tx, _) = watch::channel(view.last_event_id);
             inner.jobs.insert(
                 id,
@@ -145,20 +162,30 @@ impl Views {
             .collect()
     }
 
-    /// Queued jobs, oldest first (the order the queue takes them in).
-    pub fn queued_fifo(&self) -> Vec<JobId> {
+    /// Up to `limit` queued jobs, oldest first (the order the queue takes them in), leaving out those
+    /// `skip` names (jobs being started whose `running` event has not committed yet).
+    pub fn queued(&self, limit: usize, skip: impl Fn(JobId) -> bool) -> Vec<Arc<JobView>> {
         let inner = self.read();
         inner
-            .order
-            .iter()
-            .filter(|id| {
-                inner
-                    .jobs
-                    .get(id)
-                    .is_some_and(|s| s.view.state == JobState::Queued)
-            })
-            .copied()
+            .queue
+            .values()
+            .filter(|id| !skip(**id))
+            .filter_map(|id| inner.jobs.get(id))
+            .map(|s| s.view.clone())
+            .take(limit)
             .collect()
+    }
+
+    /// The most recently queued job that `skip` does not name.
+    pub fn newest_queued(&self, skip: impl Fn(JobId) -> bool) -> Option<Arc<JobView>> {
+        let inner = self.read();
+        let id = inner.queue.values().rev().find(|id| !skip(**id))?;
+        inner.jobs.get(id).map(|s| s.view.clone())
+    }
+
+    /// How many jobs are queued.
+    pub fn queue_len(&self) -> usize {
+        self.read().queue.len()
     }
 
     pub fn counts(&self) -> Counts {
@@ -185,6 +212,8 @@ impl Views {
             for view in changed {
                 let id = view.id;
                 let last_of_job = view.last_event_id;
+                let old = inner.jobs.get(&id).map(|s| s.view.clone());
+                inner.requeue(old.as_deref(), &view);
                 match inner.jobs.get_mut(&id) {
                     Some(slot) => {
                         slot.view = Arc::new(view);

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::actors::journal::{Append, Journal, JournalError};
+use crate::actors::journal::{Append, JournalError, Refusal};
 use crate::config::Config;
 use crate::event::{EventId, JobId, JobView, Kind, Level, NewEvent};
 use crate::pipeline::{
@@ -33,7 +33,7 @@ pub struct JobEnded {
 
 /// The job's events, through the journal: `emit` resolves after the durable commit.
 struct JournalSink {
-    journal: Addr<Journal>,
+    journal: Recipient<Append>,
     job: JobId,
 }
 
@@ -57,7 +57,7 @@ pub struct JobPaths {
 
 pub struct JobActor {
     view: Arc<JobView>,
-    journal: Addr<Journal>,
+    journal: Recipient<Append>,
     scheduler: Recipient<JobEnded>,
     config: Arc<Config>,
     paths: Arc<JobPaths>,
@@ -68,7 +68,7 @@ pub struct JobActor {
 impl JobActor {
     pub fn new(
         view: Arc<JobView>,
-        journal: Addr<Journal>,
+        journal: Recipient<Append>,
         scheduler: Recipient<JobEnded>,
         config: Arc<Config>,
         paths: Arc<JobPaths>,
@@ -116,7 +116,7 @@ pub fn interruption_events(view: &JobView, reason: &str) -> Vec<NewEvent> {
 
 async fn drive(
     view: Arc<JobView>,
-    journal: Addr<Journal>,
+    journal: Recipient<Append>,
     config: Arc<Config>,
     paths: Arc<JobPaths>,
     signal: StopSignal,
@@ -130,7 +130,7 @@ async fn drive(
     }));
     match journal.send(Append::one(job, running)).await {
         Ok(Ok(_)) => {}
-        Ok(Err(JournalError::Illegal(_))) => {
+        Ok(Err(JournalError::Refused(Refusal::Illegal(_)))) => {
             // A cancel was recorded before the start: finish the cancellation here.
             let ev = NewEvent::new(
                 Kind::Cancelled,

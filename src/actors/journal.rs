@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, error};
 
 use crate::event::{now_ms, Event, EventId, IllegalEvent, JobId, JobView, Kind, NewEvent};
-use crate::store::Store;
+use crate::store::{AppendError, Store};
 use crate::views::{fold_into, Views};
 
 /// Appends events to one job, all or none. The reply carries the committed events' ids.
@@ -40,23 +40,45 @@ impl Append {
 #[rtype(result = "()")]
 pub struct Ping;
 
+/// Writes what is pending, answers it, and stops the journal (the last step of a shutdown). Appends
+/// that arrive afterwards are answered `Closed`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Close;
+
 /// Writes everything queued so far (sent by the journal to itself).
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Flush;
 
+/// Why an append was not written. `Refused` concerns that append alone (the log is fine); `Fatal`
+/// means the log could not be written at all and every later append will fail the same way.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum JournalError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Fatal(Arc<AppendError>),
+    #[error("the journal has stopped")]
+    Closed,
+}
+
+/// An append that is illegal as it stands.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
     #[error(transparent)]
     Illegal(#[from] IllegalEvent),
     #[error("job {0} does not exist")]
     UnknownJob(JobId),
     #[error("an append must carry at least one event")]
     Empty,
-    #[error("the event log could not be written: {0}")]
-    Store(String),
-    #[error("the journal has stopped")]
-    Closed,
+}
+
+impl JournalError {
+    /// Whether the event log itself failed (as opposed to this one append being refused).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, JournalError::Fatal(_))
+    }
 }
 
 struct Pending {
@@ -91,9 +113,9 @@ impl Journal {
         append: Append,
         work: &mut HashMap<JobId, Option<JobView>>,
         now: i64,
-    ) -> Result<(Vec<Event>, bool), JournalError> {
+    ) -> Result<(Vec<Event>, bool), Refusal> {
         if append.events.is_empty() {
-            return Err(JournalError::Empty);
+            return Err(Refusal::Empty);
         }
         let job = append.job;
         let daemon = job == JobId::DAEMON;
@@ -118,7 +140,7 @@ impl Journal {
                 match &copy {
                     Some(v) => v.check(&new)?,
                     None if new.kind == Kind::Queued => {}
-                    None => return Err(JournalError::UnknownJob(job)),
+                    None => return Err(Refusal::UnknownJob(job)),
                 }
             }
             let ev = Event {
@@ -152,20 +174,20 @@ impl Journal {
         let first_id = self.next_id;
         let mut work: HashMap<JobId, Option<JobView>> = HashMap::new();
         let mut batch: Vec<Event> = Vec::new();
-        let mut created: Vec<(EventId, JobId)> = Vec::new();
+        let mut created: Vec<JobId> = Vec::new();
         let mut replies = Vec::with_capacity(pending.len());
         for p in pending {
             let job = p.append.job;
             match self.stage(p.append, &mut work, now) {
                 Ok((events, creates)) => {
                     if creates {
-                        created.push((events[0].id, job));
+                        created.push(job);
                     }
                     let range = batch.len()..batch.len() + events.len();
                     batch.extend(events);
                     replies.push((p.reply, Ok(range)));
                 }
-                Err(e) => replies.push((p.reply, Err(e))),
+                Err(e) => replies.push((p.reply, Err(JournalError::Refused(e)))),
             }
         }
         if batch.is_empty() {
@@ -175,11 +197,11 @@ impl Journal {
             return;
         }
         let started = std::time::Instant::now();
-        if let Err(e) = self.store.append(&batch, &created) {
+        if let Err(e) = self.store.append(&batch) {
             error!(error = %e, events = batch.len(), "event log commit failed");
-            // Nothing of this batch is durable: the ids may be given out again.
+            // Nothing of this batch is durable or visible: the ids may be given out again.
             self.next_id = first_id;
-            let err = JournalError::Store(e.to_string());
+            let err = JournalError::Fatal(Arc::new(e));
             for (reply, r) in replies {
                 let _ = reply.send(r.and(Err(err.clone())));
             }
@@ -193,8 +215,7 @@ impl Journal {
         );
         let last = batch.last().map(|e| e.id).unwrap_or(first_id);
         let changed: Vec<JobView> = work.into_values().flatten().collect();
-        let created_jobs: Vec<JobId> = created.iter().map(|(_, j)| *j).collect();
-        self.views.publish(changed, &created_jobs, last);
+        self.views.publish(changed, &created, last);
         for (reply, r) in replies {
             let _ = reply.send(r.map(|range| batch[range].iter().map(|e| e.id).collect()));
         }
@@ -210,7 +231,7 @@ impl Actor for Journal {
     }
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
-        // Never leave an accepted append unanswered.
+        // However the journal stops, no accepted append is left unanswered.
         self.flush();
         Running::Stop
     }
@@ -236,10 +257,215 @@ impl Handler<Ping> for Journal {
     fn handle(&mut self, _: Ping, _ctx: &mut Self::Context) {}
 }
 
+impl Handler<Close> for Journal {
+    type Result = ();
+
+    fn handle(&mut self, _: Close, ctx: &mut Self::Context) {
+        self.flush();
+        ctx.stop();
+    }
+}
+
 impl Handler<Flush> for Journal {
     type Result = ();
 
     fn handle(&mut self, _: Flush, _ctx: &mut Self::Context) {
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::event::{Kind, Level};
+    use crate::store::FILE_NAME;
+
+    fn queued() -> NewEvent {
+        NewEvent::new(Kind::Queued, Level::Info, "Job queued.")
+            .with_payload(serde_json::json!({ "maxAttempts": 1, "request": {} }))
+    }
+
+    fn log(msg: &str) -> NewEvent {
+        NewEvent::info(msg)
+    }
+
+    fn open(dir: &std::path::Path) -> (Arc<Store>, Arc<Views>) {
+        let store = Store::open(&dir.join(FILE_NAME)).unwrap();
+        let (views, _) = Views::replay(&store).unwrap();
+        (Arc::new(store), Arc::new(views))
+    }
+
+    /// redb's file backend, made to fail every write and sync while `fail` is set (a disk that
+    /// stops taking data).
+    #[derive(Debug)]
+    struct FailingDisk {
+        inner: redb::backends::FileBackend,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl FailingDisk {
+        fn check(&self) -> Result<(), std::io::Error> {
+            if self.fail.load(Ordering::SeqCst) {
+                Err(std::io::Error::other("injected write failure"))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl redb::StorageBackend for FailingDisk {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.write(offset, data)
+        }
+    }
+
+    #[test]
+    fn concurrent_appends_share_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, views) = open(dir.path());
+        actix::System::new().block_on(async {
+            let journal = Journal::new(store.clone(), views.clone()).start();
+            // Every request is in the mailbox before the journal runs once.
+            let sent: Vec<_> = (0..100)
+                .map(|_| journal.send(Append::one(JobId::new(), queued())))
+                .collect();
+            let mut ids = Vec::new();
+            for r in futures_util::future::join_all(sent).await {
+                ids.extend(r.unwrap().unwrap());
+            }
+            assert_eq!(ids, (1..=100).collect::<Vec<_>>());
+        });
+        assert_eq!(store.commits(), 1, "100 appends, one write transaction");
+        assert_eq!(views.last_id(), 100);
+        assert_eq!(views.counts().queued, 100);
+    }
+
+    #[test]
+    fn an_illegal_append_is_refused_alone_and_uses_no_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, views) = open(dir.path());
+        let (a, b, unknown) = (JobId::new(), JobId::new(), JobId::new());
+        actix::System::new().block_on(async {
+            let journal = Journal::new(store.clone(), views.clone()).start();
+            journal
+                .send(Append::one(a, queued()))
+                .await
+                .unwrap()
+                .unwrap();
+            let complete = NewEvent::new(Kind::Complete, Level::Success, "done");
+            let sent = vec![
+                journal.send(Append::one(b, queued())),
+                journal.send(Append::one(a, complete)),
+                journal.send(Append::one(a, log("legal"))),
+                journal.send(Append::one(unknown, log("nobody"))),
+                journal.send(Append {
+                    job: a,
+                    events: Vec::new(),
+                }),
+            ];
+            let r: Vec<_> = futures_util::future::join_all(sent)
+                .await
+                .into_iter()
+                .map(|r| r.unwrap())
+                .collect();
+            assert_eq!(r[0].as_ref().unwrap(), &vec![2]);
+            assert!(matches!(
+                r[1],
+                Err(JournalError::Refused(Refusal::Illegal(_)))
+            ));
+            // The refused append took no id: the next legal one is contiguous.
+            assert_eq!(r[2].as_ref().unwrap(), &vec![3]);
+            assert!(matches!(
+                r[3],
+                Err(JournalError::Refused(Refusal::UnknownJob(j))) if j == unknown
+            ));
+            assert!(matches!(r[4], Err(JournalError::Refused(Refusal::Empty))));
+            assert!(!r[1].as_ref().unwrap_err().is_fatal());
+        });
+        assert_eq!(store.commits(), 2);
+        let ids: Vec<_> = store
+            .read_job(a, 0, u64::MAX, 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, vec![1, 3]);
+        assert_eq!(views.view(a).unwrap().state, crate::event::JobState::Queued);
+        assert!(views.view(unknown).is_none());
+    }
+
+    #[test]
+    fn ids_of_a_failed_commit_are_never_visible() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let fail = Arc::new(AtomicBool::new(false));
+        let (a, b) = (JobId::new(), JobId::new());
+        {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .unwrap();
+            let disk = FailingDisk {
+                inner: redb::backends::FileBackend::new(file).unwrap(),
+                fail: fail.clone(),
+            };
+            let store = Arc::new(Store::open_with_backend(&path, disk).unwrap());
+            let views = Arc::new(Views::new());
+            actix::System::new().block_on(async {
+                let journal = Journal::new(store.clone(), views.clone()).start();
+                let first = journal.send(Append::one(a, queued())).await.unwrap();
+                assert_eq!(first.unwrap(), vec![1]);
+                fail.store(true, Ordering::SeqCst);
+                let sent = vec![
+                    journal.send(Append::one(b, queued())),
+                    journal.send(Append::one(a, log("lost"))),
+                ];
+                for r in futures_util::future::join_all(sent).await {
+                    let err = r.unwrap().unwrap_err();
+                    assert!(err.is_fatal(), "{err}");
+                }
+            });
+            // Nothing of the failed batch is visible to readers.
+            assert_eq!(views.last_id(), 1);
+            assert!(views.view(b).is_none());
+            assert_eq!(views.view(a).unwrap().last_event_id, 1);
+            fail.store(false, Ordering::SeqCst);
+        }
+        // Nor after a restart; the next append may reuse the ids nobody ever saw.
+        let (store, views) = open(dir.path());
+        assert_eq!(store.last_id().unwrap(), 1);
+        assert!(views.view(b).is_none());
+        actix::System::new().block_on(async {
+            let journal = Journal::new(store.clone(), views.clone()).start();
+            let r = journal.send(Append::one(a, log("kept"))).await.unwrap();
+            assert_eq!(r.unwrap(), vec![2]);
+        });
+        let msgs: Vec<_> = store
+            .read_job(a, 0, u64::MAX, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message)
+            .collect();
+        assert_eq!(msgs, vec!["Job queued.", "kept"]);
     }
 }

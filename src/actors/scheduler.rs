@@ -1,12 +1,15 @@
 //! The scheduler: the FIFO queue, the concurrency limit, pause/resume/drain, and cancel/retry routing.
 //!
 //! Every decision is first recorded through the journal and only then acted on: a job is in the
-//! queue because its `queued` event committed; a queued job is cancelled by committing
+//! queue because its `queued` event committed (the queue itself is `Views::queued`, derived from the
+//! committed views; the scheduler keeps no copy of it); a queued job is cancelled by committing
 //! `cancel_requested` + `cancelled`; a running job is cancelled by committing `cancel_requested` and
 //! then telling its actor to stop (the actor records `cancelled`). Admin changes (pause, resume,
-//! concurrency) are recorded as `admin` events of the daemon pseudo-job, with the caller's uid.
+//! concurrency, and the control socket's backup and reload through [`RecordAdmin`]) are recorded as
+//! `admin` events of the daemon pseudo-job, with the caller's uid: the scheduler is the one path by
+//! which the rest of the daemon writes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -15,7 +18,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::actors::job::{JobActor, JobEnded, JobPaths, Stop};
-use crate::actors::journal::{Append, Journal, JournalError};
+use crate::actors::journal::{Append, JournalError, Refusal};
 use crate::config::Config;
 use crate::event::{JobId, JobState, Kind, Level, NewEvent};
 use crate::pipeline::StopReason;
@@ -100,6 +103,16 @@ pub struct Drain {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
+/// Records an admin event of the daemon pseudo-job (backup, reload) with the caller.
+#[derive(Message)]
+#[rtype(result = "Result<(), SchedulerError>")]
+pub struct RecordAdmin {
+    pub message: String,
+    /// The event's payload; `by` is added to it.
+    pub payload: Value,
+    pub by: Caller,
+}
+
 /// A snapshot of the scheduler's own state (also the watchdog's liveness ping).
 #[derive(Message)]
 #[rtype(result = "SchedulerStatus")]
@@ -157,11 +170,10 @@ impl From<MailboxError> for SchedulerError {
 }
 
 pub struct Scheduler {
-    journal: Addr<Journal>,
+    journal: Recipient<Append>,
     views: Arc<Views>,
     config: Arc<Config>,
     paths: Arc<JobPaths>,
-    queue: VecDeque<JobId>,
     running: HashMap<JobId, Addr<JobActor>>,
     paused: bool,
     concurrency: u32,
@@ -171,13 +183,12 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// `queue` holds the jobs left queued by the previous run, oldest first.
+    /// The jobs left queued by the previous run are in `views` already.
     pub fn new(
-        journal: Addr<Journal>,
+        journal: Recipient<Append>,
         views: Arc<Views>,
         config: Arc<Config>,
         paths: JobPaths,
-        queue: Vec<JobId>,
         paused: bool,
     ) -> Scheduler {
         Scheduler {
@@ -186,7 +197,6 @@ impl Scheduler {
             concurrency: config.daemon.concurrency,
             config,
             paths: Arc::new(paths),
-            queue: queue.into(),
             running: HashMap::new(),
             paused,
             draining: false,
@@ -199,30 +209,43 @@ impl Scheduler {
         !self.paused && !self.draining && !self.shutting_down
     }
 
-    /// Starts queued jobs while the limit allows.
+    /// Starts queued jobs, oldest first, while the limit allows.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        while self.admits() && (self.running.len() as u32) < self.concurrency {
-            let Some(job) = self.queue.pop_front() else {
-                break;
-            };
-            let Some(view) = self.views.view(job) else {
-                continue;
-            };
-            if view.state != JobState::Queued || view.cancel_requested {
-                continue;
+        let free = (self.concurrency as usize).saturating_sub(self.running.len());
+        if self.admits() && free > 0 {
+            let running = &self.running;
+            for view in self.views.queued(free, |j| running.contains_key(&j)) {
+                if view.cancel_requested {
+                    continue;
+                }
+                let job = view.id;
+                info!(job = %job, attempt = view.attempt + 1, "job starting");
+                let actor = JobActor::new(
+                    view,
+                    self.journal.clone(),
+                    ctx.address().recipient(),
+                    self.config.clone(),
+                    self.paths.clone(),
+                )
+                .start();
+                self.running.insert(job, actor);
             }
-            info!(job = %job, attempt = view.attempt + 1, "job starting");
-            let actor = JobActor::new(
-                view,
-                self.journal.clone(),
-                ctx.address().recipient(),
-                self.config.clone(),
-                self.paths.clone(),
-            )
-            .start();
-            self.running.insert(job, actor);
         }
         self.wake_idle();
+    }
+
+    /// Queued jobs not yet being started.
+    fn queue_depth(&self) -> usize {
+        let starting = self
+            .running
+            .keys()
+            .filter(|j| {
+                self.views
+                    .view(**j)
+                    .is_some_and(|v| v.state == JobState::Queued)
+            })
+            .count();
+        self.views.queue_len().saturating_sub(starting)
     }
 
     fn wake_idle(&mut self) {
@@ -274,7 +297,6 @@ impl Handler<Submit> for Scheduler {
         let send = self.journal.send(Append { job, events });
         Box::pin(send.into_actor(self).map(move |res, act, ctx| {
             res??;
-            act.queue.push_back(job);
             act.pump(ctx);
             Ok(job)
         }))
@@ -307,7 +329,7 @@ impl Handler<Cancel> for Scheduler {
                         Ok(CancelOutcome::Requested)
                     }
                     // The job ended (its terminal event committed) before the request: a no-op.
-                    Err(JournalError::Illegal(_)) => Ok(CancelOutcome::NoOp),
+                    Err(JournalError::Refused(Refusal::Illegal(_))) => Ok(CancelOutcome::NoOp),
                     Err(e) => Err(e.into()),
                 }
             }));
@@ -322,14 +344,11 @@ impl Handler<Cancel> for Scheduler {
             job,
             events: vec![requested, cancelled],
         });
-        Box::pin(send.into_actor(self).map(move |res, act, _ctx| {
+        Box::pin(send.into_actor(self).map(move |res, _act, _ctx| {
             match res? {
-                Ok(_) => {
-                    act.queue.retain(|j| *j != job);
-                    Ok(CancelOutcome::CancelledQueued)
-                }
+                Ok(_) => Ok(CancelOutcome::CancelledQueued),
                 // It ended (or started and was cancelled) meanwhile.
-                Err(JournalError::Illegal(_)) => Ok(CancelOutcome::NoOp),
+                Err(JournalError::Refused(Refusal::Illegal(_))) => Ok(CancelOutcome::NoOp),
                 Err(e) => Err(e.into()),
             }
         }))
@@ -348,11 +367,9 @@ impl Handler<CancelActive> for Scheduler {
             .max_by_key(|v| v.first_event_id)
             .map(|v| v.id);
         let target = running.or_else(|| {
-            self.queue
-                .iter()
-                .rev()
-                .filter_map(|j| self.views.view(*j))
-                .find(|v| v.state == JobState::Queued && !v.cancel_requested)
+            let running = &self.running;
+            self.views
+                .newest_queued(|j| running.contains_key(&j))
                 .map(|v| v.id)
         });
         let Some(job) = target else {
@@ -386,7 +403,6 @@ impl Handler<Retry> for Scheduler {
         let send = self.journal.send(Append::one(job, ev));
         Box::pin(send.into_actor(self).map(move |res, act, ctx| {
             res??;
-            act.queue.push_back(job);
             act.pump(ctx);
             Ok(())
         }))
@@ -479,19 +495,30 @@ impl Handler<JobEnded> for Scheduler {
 
     fn handle(&mut self, msg: JobEnded, ctx: &mut Self::Context) {
         self.running.remove(&msg.job);
+        // A job re-queued by its attempt's end is back in the (derived) queue already; during a
+        // shutdown it waits there for the next run.
         if let Some(v) = self.views.view(msg.job) {
-            if v.state == JobState::Queued && !self.queue.contains(&msg.job) {
-                if self.shutting_down {
-                    // It goes back to the queue of the next run (the log says queued).
-                } else {
-                    self.queue.push_back(msg.job);
-                }
-            }
             info!(job = %msg.job, state = v.state.as_str(), "job ended");
         } else {
             warn!(job = %msg.job, "ended job has no view");
         }
         self.pump(ctx);
+    }
+}
+
+impl Handler<RecordAdmin> for Scheduler {
+    type Result = ResponseFuture<Result<(), SchedulerError>>;
+
+    fn handle(&mut self, msg: RecordAdmin, _ctx: &mut Self::Context) -> Self::Result {
+        let mut payload = msg.payload;
+        if let Some(obj) = payload.as_object_mut() {
+            obj.insert("by".into(), by_json(msg.by));
+        }
+        let send = self.journal.send(self.admin_event(msg.message, payload));
+        Box::pin(async move {
+            send.await??;
+            Ok(())
+        })
     }
 }
 
@@ -511,7 +538,7 @@ impl Handler<GetStatus> for Scheduler {
             paused: self.paused,
             draining: self.draining,
             concurrency: self.concurrency,
-            queue_depth: self.queue.len(),
+            queue_depth: self.queue_depth(),
             running: self.running.keys().copied().collect(),
         })
     }

@@ -1,9 +1,9 @@
 //! What each control command does against the running core.
 //!
-//! Every state change made here goes through the scheduler or the journal, so it is an event in the
-//! log with the peer's uid (`by: {uid, via: "socket"}`): pause, resume, concurrency, drain, cancel and
-//! retry are recorded by the scheduler; backup and reload are recorded here as `admin` events of the
-//! daemon pseudo-job. Reads (status, jobs, show, events) use the views and the store directly.
+//! Every state change made here goes through the core (`service::Core`), whose scheduler records it
+//! as an event with the peer's uid (`by: {uid, via: "socket"}`): pause, resume, concurrency, drain,
+//! cancel, retry, and the `admin` events of backup and reload. Reads (status, jobs, show, events)
+//! use the core's reads, the same ones HTTP uses.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,13 +15,10 @@ use tracing::{info, warn};
 
 use super::protocol::{self, Request, COMMANDS, DEFAULT_LIMIT};
 use super::server::Conn;
-use crate::actors::journal::Append;
-use crate::actors::scheduler::{
-    Cancel, CancelOutcome, Drain, Retry, SchedulerError, SetConcurrency, SetConfig, SetPaused,
-};
-use crate::config::Config;
-use crate::daemon::{status_json, Core};
-use crate::event::{Event, EventId, JobId, Kind, Level, NewEvent};
+use crate::actors::scheduler::CancelOutcome;
+use crate::config::{Config, ConfigSource};
+use crate::event::{Event, EventId, JobId};
+use crate::service::Core;
 
 /// How often a waiting drain asks systemd for more time, and how much.
 const EXTEND_EVERY: Duration = Duration::from_secs(5);
@@ -42,24 +39,23 @@ const RESTART_KEYS: [&str; 6] = [
 pub struct Commands {
     core: Core,
     socket: PathBuf,
+    /// Where `reload` reads the config again from.
+    source: ConfigSource,
     /// The config as last loaded (start or reload), minus keys that need a restart. A reload
     /// compares the file against this, so a runtime `concurrency` change survives a reload that
     /// does not touch `daemon.concurrency`. The lock also serialises reloads.
     live: Mutex<Arc<Config>>,
 }
 
-fn caller(uid: u32) -> Value {
-    json!({ "uid": uid, "via": "socket" })
-}
-
-fn scheduler_error(e: SchedulerError) -> Value {
-    protocol::error(e)
-}
-
 impl Commands {
-    pub fn new(core: Core, socket: PathBuf) -> Commands {
-        let live = Mutex::new(core.config.clone());
-        Commands { core, socket, live }
+    pub fn new(core: Core, socket: PathBuf, source: ConfigSource) -> Commands {
+        let live = Mutex::new(core.config());
+        Commands {
+            core,
+            socket,
+            source,
+            live,
+        }
     }
 
     /// Runs one request and writes its reply (several lines for `events` with `follow`).
@@ -83,22 +79,21 @@ impl Commands {
         let core = &self.core;
         match req {
             Request::Status => {
-                let mut st = status_json(core).await;
+                let mut st = core.status_json().await;
                 st["socket"] = json!(self.socket.display().to_string());
                 st["configPath"] =
-                    json!(core.config_path.as_ref().map(|p| p.display().to_string()));
+                    json!(self.source.path.as_ref().map(|p| p.display().to_string()));
                 protocol::ok(st)
             }
             Request::Jobs { state, limit } => {
                 let jobs: Vec<Value> = core
-                    .views
                     .list(state, limit)
                     .iter()
                     .map(|v| v.to_json())
                     .collect();
                 protocol::ok(json!({ "jobs": jobs }))
             }
-            Request::Show { job } => match core.views.view(job) {
+            Request::Show { job } => match core.job(job) {
                 Some(v) => {
                     let mut j = v.to_json();
                     j["request"] = serde_json::from_str(&v.request).unwrap_or(Value::Null);
@@ -109,65 +104,43 @@ impl Commands {
             Request::Events {
                 job, after, limit, ..
             } => self.events_page(job, after, limit).await,
-            Request::Cancel { job } => {
-                let sent = core.scheduler.send(Cancel { job, by: Some(uid) }).await;
-                match sent.map_err(SchedulerError::from).and_then(|r| r) {
-                    Ok(outcome) => {
-                        let (name, message) = match outcome {
-                            CancelOutcome::CancelledQueued => {
-                                ("cancelled", "Job cancelled before execution.")
-                            }
-                            CancelOutcome::Requested => ("requested", "Cancellation requested."),
-                            CancelOutcome::NoOp => (
-                                "noop",
-                                "Nothing to cancel: the job has ended or is already being cancelled.",
-                            ),
-                        };
-                        protocol::ok(json!({ "outcome": name, "message": message }))
-                    }
-                    Err(e) => scheduler_error(e),
+            Request::Cancel { job } => match core.cancel(job, Some(uid)).await {
+                Ok(outcome) => {
+                    let (name, message) = match outcome {
+                        CancelOutcome::CancelledQueued => {
+                            ("cancelled", "Job cancelled before execution.")
+                        }
+                        CancelOutcome::Requested => ("requested", "Cancellation requested."),
+                        CancelOutcome::NoOp => (
+                            "noop",
+                            "Nothing to cancel: the job has ended or is already being cancelled.",
+                        ),
+                    };
+                    protocol::ok(json!({ "outcome": name, "message": message }))
                 }
-            }
-            Request::Retry { job } => {
-                let sent = core.scheduler.send(Retry { job, by: Some(uid) }).await;
-                match sent.map_err(SchedulerError::from).and_then(|r| r) {
-                    Ok(()) => protocol::ok(json!({ "message": "Job queued for retry." })),
-                    Err(e) => scheduler_error(e),
-                }
-            }
+                Err(e) => protocol::error(e),
+            },
+            Request::Retry { job } => match core.retry(job, Some(uid)).await {
+                Ok(()) => protocol::ok(json!({ "message": "Job queued for retry." })),
+                Err(e) => protocol::error(e),
+            },
             Request::Pause | Request::Resume => {
                 let paused = req == Request::Pause;
-                let sent = core
-                    .scheduler
-                    .send(SetPaused {
-                        paused,
-                        by: Some(uid),
-                    })
-                    .await;
-                match sent.map_err(SchedulerError::from).and_then(|r| r) {
+                match core.set_paused(paused, Some(uid)).await {
                     Ok(()) => protocol::ok(json!({
                         "paused": paused,
                         "message": if paused { "Queue paused." } else { "Queue resumed." },
                     })),
-                    Err(e) => scheduler_error(e),
+                    Err(e) => protocol::error(e),
                 }
             }
-            Request::Concurrency { value } => {
-                let sent = core
-                    .scheduler
-                    .send(SetConcurrency {
-                        limit: value,
-                        by: Some(uid),
-                    })
-                    .await;
-                match sent.map_err(SchedulerError::from).and_then(|r| r) {
-                    Ok(()) => protocol::ok(json!({
-                        "concurrency": value,
-                        "message": format!("Concurrency set to {value}."),
-                    })),
-                    Err(e) => scheduler_error(e),
-                }
-            }
+            Request::Concurrency { value } => match core.set_concurrency(value, Some(uid)).await {
+                Ok(()) => protocol::ok(json!({
+                    "concurrency": value,
+                    "message": format!("Concurrency set to {value}."),
+                })),
+                Err(e) => protocol::error(e),
+            },
             Request::Backup { path } => self.backup(PathBuf::from(path), uid).await,
             Request::Reload => self.reload(uid).await,
             Request::Ping => protocol::ok(json!({ "pong": true })),
@@ -177,30 +150,23 @@ impl Commands {
         }
     }
 
-    /// One page of a job's events (`job: None`: the daemon's admin events).
+    /// One page of a job's events (`job: None`: the daemon's admin events): `Core::events_page`,
+    /// the same page HTTP answers.
     async fn events_page(&self, job: Option<JobId>, after: EventId, limit: usize) -> Value {
-        let core = &self.core;
-        let (target, upto, state) = match job {
-            Some(j) => match core.views.view(j) {
-                Some(v) => (j, v.last_event_id, Some(v.state.as_str())),
-                None => return protocol::error("Job not found."),
-            },
-            None => (JobId::DAEMON, core.views.last_id(), None),
+        let page = match self.core.events_page(job, after, limit).await {
+            Ok(p) => p,
+            Err(e) => return protocol::error(e),
         };
-        match self.read(target, after, upto, limit).await {
-            Ok(page) => {
-                let last = page.last().map(|e| e.id).unwrap_or(after);
-                let more = page.len() >= limit && last < upto;
-                let events: Vec<Value> = page.iter().map(Event::to_wire).collect();
-                protocol::ok(json!({
-                    "events": events,
-                    "state": state,
-                    "lastEventId": last,
-                    "more": more,
-                }))
-            }
-            Err(e) => protocol::error(e),
-        }
+        let events: Value = match serde_json::from_slice(&page.events_json) {
+            Ok(v) => v,
+            Err(e) => return protocol::error(format!("internal error: events page: {e}")),
+        };
+        protocol::ok(json!({
+            "events": events,
+            "state": page.state.map(|s| s.as_str()),
+            "lastEventId": page.last_event_id,
+            "more": page.more,
+        }))
     }
 
     async fn read(
@@ -210,23 +176,10 @@ impl Commands {
         upto: EventId,
         limit: usize,
     ) -> Result<Vec<Event>, String> {
-        if upto <= after {
-            return Ok(Vec::new());
-        }
-        let store = self.core.store.clone();
-        let read = move || {
-            store
-                .read_job(job, after, upto, limit)
-                .map_err(|e| e.to_string())
-        };
-        if limit <= DEFAULT_LIMIT {
-            // A small range read takes microseconds: cheaper inline than a hop to the blocking pool.
-            read()
-        } else {
-            tokio::task::spawn_blocking(read)
-                .await
-                .map_err(|e| e.to_string())?
-        }
+        self.core
+            .read_events(job, after, upto, limit)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Streams a job's events after `after` as they commit, one line each, until the job reaches a
@@ -234,17 +187,17 @@ impl Commands {
     async fn follow(&self, job: JobId, mut after: EventId, conn: &mut Conn) -> std::io::Result<()> {
         let core = &self.core;
         // Subscribe before reading, so that a commit between a read and the wait is not missed.
-        let Some(mut rx) = core.views.subscribe(job) else {
+        let Some(mut rx) = core.subscribe(job) else {
             return conn.send(&protocol::error("Job not found.")).await;
         };
-        let mut stopping = core.stopping.clone();
+        let mut stopping = core.stopping();
         enum Wake {
             Commit(bool),
             Stopping,
             Gone,
         }
         loop {
-            let Some(view) = core.views.view(job) else {
+            let Some(view) = core.job(job) else {
                 return conn.send(&protocol::error("Job not found.")).await;
             };
             while after < view.last_event_id {
@@ -302,7 +255,7 @@ impl Commands {
         tokio::spawn(async move {
             let started = Instant::now();
             info!(uid, "drain requested");
-            let wait = core.scheduler.send(Drain { by: Some(uid) });
+            let wait = core.drain(Some(uid));
             tokio::pin!(wait);
             let mut extend = tokio::time::interval(EXTEND_EVERY);
             let result = loop {
@@ -332,7 +285,7 @@ impl Commands {
                     waited_ms = started.elapsed().as_millis() as u64,
                     "drain complete; stopping"
                 );
-                let _ = core.stop.send(true);
+                core.request_stop();
             }
         });
         match reply_rx.await {
@@ -346,21 +299,18 @@ impl Commands {
     }
 
     async fn backup(&self, path: PathBuf, uid: u32) -> Value {
-        let store = self.core.store.clone();
-        let dest = path.clone();
         let started = Instant::now();
-        let done = tokio::task::spawn_blocking(move || store.backup(&dest)).await;
-        let events = match done {
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return protocol::error(e),
-            Err(e) => return protocol::error(format!("backup task failed: {e}")),
+        let events = match self.core.backup(path.clone()).await {
+            Ok(n) => n,
+            Err(e) => return protocol::error(e),
         };
         let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let shown = path.display().to_string();
         info!(path = %shown, events, bytes, "backup written");
         self.record(
             format!("Backup written to {shown}."),
-            json!({ "action": "backup", "path": shown, "events": events, "by": caller(uid) }),
+            json!({ "action": "backup", "path": shown, "events": events }),
+            uid,
         )
         .await;
         protocol::ok(json!({
@@ -376,19 +326,15 @@ impl Commands {
     async fn reload(&self, uid: u32) -> Value {
         let core = &self.core;
         let mut live = self.live.lock().await;
-        let path = core.config_path.clone();
-        let loaded = tokio::task::spawn_blocking(move || Config::load(path.as_deref())).await;
-        let mut new = match loaded {
+        let source = self.source.clone();
+        let loaded = tokio::task::spawn_blocking(move || source.load()).await;
+        let new = match loaded {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
                 return protocol::error(format!("config not reloaded, nothing changed: {e}"))
             }
             Err(e) => return protocol::error(format!("reload task failed: {e}")),
         };
-        core.overrides.apply(&mut new);
-        if let Err(e) = new.validate() {
-            return protocol::error(format!("config not reloaded, nothing changed: {e}"));
-        }
         let changed = match changed_keys(&live, &new) {
             Ok(c) => c,
             Err(e) => return protocol::error(format!("config not reloaded: {e}")),
@@ -401,28 +347,19 @@ impl Commands {
             Err(e) => return protocol::error(format!("config not reloaded: {e}")),
         };
         if effective.daemon.concurrency != live.daemon.concurrency {
-            let set = SetConcurrency {
-                limit: effective.daemon.concurrency,
-                by: Some(uid),
-            };
-            match core.scheduler.send(set).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return scheduler_error(e),
-                Err(e) => return scheduler_error(e.into()),
+            if let Err(e) = core
+                .set_concurrency(effective.daemon.concurrency, Some(uid))
+                .await
+            {
+                return protocol::error(e);
             }
         }
-        if let Err(e) = core
-            .scheduler
-            .send(SetConfig {
-                config: effective.clone(),
-            })
-            .await
-        {
-            return scheduler_error(e.into());
+        if let Err(e) = core.set_config(effective.clone()).await {
+            return protocol::error(e);
         }
         *live = effective;
         drop(live);
-        let source = core.config_path.as_ref().map(|p| p.display().to_string());
+        let source = self.source.path.as_ref().map(|p| p.display().to_string());
         info!(applied = ?apply, restart_required = ?restart, "config reloaded");
         self.record(
             "Config reloaded.".into(),
@@ -431,8 +368,8 @@ impl Commands {
                 "configPath": source,
                 "applied": apply,
                 "restartRequired": restart,
-                "by": caller(uid),
             }),
+            uid,
         )
         .await;
         let message = match (apply.is_empty(), restart.is_empty()) {
@@ -463,12 +400,9 @@ impl Commands {
     }
 
     /// Records an admin event of the daemon pseudo-job; a failure is logged, not fatal.
-    async fn record(&self, message: String, payload: Value) {
-        let ev = NewEvent::new(Kind::Admin, Level::Info, message).with_payload(payload);
-        match self.core.journal.send(Append::one(JobId::DAEMON, ev)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(error = %e, "cannot record an admin event"),
-            Err(e) => warn!(error = %e, "journal unreachable for an admin event"),
+    async fn record(&self, message: String, payload: Value, uid: u32) {
+        if let Err(e) = self.core.admin_event(message, payload, Some(uid)).await {
+            warn!(error = %e, "cannot record an admin event");
         }
     }
 }

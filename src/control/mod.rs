@@ -13,4 +13,4 @@ mod server;
 mod table;
 mod unix_users;
 
-pub use server::{bind, start, Access, Conn, ControlError, Listener};
+pub use server::{bind, start, Access, Conn, ControlError, Listener, Serving};

@@ -23,8 +23,8 @@ use tracing::{debug, info, warn};
 use super::commands::Commands;
 use super::protocol::{self, ProtocolError, MAX_LINE};
 use super::unix_users::{lookup_group, lookup_user};
-use crate::config::Config;
-use crate::daemon::Core;
+use crate::config::{Config, ConfigSource};
+use crate::service::Core;
 
 /// Time allowed to finish a line once its first byte arrived.
 const PARTIAL_LINE: Duration = Duration::from_secs(10);
@@ -34,6 +34,8 @@ const IDLE: Duration = Duration::from_secs(600);
 const WRITE: Duration = Duration::from_secs(10);
 /// Connections served at once; more are told so and closed.
 const MAX_CONNECTIONS: usize = 64;
+/// Time connections get to end once the daemon stops (they see `stopping` and say so).
+const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -177,18 +179,40 @@ pub fn bind(config: &Config) -> Result<Listener, ControlError> {
     })
 }
 
-/// Serves `listener` until the daemon stops; returns the socket's path.
-pub fn start(listener: Listener, core: &Core) -> PathBuf {
+/// The serving control socket: its path and the task to join at shutdown.
+pub struct Serving {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the accept loop and its connections to end (they end once the daemon stops),
+    /// then removes the socket file.
+    pub async fn join(self) {
+        if let Err(e) = self.task.await {
+            warn!(error = %e, "the control socket task failed");
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Serves `listener` until the daemon stops; `source` is what `reload` reads again.
+pub fn start(listener: Listener, core: Core, source: ConfigSource) -> Serving {
     let path = listener.path.clone();
-    let commands = Arc::new(Commands::new(core.clone(), path.clone()));
-    tokio::spawn(accept_loop(listener, core.clone(), commands));
-    path
+    let commands = Arc::new(Commands::new(core.clone(), path.clone(), source));
+    let task = tokio::spawn(accept_loop(listener, core, commands));
+    Serving { path, task }
 }
 
 async fn accept_loop(listener: Listener, core: Core, commands: Arc<Commands>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let access = Arc::new(listener.access);
-    let mut stopping = core.stopping.clone();
+    let mut stopping = core.stopping();
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let stream = tokio::select! {
             r = listener.inner.accept() => match r {
@@ -200,17 +224,24 @@ async fn accept_loop(listener: Listener, core: Core, commands: Arc<Commands>) {
                     continue;
                 }
             },
+            Some(_) = conns.join_next() => continue,
             _ = crate::wait_true(&mut stopping) => break,
         };
         let permit = slots.clone().try_acquire_owned().ok();
         let (access, commands, core) = (access.clone(), commands.clone(), core.clone());
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let admitted = permit.is_some();
             serve_connection(stream, &access, &commands, &core, admitted).await;
             drop(permit);
         });
     }
+    drop(listener.inner);
     info!("control socket no longer accepting");
+    let closing = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(CLOSE_GRACE, closing).await.is_err() {
+        warn!("control connections still open after the grace period; closing them");
+        conns.shutdown().await;
+    }
 }
 
 async fn serve_connection(
@@ -252,7 +283,7 @@ async fn serve_connection(
         }
     };
     debug!(uid, "control connection");
-    let mut stopping = core.stopping.clone();
+    let mut stopping = core.stopping();
     let mut line = Vec::new();
     loop {
         let read = tokio::select! {

@@ -74,6 +74,8 @@ pub struct JobView {
     pub progress: Option<f64>,
     pub first_event_id: EventId,
     pub last_event_id: EventId,
+    /// Id of the `queued` event that put the job in the queue last: the queue's order.
+    pub queued_at: EventId,
     /// The submitted request as JSON text, as the first `queued` event's payload holds it (text, not a
     /// `Value`: cheap to keep for every job and to clone with the view).
     pub request: Arc<str>,
@@ -113,6 +115,7 @@ impl JobView {
             progress: None,
             first_event_id: ev.id,
             last_event_id: ev.id,
+            queued_at: ev.id,
             request,
             subject,
             metadata: None,
@@ -167,6 +170,7 @@ impl JobView {
                     self.max_attempts = max;
                 }
                 self.state = JobState::Queued;
+                self.queued_at = ev.id;
                 self.cancel_requested = false;
                 self.progress = None;
                 self.owner = None;
@@ -413,5 +417,124 @@ mod tests {
         let job = JobId::new();
         let first = ev(1, job, NewEvent::info("hello"));
         assert!(fold([&first]).is_none());
+    }
+
+    /// The lifecycle as DESIGN.md states it, written independently of `check`/`apply`.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    struct Model {
+        state: JobState,
+        cancel_requested: bool,
+        attempts: u32,
+        last: EventId,
+        queued_at: EventId,
+    }
+
+    impl Model {
+        fn allows(&self, kind: Kind) -> bool {
+            use JobState::*;
+            match (self.state, kind) {
+                // A completed job never changes; admin events belong to the daemon only.
+                (Completed, _) | (_, Kind::Admin) => false,
+                // `retry` re-opens a failed or cancelled job, and nothing else may follow them.
+                (Failed | Cancelled, k) => k == Kind::Queued,
+                (_, Kind::CancelRequested) => !self.cancel_requested,
+                (Queued, Kind::Running) => !self.cancel_requested,
+                (Queued, Kind::Queued | Kind::Progress | Kind::Complete) => false,
+                (Running, Kind::Running) => false,
+                _ => true,
+            }
+        }
+
+        fn apply(&mut self, kind: Kind, id: EventId) {
+            self.last = id;
+            match kind {
+                Kind::Queued => {
+                    self.state = JobState::Queued;
+                    self.cancel_requested = false;
+                    self.queued_at = id;
+                }
+                Kind::Running => {
+                    self.state = JobState::Running;
+                    self.attempts += 1;
+                }
+                Kind::CancelRequested => self.cancel_requested = true,
+                Kind::Cancelled => self.state = JobState::Cancelled,
+                Kind::Error => self.state = JobState::Failed,
+                Kind::Complete => self.state = JobState::Completed,
+                Kind::Log | Kind::Progress | Kind::Metadata | Kind::Admin => {}
+            }
+        }
+    }
+
+    const KINDS: [Kind; 10] = [
+        Kind::Queued,
+        Kind::Running,
+        Kind::Log,
+        Kind::Progress,
+        Kind::Error,
+        Kind::CancelRequested,
+        Kind::Cancelled,
+        Kind::Complete,
+        Kind::Metadata,
+        Kind::Admin,
+    ];
+
+    fn new_event(kind: Kind) -> NewEvent {
+        match kind {
+            Kind::Queued => queued(3),
+            Kind::Progress => NewEvent::progress(0.5),
+            Kind::Complete => NewEvent::new(kind, Level::Success, "done")
+                .with_payload(json!({"outputPath": "/out.mp4"})),
+            Kind::Error => NewEvent::new(kind, Level::Error, "Failed to render video: boom"),
+            k => NewEvent::new(k, Level::Info, "m"),
+        }
+    }
+
+    #[test]
+    fn the_fold_agrees_with_a_reference_model_over_random_histories() {
+        let mut rng = fastrand::Rng::with_seed(0x5eed_f01d);
+        let (mut accepted, mut refused) = (0u32, 0u32);
+        for _ in 0..2_000 {
+            let job = JobId::new();
+            let first = ev(1, job, queued(3));
+            let mut view = JobView::create(&first).unwrap();
+            let mut model = Model {
+                state: JobState::Queued,
+                cancel_requested: false,
+                attempts: 0,
+                last: 1,
+                queued_at: 1,
+            };
+            let mut id = 1;
+            for _ in 0..rng.usize(1..40) {
+                let kind = KINDS[rng.usize(..KINDS.len())];
+                let new = new_event(kind);
+                let legal = view.check(&new).is_ok();
+                assert_eq!(legal, model.allows(kind), "{kind:?} after {model:?}");
+                if !legal {
+                    refused += 1;
+                    continue;
+                }
+                accepted += 1;
+                id += 1;
+                view.apply(&ev(id, job, new));
+                model.apply(kind, id);
+                assert_eq!(view.state, model.state, "{kind:?}");
+                assert_eq!(view.cancel_requested, model.cancel_requested);
+                assert_eq!(view.attempt, model.attempts);
+                assert_eq!(view.last_event_id, model.last);
+                assert_eq!(view.queued_at, model.queued_at);
+                assert_eq!(
+                    view.result_path.is_some(),
+                    view.state == JobState::Completed
+                );
+                assert_eq!(view.completed_ms.is_some(), view.state.is_terminal());
+            }
+        }
+        // The generator reaches both sides of the rules.
+        assert!(
+            accepted > 10_000 && refused > 10_000,
+            "{accepted} / {refused}"
+        );
     }
 }

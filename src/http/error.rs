@@ -4,6 +4,7 @@
 use hyper::StatusCode;
 
 use crate::actors::scheduler::SchedulerError;
+use crate::service::CoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -64,5 +65,18 @@ impl From<actix::MailboxError> for ApiError {
         ApiError::Unavailable(format!(
             "The scheduler is not answering ({e}); the daemon may be stopping."
         ))
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::Scheduler(e) => e.into(),
+            CoreError::JobNotFound => ApiError::JobNotFound,
+            CoreError::Unreachable(e) => e.into(),
+            CoreError::Read(_) | CoreError::Backup(_) | CoreError::Task(_) => {
+                ApiError::Internal(e.to_string())
+            }
+        }
     }
 }

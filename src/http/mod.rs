@@ -2,51 +2,32 @@
 //!
 //! `serve` is the accept loop: one task per connection, HTTP/1.1 keep-alive, and graceful shutdown
 //! (stop accepting, let requests in flight finish; long polls are woken by the same signal). Handlers
-//! hold only `Addr`s and `Arc`s; reads of the log go straight to redb read transactions (MVCC: they
-//! never wait for the journal).
+//! reach the core only through `service::Core`; its reads go straight to redb read transactions
+//! (MVCC: they never wait for the journal).
 
 pub mod error;
 mod routes;
 mod upload;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use actix::Addr;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::actors::scheduler::Scheduler;
-use crate::config::Config;
-use crate::store::Store;
-use crate::views::Views;
+use crate::service::Core;
 
 pub use routes::handle;
 
-/// What every handler may use.
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub views: Arc<Views>,
-    pub store: Arc<Store>,
-    pub scheduler: Addr<Scheduler>,
-    pub songs_dir: PathBuf,
-    pub started: Instant,
-    /// Becomes `true` when the daemon begins to stop; long polls return early.
-    pub stopping: watch::Receiver<bool>,
-}
-
-/// Accepts connections until `stopping` turns true, then waits (at most `grace`) for requests in
-/// flight.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, grace: Duration) {
+/// Accepts connections until the core starts stopping, then waits (at most `grace`) for requests in
+/// flight; returns when every connection has ended or been closed.
+pub async fn serve(listener: TcpListener, core: Core, grace: Duration) {
     let graceful = GracefulShutdown::new();
-    let mut stopping = state.stopping.clone();
+    let mut stopping = core.stopping();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -60,7 +41,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, grace: Duration)
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let st = state.clone();
+                let st = core.clone();
                 let svc = service_fn(move |req| {
                     let st = st.clone();
                     async move { Ok::<_, std::convert::Infallible>(handle(st, req, peer).await) }

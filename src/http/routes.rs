@@ -2,7 +2,6 @@
 //! to the letter (`Video generation queued.`, `Job not found.`, ...); our extensions only add fields.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,10 +13,10 @@ use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use super::error::ApiError;
-use super::{upload, AppState};
-use crate::actors::scheduler::{Cancel, CancelActive, Submit};
-use crate::event::{EventId, JobId, JobState, JobView};
+use super::upload;
+use crate::event::{JobId, JobState};
 use crate::request::JobRequest;
+use crate::service::Core;
 
 pub type Body = Full<Bytes>;
 
@@ -27,10 +26,11 @@ const MAX_LIMIT: u64 = 1000;
 /// Longest long poll, seconds.
 const MAX_WAIT: u64 = 60;
 
-pub async fn handle(st: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub async fn handle(st: Core, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let origin_ok = !st.config.server.cors_origin.is_empty();
+    let config = st.config();
+    let origin_ok = !config.server.cors_origin.is_empty();
     let mut resp = if method == Method::OPTIONS {
         preflight(&req)
     } else {
@@ -47,7 +47,7 @@ pub async fn handle(st: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr)
         }
     };
     if origin_ok {
-        if let Ok(v) = HeaderValue::from_str(&st.config.server.cors_origin) {
+        if let Ok(v) = HeaderValue::from_str(&config.server.cors_origin) {
             resp.headers_mut()
                 .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
         }
@@ -97,7 +97,7 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
     )
 }
 
-async fn route(st: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+async fn route(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -181,12 +181,13 @@ pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, ApiE
     }
 }
 
-async fn generate(st: &Arc<AppState>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let bytes = read_body(req, st.config.server.max_body_bytes).await?;
+async fn generate(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let config = st.config();
+    let bytes = read_body(req, config.server.max_body_bytes).await?;
     let body: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("The request body is not valid JSON: {e}.")))?;
-    let request = JobRequest::parse(&body, &st.config).map_err(|e| ApiError::BadRequest(e.0))?;
-    let job = st.scheduler.send(Submit::new(&request)).await??;
+    let request = JobRequest::parse(&body, &config).map_err(|e| ApiError::BadRequest(e.0))?;
+    let job = st.submit(&request).await?;
     let mut answer = json!({
         "status": "success",
         "message": "Video generation queued.",
@@ -207,9 +208,9 @@ fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
         .ok_or(ApiError::JobNotFound)
 }
 
-fn get_job(st: &Arc<AppState>, id: &str) -> Result<Response<Body>, ApiError> {
+fn get_job(st: &Core, id: &str) -> Result<Response<Body>, ApiError> {
     let job = parse_job_id(id)?;
-    let view = st.views.view(job).ok_or(ApiError::JobNotFound)?;
+    let view = st.job(job).ok_or(ApiError::JobNotFound)?;
     ok(json!({ "status": "success", "job": view.to_json() }))
 }
 
@@ -272,7 +273,7 @@ fn param_u64(
     Ok(v)
 }
 
-fn list_jobs(st: &Arc<AppState>, query: &str) -> Result<Response<Body>, ApiError> {
+fn list_jobs(st: &Core, query: &str) -> Result<Response<Body>, ApiError> {
     let pairs = query_pairs(query);
     let limit = param_u64(&pairs, "limit", 50, 1, MAX_LIMIT)?;
     let state = match pairs.iter().rev().find(|(k, _)| k == "state") {
@@ -285,7 +286,6 @@ fn list_jobs(st: &Arc<AppState>, query: &str) -> Result<Response<Body>, ApiError
         })?),
     };
     let jobs: Vec<Value> = st
-        .views
         .list(state, limit as usize)
         .iter()
         .map(|v| v.to_json())
@@ -293,78 +293,52 @@ fn list_jobs(st: &Arc<AppState>, query: &str) -> Result<Response<Body>, ApiError
     ok(json!({ "status": "success", "jobs": jobs }))
 }
 
-async fn events(st: &Arc<AppState>, id: &str, query: &str) -> Result<Response<Body>, ApiError> {
+async fn events(st: &Core, id: &str, query: &str) -> Result<Response<Body>, ApiError> {
     let job = parse_job_id(id)?;
     let pairs = query_pairs(query);
     let after = param_u64(&pairs, "after", 0, 0, i64::MAX as u64)?;
     let limit = param_u64(&pairs, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)? as usize;
     let wait = param_u64(&pairs, "wait", 0, 0, MAX_WAIT)?;
-    let view = st.views.view(job).ok_or(ApiError::JobNotFound)?;
-    let waits = wait > 0 && view.last_event_id <= after && !view.state.is_terminal();
-    if !waits {
-        return events_page(st, job, &view, after, limit).await;
-    }
-    // Subscribe, then look again, so that a commit between the look and the wait is not missed.
-    let mut rx = st.views.subscribe(job).ok_or(ApiError::JobNotFound)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
-    let mut stopping = st.stopping.clone();
-    loop {
-        let view = st.views.view(job).ok_or(ApiError::JobNotFound)?;
-        if view.last_event_id > after || view.state.is_terminal() || *stopping.borrow() {
-            return events_page(st, job, &view, after, limit).await;
-        }
-        tokio::select! {
-            changed = tokio::time::timeout_at(deadline, rx.changed()) => {
-                if let Ok(Ok(())) = changed {
-                    continue;
-                }
-                // Timed out, or the job's channel closed: answer with what there is.
+    let view = st.job(job).ok_or(ApiError::JobNotFound)?;
+    if wait > 0 && view.last_event_id <= after && !view.state.is_terminal() {
+        // Subscribe, then look again, so that a commit between the look and the wait is not missed.
+        let mut rx = st.subscribe(job).ok_or(ApiError::JobNotFound)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+        let mut stopping = st.stopping();
+        loop {
+            let view = st.job(job).ok_or(ApiError::JobNotFound)?;
+            if view.last_event_id > after || view.state.is_terminal() || *stopping.borrow() {
+                break;
             }
-            _ = crate::wait_true(&mut stopping) => {}
+            tokio::select! {
+                changed = tokio::time::timeout_at(deadline, rx.changed()) => {
+                    if let Ok(Ok(())) = changed {
+                        continue;
+                    }
+                    // Timed out, or the job's channel closed: answer with what there is.
+                }
+                _ = crate::wait_true(&mut stopping) => {}
+            }
+            break;
         }
-        let view = st.views.view(job).ok_or(ApiError::JobNotFound)?;
-        return events_page(st, job, &view, after, limit).await;
     }
+    events_page(st, job, after, limit).await
 }
 
-/// The events answer, written straight from the stored records: `events` holds the job's events
-/// with `after < id <= view.last_event_id` (at most `limit`), and `state` is the view's, so the two
-/// describe the same moment.
+/// The events answer, written straight from the stored records (`Core::events_page`: the page and
+/// the state describe the same moment).
 async fn events_page(
-    st: &Arc<AppState>,
+    st: &Core,
     job: JobId,
-    view: &JobView,
-    after: EventId,
+    after: u64,
     limit: usize,
 ) -> Result<Response<Body>, ApiError> {
-    let upto = view.last_event_id;
-    let read = move |store: &crate::store::Store| {
-        let mut out =
-            Vec::with_capacity(256 + limit.min(upto.saturating_sub(after) as usize) * 160);
-        out.extend_from_slice(br#"{"status":"success","events":["#);
-        let (n, last) = store
-            .read_job_wire(job, after, upto, limit, &mut out)
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        Ok::<_, ApiError>((out, n, last))
-    };
-    let (mut out, n, last) = if limit <= DEFAULT_LIMIT as usize {
-        // Small range reads take microseconds: cheaper inline than a hop to the blocking pool.
-        read(&st.store)?
-    } else {
-        let store = st.store.clone();
-        tokio::task::spawn_blocking(move || read(&store))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))??
-    };
-    let last = if n == 0 { upto } else { last };
-    let more = n >= limit && last < upto;
-    use std::io::Write;
-    // Writes into a Vec cannot fail.
-    let _ = write!(
-        out,
-        r#"],"state":"{}","lastEventId":{last},"more":{more}}}"#,
-        view.state.as_str()
-    );
+    let page = st.events_page(Some(job), after, limit).await?;
+    let mut out = Vec::with_capacity(page.events_json.len() + 96);
+    out.extend_from_slice(br#"{"status":"success","events":"#);
+    out.extend_from_slice(&page.events_json);
+    page.write_tail(&mut out);
+    out.push(b'}');
     let mut r = Response::new(Full::new(Bytes::from(out)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -373,23 +347,24 @@ async fn events_page(
     Ok(r)
 }
 
-async fn cancel(st: &Arc<AppState>, id: &str) -> Result<Response<Body>, ApiError> {
+async fn cancel(st: &Core, id: &str) -> Result<Response<Body>, ApiError> {
     let job = parse_job_id(id)?;
-    st.scheduler.send(Cancel { job, by: None }).await??;
+    st.cancel(job, None).await?;
     ok(
         json!({ "status": "success", "message": "Cancellation requested.", "jobId": job.to_string() }),
     )
 }
 
-async fn cancel_active(st: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
-    let job = st.scheduler.send(CancelActive { by: None }).await??;
+async fn cancel_active(st: &Core) -> Result<Response<Body>, ApiError> {
+    let job = st.cancel_active(None).await?;
     ok(
         json!({ "status": "success", "message": "Cancellation requested.", "jobId": job.to_string() }),
     )
 }
 
-async fn models(st: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
-    let llm = &st.config.llm;
+async fn models(st: &Core) -> Result<Response<Body>, ApiError> {
+    let config = st.config();
+    let llm = &config.llm;
     let default = crate::providers::llm::model_for(llm, None).to_string();
     // `openai` lists its server's /v1/models; every other setting (auto, ollama, offline) asks Ollama.
     let (listed, fallback_message) = if llm.provider == "openai" {
@@ -424,14 +399,14 @@ async fn models(st: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
     }
 }
 
-async fn health(st: &Arc<AppState>) -> Result<Response<Body>, ApiError> {
-    let missing = crate::pipeline::process::check_tools(&st.config);
-    let counts = st.views.counts();
+async fn health(st: &Core) -> Result<Response<Body>, ApiError> {
+    let missing = crate::pipeline::process::check_tools(&st.config());
+    let counts = st.counts();
     ok(json!({
         "status": if missing.is_empty() { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
-        "uptimeSeconds": st.started.elapsed().as_secs(),
-        "lastEventId": st.views.last_id(),
+        "uptimeSeconds": st.started().elapsed().as_secs(),
+        "lastEventId": st.last_id(),
         "jobs": {
             "queued": counts.queued, "running": counts.running, "completed": counts.completed,
             "failed": counts.failed, "cancelled": counts.cancelled,

@@ -4,7 +4,6 @@
 //! library intact. File names are reduced to a safe base name (no path traversal).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use futures_util::StreamExt;
 use http_body_util::BodyStream;
@@ -15,13 +14,11 @@ use tokio::io::AsyncWriteExt;
 
 use super::error::ApiError;
 use super::routes::{json_response, Body};
-use super::AppState;
+use crate::service::Core;
 
-pub async fn upload_songs(
-    st: &Arc<AppState>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
-    let limit = st.config.server.max_upload_bytes;
+pub async fn upload_songs(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let config = st.config();
+    let limit = config.server.max_upload_bytes;
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -44,7 +41,7 @@ pub async fn upload_songs(
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
     let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
 
-    let library = st.songs_dir.clone();
+    let library = config.songs_dir();
     let parent = library
         .parent()
         .map(Path::to_path_buf)

@@ -1,121 +1,123 @@
 //! The event log on disk: one redb file, the daemon's only source of truth.
 //!
-//! Tables: `events` (global id -> versioned record), `job_events` ((job, id) -> (), the per-job index
-//! for range reads) and `jobs` (id of a job's first event -> job, creation order). Ids come from the
-//! journal, which is the only writer; a batch is one write transaction with immediate durability, so
-//! an append that returned `Ok` survives any crash. Nothing outside this module sees a redb type: the
-//! contract (append a batch, read a job's range after an id, scan everything) would fit another engine.
+//! Tables: `events` (global id -> versioned record) and `job_events` ((job, id) -> (), the per-job
+//! index for range reads). Files written before this version also hold a `jobs` table (first event id
+//! -> job); nothing reads it and it is no longer written or copied (the creation order is the order of
+//! each job's first event). Ids come from the journal, which is the only writer; a batch is one write
+//! transaction with immediate durability, so an append that returned `Ok` survives any crash. Nothing
+//! outside this module sees a redb type: the contract (append a batch, read a job's range after an id,
+//! scan everything) would fit another engine.
 
 pub mod codec;
+mod error;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::event::{Event, EventId, JobId};
 
-pub use codec::DecodeError;
+pub use error::{AppendError, BackupError, DecodeError, OpenError, ReadError};
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const JOB_EVENTS: TableDefinition<(u128, u64), ()> = TableDefinition::new("job_events");
-const JOBS: TableDefinition<u64, u128> = TableDefinition::new("jobs");
 
 /// The database file's name inside the state directory.
 pub const FILE_NAME: &str = "reelsmith.redb";
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot open the event log {path}: {reason}")]
-    Open { path: PathBuf, reason: String },
-    #[error("the event log {path} is in use by another reelsmith process (a running `reelsmith serve`?); stop it or use another state directory")]
-    Locked { path: PathBuf },
-    #[error("event log write failed: {0}")]
-    Write(String),
-    #[error("event log read failed: {0}")]
-    Read(String),
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    #[error("backup to {path} failed: {reason}")]
-    Backup { path: PathBuf, reason: String },
-}
-
-fn write_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Write(e.to_string())
-}
-
-fn read_err(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Read(e.to_string())
-}
 
 /// The embedded event log.
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Write transactions committed since open (one per group commit).
+    commits: AtomicU64,
 }
 
 impl Store {
     /// Opens (or creates) the log at `path` and makes sure every table exists.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open_err = |reason: String| StoreError::Open {
+    pub fn open(path: &Path) -> Result<Store, OpenError> {
+        let builder = Database::builder().set_cache_size(64 << 20).create(path);
+        Store::init(path, builder)
+    }
+
+    fn init(path: &Path, db: Result<Database, redb::DatabaseError>) -> Result<Store, OpenError> {
+        let err = |e: redb::Error| OpenError::Database {
             path: path.to_owned(),
-            reason,
+            source: e,
         };
-        let db = match Database::builder().set_cache_size(64 << 20).create(path) {
+        let db = match db {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(StoreError::Locked {
+                return Err(OpenError::Locked {
                     path: path.to_owned(),
                 })
             }
-            Err(e) => return Err(open_err(e.to_string())),
+            Err(e) => return Err(err(e.into())),
         };
-        let txn = db.begin_write().map_err(|e| open_err(e.to_string()))?;
+        let txn = db.begin_write().map_err(|e| err(e.into()))?;
         {
-            txn.open_table(EVENTS)
-                .map_err(|e| open_err(e.to_string()))?;
-            txn.open_table(JOB_EVENTS)
-                .map_err(|e| open_err(e.to_string()))?;
-            txn.open_table(JOBS).map_err(|e| open_err(e.to_string()))?;
+            txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
+            txn.open_table(JOB_EVENTS).map_err(|e| err(e.into()))?;
         }
-        txn.commit().map_err(|e| open_err(e.to_string()))?;
+        txn.commit().map_err(|e| err(e.into()))?;
         Ok(Store {
             db,
             path: path.to_owned(),
+            commits: AtomicU64::new(0),
         })
+    }
+
+    /// Opens the log on a caller's storage backend (fault injection in tests).
+    #[cfg(test)]
+    pub(crate) fn open_with_backend(
+        path: &Path,
+        backend: impl redb::StorageBackend,
+    ) -> Result<Store, OpenError> {
+        Store::init(path, Database::builder().create_with_backend(backend))
+    }
+
+    /// Write transactions committed since the log was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Appends a batch in one durable transaction. `created` lists the jobs whose first event is in
-    /// the batch, by that event's id. Ids must be larger than every id already stored.
-    pub fn append(&self, batch: &[Event], created: &[(EventId, JobId)]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(write_err)?;
+    /// Appends a batch in one durable transaction. Ids must be larger than every id already stored.
+    pub fn append(&self, batch: &[Event]) -> Result<(), AppendError> {
+        let err = |e: redb::Error| AppendError {
+            path: self.path.clone(),
+            source: e,
+        };
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
         {
-            let mut events = txn.open_table(EVENTS).map_err(write_err)?;
-            let mut index = txn.open_table(JOB_EVENTS).map_err(write_err)?;
+            let mut events = txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
+            let mut index = txn.open_table(JOB_EVENTS).map_err(|e| err(e.into()))?;
             for ev in batch {
                 events
                     .insert(ev.id, codec::encode(ev).as_slice())
-                    .map_err(write_err)?;
+                    .map_err(|e| err(e.into()))?;
                 index
                     .insert((ev.job.as_u128(), ev.id), ())
-                    .map_err(write_err)?;
-            }
-            let mut jobs = txn.open_table(JOBS).map_err(write_err)?;
-            for (id, job) in created {
-                jobs.insert(*id, job.as_u128()).map_err(write_err)?;
+                    .map_err(|e| err(e.into()))?;
             }
         }
-        txn.commit().map_err(write_err)
+        txn.commit().map_err(|e| err(e.into()))?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 
     /// The largest id stored, or 0 for an empty log.
-    pub fn last_id(&self) -> Result<EventId, StoreError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let events = txn.open_table(EVENTS).map_err(read_err)?;
-        let last = events.last().map_err(read_err)?.map(|(k, _)| k.value());
+    pub fn last_id(&self) -> Result<EventId, ReadError> {
+        let txn = self.db.begin_read().map_err(ReadError::storage)?;
+        let events = txn.open_table(EVENTS).map_err(ReadError::storage)?;
+        let last = events
+            .last()
+            .map_err(ReadError::storage)?
+            .map(|(k, _)| k.value());
         Ok(last.unwrap_or(0))
     }
 
@@ -126,7 +128,7 @@ impl Store {
         after: EventId,
         upto: EventId,
         limit: usize,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<Vec<Event>, ReadError> {
         let mut out = Vec::with_capacity(limit.min(256));
         self.for_each_in_job(job, after, upto, limit, |id, bytes| {
             out.push(codec::decode(id, bytes)?);
@@ -144,7 +146,7 @@ impl Store {
         upto: EventId,
         limit: usize,
         out: &mut Vec<u8>,
-    ) -> Result<(usize, EventId), StoreError> {
+    ) -> Result<(usize, EventId), ReadError> {
         let (mut n, mut last) = (0, after);
         self.for_each_in_job(job, after, upto, limit, |id, bytes| {
             if n > 0 {
@@ -166,23 +168,26 @@ impl Store {
         after: EventId,
         upto: EventId,
         limit: usize,
-        mut f: impl FnMut(EventId, &[u8]) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+        mut f: impl FnMut(EventId, &[u8]) -> Result<(), ReadError>,
+    ) -> Result<(), ReadError> {
         if upto <= after || limit == 0 {
             return Ok(());
         }
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let index = txn.open_table(JOB_EVENTS).map_err(read_err)?;
-        let events = txn.open_table(EVENTS).map_err(read_err)?;
+        let txn = self.db.begin_read().map_err(ReadError::storage)?;
+        let index = txn.open_table(JOB_EVENTS).map_err(ReadError::storage)?;
+        let events = txn.open_table(EVENTS).map_err(ReadError::storage)?;
         let j = job.as_u128();
         let mut n = 0;
-        for entry in index.range((j, after + 1)..=(j, upto)).map_err(read_err)? {
-            let (key, _) = entry.map_err(read_err)?;
+        for entry in index
+            .range((j, after + 1)..=(j, upto))
+            .map_err(ReadError::storage)?
+        {
+            let (key, _) = entry.map_err(ReadError::storage)?;
             let id = key.value().1;
             let bytes = events
                 .get(id)
-                .map_err(read_err)?
-                .ok_or_else(|| StoreError::Read(format!("index names missing event {id}")))?;
+                .map_err(ReadError::storage)?
+                .ok_or(ReadError::MissingEvent { id })?;
             f(id, bytes.value())?;
             n += 1;
             if n >= limit {
@@ -193,12 +198,12 @@ impl Store {
     }
 
     /// Calls `f` with every event in id order (start-up replay). Stops at the first damaged record.
-    pub fn scan(&self, mut f: impl FnMut(Event)) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let events = txn.open_table(EVENTS).map_err(read_err)?;
+    pub fn scan(&self, mut f: impl FnMut(Event)) -> Result<u64, ReadError> {
+        let txn = self.db.begin_read().map_err(ReadError::storage)?;
+        let events = txn.open_table(EVENTS).map_err(ReadError::storage)?;
         let mut n = 0;
-        for entry in events.iter().map_err(read_err)? {
-            let (k, v) = entry.map_err(read_err)?;
+        for entry in events.iter().map_err(ReadError::storage)? {
+            let (k, v) = entry.map_err(ReadError::storage)?;
             f(codec::decode(k.value(), v.value())?);
             n += 1;
         }
@@ -206,13 +211,13 @@ impl Store {
     }
 
     /// Number of events stored.
-    pub fn len(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let events = txn.open_table(EVENTS).map_err(read_err)?;
-        events.len().map_err(read_err)
+    pub fn len(&self) -> Result<u64, ReadError> {
+        let txn = self.db.begin_read().map_err(ReadError::storage)?;
+        let events = txn.open_table(EVENTS).map_err(ReadError::storage)?;
+        events.len().map_err(ReadError::storage)
     }
 
-    pub fn is_empty(&self) -> Result<bool, StoreError> {
+    pub fn is_empty(&self) -> Result<bool, ReadError> {
         Ok(self.len()? == 0)
     }
 
@@ -223,46 +228,39 @@ impl Store {
 
     /// Writes a consistent copy of the whole log to a new database at `dest`, from one read
     /// transaction (a snapshot: concurrent appends are neither blocked nor half-copied).
-    pub fn backup(&self, dest: &Path) -> Result<u64, StoreError> {
-        let fail = |reason: String| StoreError::Backup {
-            path: dest.to_owned(),
-            reason,
-        };
+    pub fn backup(&self, dest: &Path) -> Result<u64, BackupError> {
         if dest.exists() {
-            return Err(fail("the file already exists; choose a new path".into()));
+            return Err(BackupError::Exists {
+                path: dest.to_owned(),
+            });
         }
-        let src = self.db.begin_read().map_err(|e| fail(e.to_string()))?;
-        let out = Database::create(dest).map_err(|e| fail(e.to_string()))?;
-        let txn = out.begin_write().map_err(|e| fail(e.to_string()))?;
+        self.copy_to(dest).map_err(|source| BackupError::Storage {
+            path: dest.to_owned(),
+            source,
+        })
+    }
+
+    fn copy_to(&self, dest: &Path) -> Result<u64, redb::Error> {
+        let src = self.db.begin_read()?;
+        let out = Database::create(dest)?;
+        let txn = out.begin_write()?;
         let mut copied = 0;
         {
-            let from = src.open_table(EVENTS).map_err(|e| fail(e.to_string()))?;
-            let mut to = txn.open_table(EVENTS).map_err(|e| fail(e.to_string()))?;
-            for entry in from.iter().map_err(|e| fail(e.to_string()))? {
-                let (k, v) = entry.map_err(|e| fail(e.to_string()))?;
-                to.insert(k.value(), v.value())
-                    .map_err(|e| fail(e.to_string()))?;
+            let from = src.open_table(EVENTS)?;
+            let mut to = txn.open_table(EVENTS)?;
+            for entry in from.iter()? {
+                let (k, v) = entry?;
+                to.insert(k.value(), v.value())?;
                 copied += 1;
             }
-            let from = src
-                .open_table(JOB_EVENTS)
-                .map_err(|e| fail(e.to_string()))?;
-            let mut to = txn
-                .open_table(JOB_EVENTS)
-                .map_err(|e| fail(e.to_string()))?;
-            for entry in from.iter().map_err(|e| fail(e.to_string()))? {
-                let (k, _) = entry.map_err(|e| fail(e.to_string()))?;
-                to.insert(k.value(), ()).map_err(|e| fail(e.to_string()))?;
-            }
-            let from = src.open_table(JOBS).map_err(|e| fail(e.to_string()))?;
-            let mut to = txn.open_table(JOBS).map_err(|e| fail(e.to_string()))?;
-            for entry in from.iter().map_err(|e| fail(e.to_string()))? {
-                let (k, v) = entry.map_err(|e| fail(e.to_string()))?;
-                to.insert(k.value(), v.value())
-                    .map_err(|e| fail(e.to_string()))?;
+            let from = src.open_table(JOB_EVENTS)?;
+            let mut to = txn.open_table(JOB_EVENTS)?;
+            for entry in from.iter()? {
+                let (k, _) = entry?;
+                to.insert(k.value(), ())?;
             }
         }
-        txn.commit().map_err(|e| fail(e.to_string()))?;
+        txn.commit()?;
         Ok(copied)
     }
 }
@@ -295,7 +293,7 @@ mod tests {
             let batch: Vec<_> = (1..=10)
                 .map(|i| ev(i, if i % 2 == 0 { a } else { b }, &format!("m{i}")))
                 .collect();
-            store.append(&batch, &[(1, b), (2, a)]).unwrap();
+            store.append(&batch).unwrap();
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(store.last_id().unwrap(), 10);

@@ -1,0 +1,83 @@
+//! The store's errors: one enum per operation, each keeping redb's error as its source.
+//!
+//! The class matters more than the text: every [`AppendError`] is *fatal* (the log could not be
+//! written: I/O error, corruption, disk full; redb refuses later writes after one), while a *refused*
+//! append (illegal for its job's state) never reaches the store: the journal decides that before it
+//! writes (`actors::journal::JournalError::Refused`).
+
+use std::path::PathBuf;
+
+use crate::event::EventId;
+
+pub use super::codec::DecodeError;
+
+/// Opening the log at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("the event log {path} is in use by another reelsmith process (a running `reelsmith serve`?); stop it or use another state directory")]
+    Locked { path: PathBuf },
+    #[error("cannot open the event log {path}: {source}")]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+}
+
+/// Writing one batch (always fatal: see the module comment).
+#[derive(Debug, thiserror::Error)]
+#[error("the event log {path} could not be written: {source}")]
+pub struct AppendError {
+    pub path: PathBuf,
+    #[source]
+    pub source: redb::Error,
+}
+
+impl AppendError {
+    /// Whether the file system holding the log is full (ENOSPC / EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        io_error(&self.source)
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|c| c == libc::ENOSPC || c == libc::EDQUOT)
+    }
+}
+
+/// Reading records back (range reads, the start-up scan).
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("event log read failed: {source}")]
+    Storage {
+        #[source]
+        source: redb::Error,
+    },
+    #[error("the job index names event {id}, which is missing from the log")]
+    MissingEvent { id: EventId },
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+impl ReadError {
+    pub(super) fn storage(e: impl Into<redb::Error>) -> ReadError {
+        ReadError::Storage { source: e.into() }
+    }
+}
+
+/// `ctl backup`.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("backup to {path} failed: the file already exists; choose a new path")]
+    Exists { path: PathBuf },
+    #[error("backup to {path} failed: {source}")]
+    Storage {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+}
+
+fn io_error(e: &redb::Error) -> Option<&std::io::Error> {
+    match e {
+        redb::Error::Io(io) => Some(io),
+        _ => None,
+    }
+}
