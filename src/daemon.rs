@@ -12,17 +12,16 @@
 //! 5. the journal commits and answers what is pending, stops, and its thread is joined;
 //! 6. the socket file is removed. A restart replays the log and picks the jobs up.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
-use anyhow::Context as _;
 use tracing::{info, warn};
 
 use crate::config::{Config, ConfigSource};
-use crate::service::{self, Core};
-use crate::store::{self, Store};
+use crate::service::{self, open_log, prepare_state_dir, system, Core};
+use crate::store::Store;
 use crate::views::Views;
 
 /// Time running jobs get to record their interruption.
@@ -36,64 +35,6 @@ pub struct ServeOptions {
     pub paused: bool,
     /// What a reload reads again.
     pub source: ConfigSource,
-}
-
-/// Creates the state directory and proves it writable; the error names the path.
-pub fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| {
-        format!(
-            "state directory {} cannot be created (daemon.state_dir)",
-            dir.display()
-        )
-    })?;
-    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
-    std::fs::write(&probe, b"ok").with_context(|| {
-        format!(
-            "state directory {} is not writable (daemon.state_dir)",
-            dir.display()
-        )
-    })?;
-    let _ = std::fs::remove_file(&probe);
-    for sub in ["output", "jobs"] {
-        let p = dir.join(sub);
-        std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
-    }
-    Ok(())
-}
-
-/// Opens the log and rebuilds the views (outside any runtime: this is blocking work).
-pub fn open_log(dir: &Path) -> anyhow::Result<(Arc<Store>, Arc<Views>)> {
-    let path = dir.join(store::FILE_NAME);
-    let store = Store::open(&path)?;
-    let t = Instant::now();
-    let (views, report) = Views::replay(&store)
-        .with_context(|| format!("cannot replay the event log {}", path.display()))?;
-    info!(
-        events = report.events,
-        jobs = report.jobs,
-        orphans = report.orphans,
-        millis = t.elapsed().as_millis() as u64,
-        "event log replayed"
-    );
-    if report.orphans > 0 {
-        warn!(
-            orphans = report.orphans,
-            "events without a job history were skipped"
-        );
-    }
-    Ok((Arc::new(store), Arc::new(views)))
-}
-
-/// The actix System on a multi-thread tokio runtime: actors live on the System thread and on
-/// Arbiters, hyper's connections on the tokio workers.
-pub fn system() -> actix_rt::SystemRunner {
-    actix_rt::System::with_tokio_rt(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            // Building a runtime fails only when the OS refuses threads; nothing to recover then.
-            .expect("cannot start the tokio runtime")
-    })
 }
 
 /// `reelsmith serve`.

@@ -13,10 +13,9 @@ use serde_json::{json, Value};
 
 use crate::cli::GenerateArgs;
 use crate::config::Config;
-use crate::daemon::{open_log, prepare_state_dir};
 use crate::event::{Event, JobState, Kind, Level};
 use crate::request::JobRequest;
-use crate::service;
+use crate::service::{self, open_log, prepare_state_dir};
 
 pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let mut body = json!({ "videoSubject": args.subject });
@@ -57,7 +56,7 @@ pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let state_dir = config.state_dir();
     prepare_state_dir(&state_dir)?;
     let (store, views) = open_log(&state_dir)?;
-    let system = crate::daemon::system();
+    let system = service::system();
     let json_out = args.json;
     let result = system.block_on(async move {
         let (core, tasks) = service::start(config, state_dir, store, views, false).await?;

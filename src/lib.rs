@@ -14,23 +14,23 @@
 //! - `daemon`    Boot and shutdown sequences (`serve`); `generate` is the one-shot command.
 //! - `config`, `cli`, `telemetry`, `systemd`: the edges.
 
-pub mod actors;
+pub(crate) mod actors;
 pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod event;
 pub mod generate;
-pub mod http;
-pub mod pipeline;
-pub mod providers;
+pub(crate) mod http;
+pub(crate) mod pipeline;
+pub(crate) mod providers;
 pub mod request;
-pub mod service;
+pub(crate) mod service;
 pub mod store;
-pub mod systemd;
+pub(crate) mod systemd;
 pub mod telemetry;
 pub mod views;
-pub mod voices;
+pub(crate) mod voices;
 
 /// Resolves once `rx` holds `true` (or its sender is gone). Holds no lock across an await, so the
 /// future is `Send`.

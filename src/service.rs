@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use anyhow::Context as _;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -27,7 +28,7 @@ use crate::actors::scheduler::{
 use crate::config::Config;
 use crate::event::{Event, EventId, JobId, JobState, JobView, Kind, Level, NewEvent};
 use crate::request::JobRequest;
-use crate::store::{BackupError, ReadError, Store};
+use crate::store::{self, BackupError, ReadError, Store};
 use crate::views::{Counts, Views};
 
 /// Pages larger than this are read on the blocking pool; smaller ones inline (microseconds).
@@ -141,7 +142,6 @@ pub async fn start(
 
 /// Jobs that were running when the previous run died: interrupted, then requeued or failed.
 async fn recover(journal: &Recipient<Append>, views: &Views) -> anyhow::Result<()> {
-    use anyhow::Context as _;
     for view in views.list(Some(JobState::Running), usize::MAX) {
         let events = if view.cancel_requested {
             vec![NewEvent::new(
@@ -445,6 +445,64 @@ impl EventsPage {
             self.last_event_id, self.more
         );
     }
+}
+
+/// Creates the state directory and proves it writable; the error names the path.
+pub fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "state directory {} cannot be created (daemon.state_dir)",
+            dir.display()
+        )
+    })?;
+    let probe = dir.join(format!(".write-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"ok").with_context(|| {
+        format!(
+            "state directory {} is not writable (daemon.state_dir)",
+            dir.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    for sub in ["output", "jobs"] {
+        let p = dir.join(sub);
+        std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Opens the log and rebuilds the views (outside any runtime: this is blocking work).
+pub fn open_log(dir: &Path) -> anyhow::Result<(Arc<Store>, Arc<Views>)> {
+    let path = dir.join(store::FILE_NAME);
+    let store = Store::open(&path)?;
+    let t = Instant::now();
+    let (views, report) = Views::replay(&store)
+        .with_context(|| format!("cannot replay the event log {}", path.display()))?;
+    info!(
+        events = report.events,
+        jobs = report.jobs,
+        orphans = report.orphans,
+        millis = t.elapsed().as_millis() as u64,
+        "event log replayed"
+    );
+    if report.orphans > 0 {
+        warn!(
+            orphans = report.orphans,
+            "events without a job history were skipped"
+        );
+    }
+    Ok((Arc::new(store), Arc::new(views)))
+}
+
+/// The actix System on a multi-thread tokio runtime: actors live on the System thread and on
+/// Arbiters, hyper's connections on the tokio workers.
+pub fn system() -> actix_rt::SystemRunner {
+    actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            // Building a runtime fails only when the OS refuses threads; nothing to recover then.
+            .expect("cannot start the tokio runtime")
+    })
 }
 
 /// Free bytes for an unprivileged writer on the file system holding `path` (statvfs).

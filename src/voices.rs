@@ -98,6 +98,7 @@ pub fn is_known_voice(id: &str) -> bool {
 }
 
 /// Whether TikTok's TTS has a voice `id`.
+#[cfg(test)]
 pub fn is_tiktok_voice(id: &str) -> bool {
     voice_entry(id).is_some_and(|e| e.tiktok)
 }

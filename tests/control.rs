@@ -944,3 +944,46 @@ fn ctl_prints_tables_json_and_exit_codes() {
         1
     );
 }
+
+#[test]
+fn http_and_socket_answer_the_same_events_page() {
+    let (d, _tmp) = Daemon::start(&config(), &["--paused"]);
+    let id = d.submit(&json!({"videoSubject": "one page, two doors"}));
+    ok(&ctl(&d, json!({"cmd": "cancel", "id": id})));
+    let pages = |after: u64, limit: u64| {
+        let (status, http) = d.get(&format!(
+            "/api/jobs/{id}/events?after={after}&limit={limit}"
+        ));
+        assert_eq!(status, 200, "{http}");
+        let sock = ctl(
+            &d,
+            json!({"cmd": "events", "id": id, "after": after, "limit": limit}),
+        );
+        ok(&sock);
+        for k in ["events", "state", "lastEventId", "more"] {
+            assert_eq!(http[k], sock[k], "`{k}` after={after} limit={limit}");
+        }
+        http
+    };
+    let all = pages(0, 200);
+    let events = all["events"].as_array().unwrap();
+    assert_eq!(
+        events.len(),
+        3,
+        "queued, cancel_requested, cancelled: {all}"
+    );
+    let last = events[2]["id"].as_u64().unwrap();
+    assert_eq!(all["lastEventId"], last);
+    assert_eq!(all["state"], "cancelled");
+    // A page cut by `limit` says so, and its cursor is the last id returned.
+    let cut = pages(0, 1);
+    assert_eq!(cut["more"], true);
+    assert_eq!(cut["lastEventId"], events[0]["id"]);
+    // An empty page answers the job's last id as the cursor, through both doors.
+    for after in [last, last + 1_000] {
+        let empty = pages(after, 200);
+        assert!(empty["events"].as_array().unwrap().is_empty());
+        assert_eq!(empty["lastEventId"], last);
+        assert_eq!(empty["more"], false);
+    }
+}

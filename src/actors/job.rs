@@ -175,7 +175,11 @@ async fn drive(
     let outcome = pipeline::run(&mut cx).await;
     info!(job = %job, outcome = ?outcome, "attempt ended");
     let closing = match outcome {
-        Outcome::Completed | Outcome::Failed | Outcome::Lost(_) => Vec::new(),
+        Outcome::Completed | Outcome::Failed => Vec::new(),
+        Outcome::Lost(e) => {
+            warn!(job = %job, error = %e.0, "the job's events can no longer be recorded");
+            Vec::new()
+        }
         Outcome::Stopped(StopReason::Cancelled) => vec![NewEvent::new(
             Kind::Cancelled,
             Level::Warning,

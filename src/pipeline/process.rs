@@ -113,8 +113,6 @@ pub fn check_tools(cfg: &Config) -> Vec<String> {
 #[derive(Debug, Default)]
 pub struct ToolOutput {
     pub stdout: Vec<u8>,
-    /// The last lines of stderr.
-    pub stderr_tail: Vec<String>,
 }
 
 /// Kills the group on drop unless disarmed: the safety net for a future dropped mid-run.
@@ -263,7 +261,7 @@ async fn run_inner(
                 StageError::failed("ToolWait", format!("could not wait for {}: {e}", tool.name))
             })?;
             if status.success() {
-                Ok(ToolOutput { stdout, stderr_tail })
+                Ok(ToolOutput { stdout })
             } else {
                 let code = match status.code() {
                     Some(c) => format!("status {c}"),

@@ -209,16 +209,6 @@ impl HttpRequest {
         self
     }
 
-    /// Largest answer collected in memory by [`HttpClient::send`].
-    pub fn max_body(mut self, bytes: usize) -> HttpRequest {
-        self.max_body = bytes;
-        self
-    }
-
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
         for (_, v, secret) in &self.headers {

@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-pub use http::{HttpClient, HttpError};
+pub use http::HttpError;
 pub use retry::{retry, RetryPolicy, Retryable};
 pub use secret::{Redactor, Secret};
 
@@ -235,6 +235,7 @@ impl ProviderError {
         }
     }
 
+    #[cfg(test)]
     pub fn is_not_configured(&self) -> bool {
         matches!(self, ProviderError::NotConfigured { .. })
     }

@@ -87,10 +87,6 @@ impl Pexels {
         Pexels::new(PexelsSettings::from_config(cfg))
     }
 
-    pub fn settings(&self) -> &PexelsSettings {
-        &self.s
-    }
-
     /// Portrait videos for `term`, long enough, each with its chosen rendition, in Pexels' order.
     pub async fn search(&self, term: &str) -> Result<Vec<VideoPick>, ProviderError> {
         let url = format!(

@@ -51,11 +51,6 @@ impl RetryPolicy {
         }
     }
 
-    /// No retry at all.
-    pub fn once() -> RetryPolicy {
-        RetryPolicy::with_retries(0)
-    }
-
     /// The wait before retry number `retry` (1-based) after `error`.
     pub fn delay<E: Retryable>(&self, retry: u32, error: &E) -> Duration {
         let exp = self
@@ -111,7 +106,8 @@ where
 }
 
 /// An `on_retry` that does nothing.
-pub fn quietly<E>(_retry: u32, _error: &E, _delay: Duration) -> std::future::Ready<()> {
+#[cfg(test)]
+fn quietly<E>(_retry: u32, _error: &E, _delay: Duration) -> std::future::Ready<()> {
     std::future::ready(())
 }
 

@@ -28,11 +28,6 @@ const OFFICIAL_PATH: &str = "/media/api/text/speech/invoke";
 const APP_USER_AGENT: &str =
     "com.zhiliaoapp.musically/2022600030 (Linux; U; Android 7.1.2; es_ES; SM-G988N; Build/NRD90M;tt-ok/3.12.13.1)";
 
-/// Whether TikTok has a voice `voice` (MoneyPrinter's ids; the catalogue is `crate::voices`).
-pub fn is_known_voice(voice: &str) -> bool {
-    crate::voices::is_tiktok_voice(voice)
-}
-
 /// Splits `text` into chunks of at most `max` characters at word boundaries (a word longer than
 /// `max` is cut). Whitespace inside a chunk becomes single spaces.
 pub fn split_chunks(text: &str, max: usize) -> Vec<String> {
@@ -444,7 +439,11 @@ mod tests {
         let words: Vec<&str> = chunks.iter().flat_map(|c| c.split(' ')).collect();
         assert_eq!(words.iter().filter(|w| **w == "octopus").count(), 100);
         assert_eq!(split_chunks("  ", 300), Vec::<String>::new());
-        assert!(is_known_voice("en_us_001") && is_known_voice("br_003") && !is_known_voice("xx"));
+        assert!(
+            crate::voices::is_tiktok_voice("en_us_001")
+                && crate::voices::is_tiktok_voice("br_003")
+                && !crate::voices::is_tiktok_voice("xx")
+        );
     }
 
     #[tokio::test]
