@@ -39,6 +39,7 @@ pub struct ServeOptions {
 
 /// `reelsmith serve`.
 pub fn run_server(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
+    crate::providers::hide_secrets(&config);
     let config = Arc::new(config);
     let state_dir = config.state_dir();
     prepare_state_dir(&state_dir)?;

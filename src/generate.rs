@@ -18,6 +18,7 @@ use crate::request::JobRequest;
 use crate::service::{self, open_log, prepare_state_dir};
 
 pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
+    crate::providers::hide_secrets(&config);
     let mut body = json!({ "videoSubject": args.subject });
     let obj = body.as_object_mut().context("request body")?;
     if let Some(path) = &args.script {

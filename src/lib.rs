@@ -1,18 +1,24 @@
 //! reelsmith: an event-sourced daemon that turns a subject into a finished vertical short video.
 //!
-//! # Layout
-//! - `event`     Event, JobId, the job state fold (`JobView::check` / `apply`). Pure.
-//! - `store`     The redb event log: versioned record codec, range reads, scan, backup. No actix.
-//! - `views`     In-memory job views rebuilt from the log, updated by the journal after each commit.
-//! - `actors`    `journal` (the only writer, group commit), `scheduler` (queue, limits), `job`.
-//! - `pipeline`  The media stages: script, footage, voice, music, subtitles, render, metadata, upload.
-//! - `providers` Clients of outside services (Ollama, ...).
-//! - `request`   The `POST /api/generate` body, parsed and validated.
-//! - `voices`    The voice catalogue (MoneyPrinter ids, espeak-ng voices, TikTok's). A leaf.
-//! - `http`      The hyper server: MoneyPrinter's API plus long polling.
-//! - `control`   The Unix control socket and the `ctl` client.
-//! - `daemon`    Boot and shutdown sequences (`serve`); `generate` is the one-shot command.
-//! - `config`, `cli`, `telemetry`, `systemd`: the edges.
+//! # Layout (each line is a file or folder under `src/`; a module imports only modules listed
+//! above it, except the edges at the end)
+//! - `event/`     Event, JobId, the job state fold (`JobView::check` / `apply`). Pure.
+//! - `store/`     The redb event log: versioned record codec, typed errors, range reads, scan, backup.
+//! - `views`      In-memory job views and the queue, derived from the log after each commit.
+//! - `voices`     The voice catalogue (MoneyPrinter ids, espeak-ng voices, TikTok's). A leaf.
+//! - `percent`    Percent-encoding of URL components. A leaf.
+//! - `secret`     `Secret` (never printed) and the redactor that hides secrets in any text.
+//! - `request`    The `POST /api/generate` body, parsed and validated.
+//! - `providers/` Clients of outside services (Ollama, OpenAI-compatible, Pexels, TikTok, YouTube).
+//! - `pipeline/`  The media stages: script, footage, voice, music, subtitles, render, metadata.
+//! - `actors/`    `journal` (the only writer, group commit), `scheduler` (limits, routing), `job`.
+//! - `service`    `Core`: the one face of the core (submit, cancel, retry, pause, reads, pages...).
+//! - `http/`      The hyper server: MoneyPrinter's API plus long polling, through `Core`.
+//! - `control/`   The Unix control socket (through `Core`) and the `ctl` client.
+//! - `generate`   The one-shot `reelsmith generate` command, through `Core`.
+//! - `daemon`     The boot and shutdown sequences of `serve`.
+//! - Edges: `config` (read once, passed down; imports `secret` only), `cli` (clap), `telemetry`,
+//!   `systemd` (sd_notify). `cli` mounts `control::cli`'s `ctl` subcommands.
 
 pub(crate) mod actors;
 pub mod cli;
@@ -22,9 +28,11 @@ pub mod daemon;
 pub mod event;
 pub mod generate;
 pub(crate) mod http;
+pub(crate) mod percent;
 pub(crate) mod pipeline;
 pub(crate) mod providers;
 pub mod request;
+pub(crate) mod secret;
 pub(crate) mod service;
 pub mod store;
 pub(crate) mod systemd;

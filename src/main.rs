@@ -31,7 +31,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             };
             let cfg = source.load()?;
-            reelsmith::providers::secret::install(&reelsmith::providers::redactor(&cfg));
             let opts = reelsmith::daemon::ServeOptions { paused, source };
             reelsmith::daemon::run_server(cfg, opts)?;
             Ok(ExitCode::SUCCESS)
@@ -39,7 +38,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => {
             reelsmith::telemetry::init("warn");
             let cfg = load_config(&args.common)?;
-            reelsmith::providers::secret::install(&reelsmith::providers::redactor(&cfg));
             reelsmith::generate::run(cfg, args)
         }
         Command::Ctl { common, ctl } => {

@@ -1,13 +1,13 @@
 //! Logging: `tracing` to stderr (journald picks it up under systemd), `RUST_LOG` or the default
 //! filter, colours only on a terminal. Every line is scrubbed of the installed secrets
-//! (`providers::secret::install`; the daemon installs its config's at start) before it is written.
+//! (`secret::install`; the daemon installs its config's at start) before it is written.
 
 use std::io::{IsTerminal, Write};
 
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
-use crate::providers::secret;
+use crate::secret;
 
 /// stderr, through [`Scrubbed`].
 struct ScrubbedStderr;

@@ -318,8 +318,8 @@ pub enum Outcome {
 /// failures, retries and fallbacks. The job's secrets join the process-wide redactor (the log and
 /// the HTTP client's answers), so a key a reload brought in is hidden there too.
 pub async fn run(cx: &mut JobContext) -> Outcome {
-    crate::providers::secret::install(&crate::providers::redactor(&cx.config));
-    let secrets = crate::providers::secret::installed();
+    crate::providers::hide_secrets(&cx.config);
+    let secrets = crate::secret::installed();
     cx.events = Rc::new(sink::GuardedSink::new(cx.job, secrets, cx.events.clone()));
     match run_inner(cx).await {
         Ok(()) => Outcome::Completed,

@@ -498,7 +498,7 @@ async fn collect_capped(
 
 /// `body` without the installed secrets, when it is text that holds one.
 fn scrub_body(body: Bytes) -> Bytes {
-    let redactor = super::secret::installed();
+    let redactor = crate::secret::installed();
     match std::str::from_utf8(&body).map(|text| redactor.scrub(text)) {
         Ok(std::borrow::Cow::Owned(clean)) => Bytes::from(clean),
         _ => body,
@@ -508,7 +508,7 @@ fn scrub_body(body: Bytes) -> Bytes {
 fn status_error(req: &HttpRequest, resp: &HttpResponse) -> HttpError {
     // Scrubbed before it is cut, so that no part of a secret survives at the cut.
     let text = String::from_utf8_lossy(&resp.body);
-    let clean = req.scrub(&super::secret::installed().scrub(&text));
+    let clean = req.scrub(&crate::secret::installed().scrub(&text));
     let short: String = clean.chars().take(300).collect();
     HttpError::Status {
         url: resp.url.clone(),
@@ -595,19 +595,7 @@ fn resolve(base: &str, location: &str) -> String {
     }
 }
 
-/// Percent-encodes a query or form component (RFC 3986 unreserved characters stay).
-pub fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
+pub use crate::percent::encode as urlencode;
 
 /// `base` joined with `path` without doubling or dropping the slash.
 pub fn join_url(base: &str, path: &str) -> String {

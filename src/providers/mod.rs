@@ -22,7 +22,6 @@ pub mod ollama;
 pub mod openai;
 pub mod pexels;
 pub mod retry;
-pub mod secret;
 pub mod tiktok;
 pub mod youtube;
 
@@ -35,9 +34,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use crate::secret::{Redactor, Secret};
 pub use http::HttpError;
 pub use retry::{retry, RetryPolicy, Retryable};
-pub use secret::{Redactor, Secret};
 
 use crate::config::Config;
 
@@ -46,7 +45,7 @@ use crate::config::Config;
 /// OpenAI-compatible server's key (from the environment variable the config names) and the YouTube
 /// credentials kept in files.
 pub fn config_secrets(cfg: &Config) -> Vec<Secret> {
-    let mut out = secret::collect(cfg);
+    let mut out = crate::secret::collect(cfg);
     out.extend(openai::api_key(&cfg.llm));
     out.extend(youtube::secrets(&cfg.youtube));
     out.retain(|s| !s.is_empty());
@@ -56,6 +55,12 @@ pub fn config_secrets(cfg: &Config) -> Vec<Secret> {
 /// A [`Redactor`] of [`config_secrets`].
 pub fn redactor(cfg: &Config) -> Redactor {
     Redactor::new(&config_secrets(cfg))
+}
+
+/// Hides `cfg`'s secrets process-wide from now on (log lines, provider answers): the first step
+/// of `serve` and `generate`.
+pub fn hide_secrets(cfg: &Config) {
+    crate::secret::install(&redactor(cfg));
 }
 
 /// A boxed future that may move between threads (the providers' trait methods return these).

@@ -104,7 +104,7 @@ impl Redactor {
             for form in [
                 raw.to_string(),
                 raw.trim().to_string(),
-                super::http::urlencode(raw.trim()),
+                crate::percent::encode(raw.trim()),
             ] {
                 if form.len() >= MIN_LEN && !needles.contains(&form) {
                     needles.push(form);
