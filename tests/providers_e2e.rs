@@ -1284,3 +1284,72 @@ fn every_configured_secret_is_hidden_when_any_service_echoes_it_in_a_500() {
     assert_playable_vertical_video(&job);
     assert_no_secrets(&d, &[&id], &all);
 }
+
+// ---- Operability: Retry-After honoured both ways. ----
+
+#[test]
+fn retry_after_zero_or_past_retries_soon_and_one_over_the_budget_fails_at_once() {
+    // Searches 1-3: 429 asking to retry now (0, a date in the past, 0); search 4: a refused key, so
+    // the first job ends at the footage stage. Every later search: 429 asking for an hour.
+    let searches = Arc::new(AtomicUsize::new(0));
+    let seen = searches.clone();
+    let pexels = Fake::start(move |req| {
+        if req.path != "/videos/search" {
+            return Resp::not_found();
+        }
+        let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut r = match n {
+            1..=3 => Resp::json(429, &json!({"error": "Rate limit exceeded"})),
+            4 => return Resp::json(401, &json!({"error": "Unauthorized"})),
+            _ => Resp::json(429, &json!({"error": "Slow down"})),
+        };
+        let after = match n {
+            2 => "Thu, 01 Jan 1970 00:00:00 GMT".to_string(),
+            1 | 3 => "0".to_string(),
+            _ => "3600".to_string(),
+        };
+        r.headers.push(("Retry-After", after));
+        r
+    });
+    let cfg = config(
+        "provider = \"offline\"",
+        &format!(
+            "provider = \"pexels\"\nclips = 1\npexels_base_url = \"{}\"\nretries = 3\nfallback = false\nrequest_timeout_secs = 30",
+            pexels.url("")
+        ),
+        "",
+    );
+    let (d, _tmp) = start(&cfg, &[("PEXELS_API_KEY", PEXELS_KEY)]);
+
+    let (_, _, events) = run_job(&d, json!({"videoSubject": "Octopus hearts"}), "failed");
+    assert_eq!(searches.load(Ordering::SeqCst), 4);
+    let is_retry = |e: &&Value| e["level"] == "warning" && e["payload"]["delaySeconds"].is_f64();
+    let delays: Vec<f64> = events
+        .iter()
+        .filter(is_retry)
+        .map(|e| e["payload"]["delaySeconds"].as_f64().unwrap_or(-1.0))
+        .collect();
+    // The minimum backoff (footage: 1 s base, jittered to 0.5..1 s) for each retry; without
+    // Retry-After the third retry would wait 2..4 s.
+    assert_eq!(delays.len(), 3, "{:#?}", messages(&events));
+    assert!(delays.iter().all(|d| (0.5..=1.0).contains(d)), "{delays:?}");
+
+    // An hour asked for, 30 s allowed: one search, no retry, a message giving the wait.
+    let (_, job, events) = run_job(&d, json!({"videoSubject": "Coral reefs"}), "failed");
+    assert_eq!(searches.load(Ordering::SeqCst), 5, "retried after all");
+    assert!(
+        !events.iter().any(|e| is_retry(&e)),
+        "{:#?}",
+        messages(&events)
+    );
+    let msg = job["errorMessage"].as_str().unwrap_or("");
+    let want = format!(
+        "Pexels asked to wait 3600 s before trying again (HTTP 429 at {}), longer than the 30 s this call may take; try again later.",
+        pexels.url("/videos/search")
+    );
+    assert!(msg.ends_with(&want), "{msg}");
+    let last = events.last().expect("events");
+    assert_eq!(last["payload"]["error"], "RetryAfterTooLong", "{last}");
+    assert_eq!(last["payload"]["stage"], "footage", "{last}");
+    assert_eq!(last["payload"]["retryable"], false, "{last}");
+}

@@ -18,6 +18,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
@@ -441,7 +442,10 @@ fn choose_provider(
                 Box::new(PexelsFootage {
                     pexels,
                     cache: ClipCache::for_config(cfg),
-                    policy: RetryPolicy::with_retries(f.retries),
+                    policy: RetryPolicy::for_provider(
+                        f.retries,
+                        Duration::from_secs(f.request_timeout_secs.max(1)),
+                    ),
                     events: events.clone(),
                     seen: RefCell::new(HashSet::new()),
                     fallback: f.fallback.then(|| Generated::new(cfg)),

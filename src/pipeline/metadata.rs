@@ -81,7 +81,7 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
             stage: "metadata",
             provider,
         };
-        let policy = RetryPolicy::with_retries(cfg.llm.retries);
+        let policy = RetryPolicy::for_provider(cfg.llm.retries, llm::timeout_of(&cfg.llm));
         let (client, model) = (client.as_ref(), choice.model.as_str());
         let (subject, script) = (subject.as_str(), script.as_str());
         match online::call(site, &policy, |_| {

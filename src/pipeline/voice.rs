@@ -11,6 +11,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
@@ -354,7 +355,10 @@ fn choose_provider(
                 Box::new(TikTokVoice {
                     tts,
                     ffmpeg: Tool::ffmpeg(cfg),
-                    policy: RetryPolicy::with_retries(cfg.voice.retries),
+                    policy: RetryPolicy::for_provider(
+                        cfg.voice.retries,
+                        Duration::from_secs(cfg.voice.tiktok_timeout_secs.max(1)),
+                    ),
                     events: events.clone(),
                     fallback: cfg.voice.fallback.then(|| Espeak::new(cfg)),
                     failover: Failover::new(

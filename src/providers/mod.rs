@@ -148,6 +148,39 @@ pub enum ProviderError {
         service: &'static str,
         message: String,
     },
+    /// The service asked (`Retry-After`) to wait longer than the call may take: not waited for.
+    #[error(
+        "{} asked to wait {} before trying again{}, longer than the {} this call may take; try again later.",
+        source.service(),
+        seconds(*asked),
+        answered_with(source),
+        seconds(*budget)
+    )]
+    WaitTooLong {
+        asked: Duration,
+        budget: Duration,
+        source: Box<ProviderError>,
+    },
+}
+
+/// `3600 s`, `0.5 s`.
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// ` (HTTP 429 at <url>)` for a refused request.
+fn answered_with(e: &ProviderError) -> String {
+    match e {
+        ProviderError::Http {
+            source: HttpError::Status { url, status, .. },
+            ..
+        } => format!(" (HTTP {status} at {url})"),
+        _ => String::new(),
+    }
 }
 
 fn list(items: &[String]) -> String {
@@ -217,7 +250,7 @@ impl ProviderError {
         }
     }
 
-    /// Timeouts, connection failures, 408, 429 and 5xx.
+    /// Timeouts, connection failures, 408, 429 and 5xx (but not a wait longer than the call may take).
     pub fn retryable(&self) -> bool {
         match self {
             ProviderError::Http { source, .. } => source.retryable(),
@@ -228,6 +261,7 @@ impl ProviderError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ProviderError::Http { source, .. } => source.retry_after(),
+            ProviderError::WaitTooLong { asked, .. } => Some(*asked),
             _ => None,
         }
     }
@@ -236,6 +270,7 @@ impl ProviderError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ProviderError::Http { source, .. } => source.status(),
+            ProviderError::WaitTooLong { source, .. } => source.status(),
             _ => None,
         }
     }
@@ -249,6 +284,7 @@ impl ProviderError {
     pub fn service(&self) -> &'static str {
         match self {
             ProviderError::Http { service, .. } => service.name,
+            ProviderError::WaitTooLong { source, .. } => source.service(),
             ProviderError::NotConfigured { service, .. }
             | ProviderError::ModelNotFound { service, .. }
             | ProviderError::BadAnswer { service, .. }
@@ -265,6 +301,7 @@ impl ProviderError {
             ProviderError::BadAnswer { .. } => "BadAnswer",
             ProviderError::Io { .. } => "IoError",
             ProviderError::Tool { .. } => "ToolFailed",
+            ProviderError::WaitTooLong { .. } => "RetryAfterTooLong",
             ProviderError::Http { source, .. } => match source {
                 HttpError::ConnectionRefused { .. } => "ConnectionRefused",
                 HttpError::Connect { .. } => "ConnectionFailed",
@@ -290,6 +327,13 @@ impl Retryable for ProviderError {
     }
     fn retry_after(&self) -> Option<Duration> {
         ProviderError::retry_after(self)
+    }
+    fn wait_refused(self, asked: Duration, budget: Duration) -> Self {
+        ProviderError::WaitTooLong {
+            asked,
+            budget,
+            source: Box::new(self),
+        }
     }
 }
 
@@ -334,5 +378,32 @@ mod tests {
             "[redacted] [redacted] [redacted]"
         );
         assert!(redactor(&Config::default()).is_empty());
+    }
+
+    #[test]
+    fn a_refused_wait_names_the_service_the_answer_the_wait_and_the_budget() {
+        let busy = ProviderError::http(
+            &TIKTOK,
+            HttpError::Status {
+                url: "https://tts.example/invoke".into(),
+                status: 503,
+                body: String::new(),
+                retry_after: Some(Duration::from_secs(900)),
+            },
+        );
+        assert!(busy.retryable());
+        let e = Retryable::wait_refused(
+            busy,
+            Duration::from_secs(900),
+            Duration::from_millis(30_500),
+        );
+        assert_eq!(
+            e.to_string(),
+            "TikTok TTS asked to wait 900 s before trying again (HTTP 503 at https://tts.example/invoke), longer than the 30.5 s this call may take; try again later."
+        );
+        assert_eq!(
+            (e.code(), e.service(), e.status(), e.retryable()),
+            ("RetryAfterTooLong", "TikTok TTS", Some(503), false)
+        );
     }
 }

@@ -1,8 +1,11 @@
 //! Bounded retries with exponential backoff and jitter, honouring the server's `Retry-After`.
 //!
 //! Delay before retry `n` (1-based): `base * 2^(n-1)`, capped at `max_delay`, then scaled by a random
-//! factor in [0.5, 1) (so concurrent clients spread out); a `Retry-After` raises it to at least that
-//! value, itself capped at `max_retry_after` so a hostile or confused server cannot park a job.
+//! factor in [0.5, 1) (so concurrent clients spread out). A `Retry-After` replaces that backoff: the
+//! wait is what the server asked for, but never less than the minimum backoff (the first retry's), so
+//! `Retry-After: 0` or a date in the past retries soon without hammering. A `Retry-After` longer than
+//! the provider's budget (`max_retry_after`: its request timeout) is not waited for: the call fails at
+//! once, and the error ([`Retryable::wait_refused`]) says how long the service asked to wait.
 //! Only errors that say they are retryable are retried; the last error is returned as is.
 //! `on_retry` runs (and its future is awaited) before each wait, so a caller can record a warning
 //! event per retry.
@@ -16,6 +19,13 @@ pub trait Retryable {
     /// A delay the server asked for.
     fn retry_after(&self) -> Option<Duration> {
         None
+    }
+    /// This error, now saying that the service asked to wait `asked`, more than `budget`.
+    fn wait_refused(self, _asked: Duration, _budget: Duration) -> Self
+    where
+        Self: Sized,
+    {
+        self
     }
 }
 
@@ -36,7 +46,8 @@ pub struct RetryPolicy {
     pub base: Duration,
     /// Longest computed backoff.
     pub max_delay: Duration,
-    /// Longest wait a `Retry-After` may ask for.
+    /// Longest wait a `Retry-After` may ask for (the provider's budget); a longer one fails the
+    /// call at once.
     pub max_retry_after: Duration,
 }
 
@@ -51,8 +62,33 @@ impl RetryPolicy {
         }
     }
 
-    /// The wait before retry number `retry` (1-based) after `error`.
+    /// `retries` retries, and a `Retry-After` waited for only up to `budget` (the provider's
+    /// request timeout: a longer wait would outlast what the call may take).
+    pub fn for_provider(retries: u32, budget: Duration) -> RetryPolicy {
+        RetryPolicy {
+            max_retry_after: budget,
+            ..RetryPolicy::with_retries(retries)
+        }
+    }
+
+    /// The wait before retry number `retry` (1-based) after `error`: the server's `Retry-After`
+    /// (at least the minimum backoff, at most the budget), else the backoff.
     pub fn delay<E: Retryable>(&self, retry: u32, error: &E) -> Duration {
+        match error.retry_after() {
+            Some(asked) => asked.min(self.max_retry_after).max(self.backoff(1)),
+            None => self.backoff(retry),
+        }
+    }
+
+    /// The `Retry-After` of `error` when it is longer than the budget: not to be waited for.
+    pub fn refuses<E: Retryable>(&self, error: &E) -> Option<Duration> {
+        error
+            .retry_after()
+            .filter(|asked| *asked > self.max_retry_after)
+    }
+
+    /// `base * 2^(retry-1)`, capped at `max_delay`, times a random factor in [0.5, 1).
+    fn backoff(&self, retry: u32) -> Duration {
         let exp = self
             .base
             .saturating_mul(
@@ -60,11 +96,7 @@ impl RetryPolicy {
                     .unwrap_or(u32::MAX),
             )
             .min(self.max_delay);
-        let jittered = exp.mul_f64(0.5 + fastrand::f64() * 0.5);
-        match error.retry_after() {
-            Some(asked) => jittered.max(asked.min(self.max_retry_after)),
-            None => jittered,
-        }
+        exp.mul_f64(0.5 + fastrand::f64() * 0.5)
     }
 }
 
@@ -94,7 +126,13 @@ where
     loop {
         match op(attempt).await {
             Ok(v) => return Ok(v),
-            Err(e) if e.retryable() && attempt < attempts => {
+            Err(e) if e.retryable() => {
+                if let Some(asked) = policy.refuses(&e) {
+                    return Err(e.wait_refused(asked, policy.max_retry_after));
+                }
+                if attempt >= attempts {
+                    return Err(e);
+                }
                 let delay = policy.delay(attempt, &e);
                 on_retry(attempt, &e, delay).await;
                 tokio::time::sleep(delay).await;
@@ -221,10 +259,86 @@ mod tests {
             after: Some(Duration::from_secs(3600)),
         };
         assert_eq!(p.delay(1, &greedy), Duration::from_millis(50));
+        assert_eq!(p.refuses(&greedy), Some(Duration::from_secs(3600)));
+        assert_eq!(p.refuses(&asked), None);
         let none = E {
             retryable: true,
             after: None,
         };
         assert!(p.delay(10, &none) <= Duration::from_millis(4));
+    }
+
+    #[test]
+    fn a_retry_after_of_zero_waits_the_minimum_backoff_whatever_the_retry() {
+        let p = RetryPolicy {
+            attempts: 10,
+            base: Duration::from_millis(100),
+            max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(5),
+        };
+        let now = E {
+            retryable: true,
+            after: Some(Duration::ZERO),
+        };
+        let plain = E {
+            retryable: true,
+            after: None,
+        };
+        for _ in 0..50 {
+            // Retry 6 would back off 3.2 s; the server said "now": the first retry's 50..100 ms.
+            let d = p.delay(6, &now);
+            assert!(
+                d >= Duration::from_millis(50) && d < Duration::from_millis(100),
+                "{d:?}"
+            );
+            assert!(p.delay(6, &plain) >= Duration::from_millis(1600));
+        }
+    }
+
+    #[derive(Debug, PartialEq)]
+    enum Refusable {
+        Busy(Duration),
+        Refused { asked: Duration, budget: Duration },
+    }
+
+    impl Retryable for Refusable {
+        fn retryable(&self) -> bool {
+            matches!(self, Refusable::Busy(_))
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            match self {
+                Refusable::Busy(d) => Some(*d),
+                Refusable::Refused { .. } => None,
+            }
+        }
+        fn wait_refused(self, asked: Duration, budget: Duration) -> Self {
+            Refusable::Refused { asked, budget }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_over_the_budget_fails_at_once_saying_how_long() {
+        let calls = RefCell::new(0);
+        let retries = RefCell::new(0);
+        let out: Result<(), Refusable> = retry(
+            &tiny(5),
+            |_| {
+                *calls.borrow_mut() += 1;
+                async { Err(Refusable::Busy(Duration::from_secs(3600))) }
+            },
+            |_, _: &Refusable, _| {
+                *retries.borrow_mut() += 1;
+                std::future::ready(())
+            },
+        )
+        .await;
+        assert_eq!(
+            out,
+            Err(Refusable::Refused {
+                asked: Duration::from_secs(3600),
+                budget: Duration::from_millis(50)
+            })
+        );
+        assert_eq!((*calls.borrow(), *retries.borrow()), (1, 0));
     }
 }

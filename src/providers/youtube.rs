@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 use super::llm::Metadata;
-use super::retry::RetryPolicy;
+use super::retry::{RetryPolicy, Retryable};
 use super::{ProviderError, Secret, YOUTUBE};
 use crate::config::YoutubeConfig;
 
@@ -70,7 +70,10 @@ impl YouTubeSettings {
             category_id: cfg.category_id.clone(),
             chunk_bytes: cfg.chunk_bytes.max(1),
             timeout: Duration::from_secs(cfg.timeout_secs.max(1)),
-            retry: RetryPolicy::with_retries(cfg.retries),
+            retry: RetryPolicy::for_provider(
+                cfg.retries,
+                Duration::from_secs(cfg.timeout_secs.max(1)),
+            ),
         })
     }
 }
@@ -280,6 +283,11 @@ impl YouTube {
                         failures = 0;
                     }
                     offset = next.min(size);
+                }
+                Err(e) if e.retryable() && self.s.retry.refuses(&e).is_some() => {
+                    let asked = self.s.retry.refuses(&e).unwrap_or_default();
+                    let budget = self.s.retry.max_retry_after;
+                    return Err(Retryable::wait_refused(e, asked, budget));
                 }
                 Err(e) if e.retryable() && failures + 1 < self.s.retry.attempts.max(1) => {
                     failures += 1;

@@ -139,7 +139,7 @@ async fn choose_writer(
             llm,
             provider,
             model: llm::model_for(llm_cfg, requested_model).to_string(),
-            policy: RetryPolicy::with_retries(llm_cfg.retries),
+            policy: RetryPolicy::for_provider(llm_cfg.retries, llm::timeout_of(llm_cfg)),
             events: events.clone(),
             stop: stop.clone(),
         }))
