@@ -88,6 +88,12 @@ pub struct GenerateArgs {
     /// Subtitle position, "horizontal,vertical" (e.g. center,bottom).
     #[arg(long)]
     pub position: Option<String>,
+    /// Caption style: classic, word or karaoke.
+    #[arg(long, value_name = "STYLE")]
+    pub subtitles_style: Option<String>,
+    /// Aspect ratio of the video: 9:16, 16:9, 1:1 or 4:5.
+    #[arg(long, value_name = "W:H")]
+    pub aspect: Option<String>,
     /// Print events as JSON lines instead of a progress display.
     #[arg(long)]
     pub json: bool,

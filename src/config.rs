@@ -34,12 +34,12 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// A config choice: a closed set of lower-case names. Parsed at load (a bad name fails naming the
+/// A config choice: a closed set of names, one of them `#[default]` (the documented default). Parsed at load (a bad name fails naming the
 /// key and the allowed names), so code downstream matches on variants with no fallback arm.
 macro_rules! choice {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
         pub enum $name {
             $($(#[$vdoc])* $variant),+
         }
@@ -98,6 +98,7 @@ choice! {
     /// `llm.provider`.
     LlmProvider {
         /// Ollama when it answers, else the offline writer.
+        #[default]
         Auto = "auto",
         Ollama = "ollama",
         /// An OpenAI-compatible server.
@@ -111,6 +112,7 @@ choice! {
     /// `footage.provider`.
     FootageSource {
         /// Moving backgrounds made by ffmpeg (offline).
+        #[default]
         Generated = "generated",
         /// Clips from `footage.local_dir`.
         Local = "local",
@@ -122,6 +124,7 @@ choice! {
     /// `voice.provider`.
     VoiceEngine {
         /// espeak-ng (offline).
+        #[default]
         Espeak = "espeak",
         Tiktok = "tiktok",
     }
@@ -132,6 +135,7 @@ choice! {
     Preset {
         Ultrafast = "ultrafast",
         Superfast = "superfast",
+        #[default]
         Veryfast = "veryfast",
         Faster = "faster",
         Fast = "fast",
@@ -143,8 +147,37 @@ choice! {
 }
 
 choice! {
+    /// How the captions show the words (`subtitles.style`, a request's `subtitlesStyle`).
+    CaptionStyle {
+        /// Lines of the sentence, one or two at a time, in the colour.
+        #[default]
+        Classic = "classic",
+        /// One or two words at a time, large, with a short pop-in.
+        Word = "word",
+        /// The line shown in white, the word being spoken in the colour.
+        Karaoke = "karaoke",
+    }
+}
+
+choice! {
+    /// The video's shape (`render.aspect_ratio`, a request's `aspectRatio`): width:height.
+    AspectRatio {
+        /// Vertical short: `render.width` x `render.height` (1080x1920).
+        #[default]
+        Portrait = "9:16",
+        /// Landscape: the 9:16 frame turned (1920x1080).
+        Landscape = "16:9",
+        /// Square: the 9:16 frame's width both ways (1080x1080).
+        Square = "1:1",
+        /// Feed portrait: the 9:16 frame's width, 5/4 of it high (1080x1350).
+        Feed = "4:5",
+    }
+}
+
+choice! {
     /// `youtube.privacy_status`.
     Privacy {
+        #[default]
         Private = "private",
         Unlisted = "unlisted",
         Public = "public",
@@ -276,7 +309,7 @@ pub struct VoiceConfig {
 pub struct SubtitlesConfig {
     /// Font family name (fontconfig), bold is applied.
     pub font: String,
-    /// Font size at 1920 pixels of height; scaled with the render height.
+    /// Font size at 1080 pixels of short side (a 1080x1920 frame); scaled with the frame's short side.
     pub font_size: u32,
     /// Longest subtitle line, in characters.
     pub max_line_chars: u32,
@@ -284,6 +317,8 @@ pub struct SubtitlesConfig {
     pub color: String,
     /// Default position when a request names none (`horizontal,vertical`).
     pub position: String,
+    /// Default caption style when a request names none.
+    pub style: CaptionStyle,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -298,8 +333,11 @@ pub struct MusicConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RenderConfig {
+    /// The 9:16 frame; the other aspect ratios keep its width as their short side.
     pub width: u32,
     pub height: u32,
+    /// Shape of a video whose request names none.
+    pub aspect_ratio: AspectRatio,
     pub fps: u32,
     /// x264 preset (ultrafast ... veryslow).
     pub preset: Preset,
@@ -312,6 +350,22 @@ pub struct RenderConfig {
     /// Decoder threads per footage input (0 = ffmpeg decides); one keeps memory low, since only
     /// one clip decodes at a time.
     pub decoder_threads: u32,
+}
+
+impl RenderConfig {
+    /// The frame (width, height) of a video of `aspect`: 9:16 is `width` x `height` as configured
+    /// (1080x1920), 16:9 its transpose (1920x1080), 1:1 `width` square (1080x1080), 4:5 `width` by
+    /// 5/4 of it (1080x1350); sides rounded to even numbers.
+    pub fn frame(&self, aspect: AspectRatio) -> (u32, u32) {
+        let even = |v: u64| ((v + 1) & !1) as u32;
+        let w = u64::from(self.width);
+        match aspect {
+            AspectRatio::Portrait => (self.width, self.height),
+            AspectRatio::Landscape => (self.height, self.width),
+            AspectRatio::Square => (self.width, self.width),
+            AspectRatio::Feed => (self.width, even((w * 5 + 2) / 4)),
+        }
+    }
 }
 
 /// YouTube upload (`automateYoutubeUpload`): OAuth refresh-token flow and resumable upload.
@@ -433,6 +487,7 @@ impl Default for SubtitlesConfig {
             max_line_chars: 22,
             color: "#FFFF00".into(),
             position: "center,bottom".into(),
+            style: CaptionStyle::Classic,
         }
     }
 }
@@ -451,6 +506,7 @@ impl Default for RenderConfig {
         RenderConfig {
             width: 1080,
             height: 1920,
+            aspect_ratio: AspectRatio::Portrait,
             fps: 30,
             preset: Preset::Veryfast,
             crf: 23,

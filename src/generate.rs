@@ -41,6 +41,12 @@ pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
     if let Some(p) = &args.position {
         obj.insert("subtitlesPosition".into(), json!(p));
     }
+    if let Some(s) = &args.subtitles_style {
+        obj.insert("subtitlesStyle".into(), json!(s));
+    }
+    if let Some(a) = &args.aspect {
+        obj.insert("aspectRatio".into(), json!(a));
+    }
     obj.insert("useMusic".into(), json!(args.music));
     // Refuse bad input before touching the state directory.
     let request = JobRequest::parse(&body, &config).map_err(|e| anyhow::anyhow!(e.0))?;

@@ -15,7 +15,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::config::Config;
+use crate::config::{AspectRatio, CaptionStyle, Config};
 
 /// Why a request was refused; the message names the field and is shown to the caller as is.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -59,6 +59,13 @@ pub struct JobRequest {
     pub color: String,
     /// The colour as RGB.
     pub color_rgb: (u8, u8, u8),
+    /// How the captions show the words (`subtitlesStyle`). Requests stored before it existed read
+    /// as `classic`.
+    #[serde(default)]
+    pub subtitles_style: CaptionStyle,
+    /// The video's shape (`aspectRatio`). Requests stored before it existed read as 9:16.
+    #[serde(default)]
+    pub aspect_ratio: AspectRatio,
     /// What the body held that the parser ignored: told to the caller and recorded as the job's
     /// first log event, not stored with the request.
     #[serde(skip)]
@@ -290,6 +297,23 @@ impl JobRequest {
                 "color `{color}` is not valid: use a CSS hex colour like #FFFF00 or a colour name like yellow."
             ))
         })?;
+        let subtitles_style = match opt_string(obj, "subtitlesStyle")? {
+            Some(s) if !s.trim().is_empty() => CaptionStyle::parse(&s.trim().to_ascii_lowercase())
+                .ok_or_else(|| {
+                    RequestError(format!(
+                        "subtitlesStyle `{s}` is not valid: use classic, word or karaoke."
+                    ))
+                })?,
+            _ => cfg.subtitles.style,
+        };
+        let aspect_ratio = match opt_string(obj, "aspectRatio")? {
+            Some(s) if !s.trim().is_empty() => AspectRatio::parse(s.trim()).ok_or_else(|| {
+                RequestError(format!(
+                    "aspectRatio `{s}` is not valid: use 9:16, 16:9, 1:1 or 4:5."
+                ))
+            })?,
+            _ => cfg.render.aspect_ratio,
+        };
         // MoneyPrinter's page always sends it, empty: only a real archive is worth a warning.
         let zip_url = match obj.get("zipUrl") {
             None | Some(Value::Null) => false,
@@ -314,6 +338,8 @@ impl JobRequest {
             color,
             color_rgb,
             warnings,
+            subtitles_style,
+            aspect_ratio,
         })
     }
 
@@ -614,6 +640,18 @@ mod tests {
             (json!({"videoSubject": "x", "color": "#GG0000"}), "color"),
             (json!({"videoSubject": "x", "voice": "xx_404"}), "voice"),
             (json!({"videoSubject": "x", "script": "..."}), "script"),
+            (
+                json!({"videoSubject": "x", "subtitlesStyle": "fancy"}),
+                "subtitlesStyle",
+            ),
+            (
+                json!({"videoSubject": "x", "aspectRatio": "2:1"}),
+                "aspectRatio",
+            ),
+            (
+                json!({"videoSubject": "x", "aspectRatio": 1}),
+                "aspectRatio",
+            ),
             (json!([1, 2]), "JSON object"),
         ];
         for (body, needle) in cases {

@@ -242,8 +242,9 @@ pub fn generated_size(w: u32, h: u32) -> (u32, u32) {
 }
 
 impl Generated {
-    pub fn new(cfg: &Config) -> Generated {
-        let (width, height) = generated_size(cfg.render.width, cfg.render.height);
+    /// Backgrounds for a video of `frame` (width, height).
+    pub fn new(cfg: &Config, frame: (u32, u32)) -> Generated {
+        let (width, height) = generated_size(frame.0, frame.1);
         Generated {
             tool: Tool::ffmpeg(cfg),
             width,
@@ -424,6 +425,7 @@ impl FootageProvider for PexelsFootage {
 /// The provider for `cfg`, and a warning when it is a fallback.
 fn choose_provider(
     cfg: &Config,
+    frame: (u32, u32),
     events: &Rc<dyn EventSink>,
 ) -> Result<(Box<dyn FootageProvider>, Option<NewEvent>), StageError> {
     let f = &cfg.footage;
@@ -432,11 +434,11 @@ fn choose_provider(
         FootageSource::Generated if !f.local_dir.is_empty() => Ok((
             Box::new(LocalThenGenerated {
                 local: LocalFolder::new(&f.local_dir),
-                generated: Generated::new(cfg),
+                generated: Generated::new(cfg, frame),
             }),
             None,
         )),
-        FootageSource::Generated => Ok((Box::new(Generated::new(cfg)), None)),
+        FootageSource::Generated => Ok((Box::new(Generated::new(cfg, frame)), None)),
         FootageSource::Pexels => match Pexels::from_config(f) {
             Ok(pexels) => Ok((
                 Box::new(PexelsFootage {
@@ -448,7 +450,7 @@ fn choose_provider(
                     ),
                     events: events.clone(),
                     seen: RefCell::new(HashSet::new()),
-                    fallback: f.fallback.then(|| Generated::new(cfg)),
+                    fallback: f.fallback.then(|| Generated::new(cfg, frame)),
                     failover: Failover::new(
                         "footage",
                         online::PEXELS,
@@ -459,7 +461,7 @@ fn choose_provider(
                 None,
             )),
             Err(e) if f.fallback => Ok((
-                Box::new(Generated::new(cfg)),
+                Box::new(Generated::new(cfg, frame)),
                 Some(online::fallback_warning(
                     &e,
                     "Using generated backgrounds instead.",
@@ -478,7 +480,7 @@ const PARALLEL_FETCHES: usize = 2;
 /// The footage stage.
 pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
     let cfg = cx.config.clone();
-    let (provider, warning) = choose_provider(&cfg, &cx.events)?;
+    let (provider, warning) = choose_provider(&cfg, cx.frame(), &cx.events)?;
     if let Some(w) = warning {
         cx.emit("footage", w).await?;
     }
@@ -586,7 +588,7 @@ mod tests {
         cfg.render.width = 180;
         cfg.render.height = 320;
         cfg.footage.seconds_per_clip = 1.0;
-        let g = Generated::new(&cfg);
+        let g = Generated::new(&cfg, (cfg.render.width, cfg.render.height));
         let (_h, stop) = StopSignal::pair();
         for recipe in 0..RECIPES {
             let out = dir.path().join(format!("r{recipe}.mp4"));

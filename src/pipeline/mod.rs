@@ -17,6 +17,7 @@ pub mod script;
 pub mod sink;
 pub mod subtitles;
 pub mod text;
+pub mod timing;
 pub mod voice;
 
 #[cfg(test)]
@@ -36,6 +37,7 @@ use crate::event::{EventId, JobId, Kind, Level, NewEvent};
 use crate::providers::llm::Metadata;
 use crate::providers::ProviderError;
 use crate::request::JobRequest;
+use timing::SpokenWord;
 
 pub type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
@@ -176,6 +178,10 @@ pub struct SpokenSentence {
     pub start: f64,
     /// Duration of its audio, seconds.
     pub duration: f64,
+    /// Its words with their times in the voice track (see `timing`), inside its audio.
+    pub words: Vec<SpokenWord>,
+    /// Whether the voice engine reported the word times (else they are estimated).
+    pub exact_words: bool,
 }
 
 /// What the stages have made so far; each stage reads its inputs here and adds its output.
@@ -223,6 +229,11 @@ pub struct JobContext {
 }
 
 impl JobContext {
+    /// The video's frame (width, height): the configured 9:16 frame in the request's aspect ratio.
+    pub fn frame(&self) -> (u32, u32) {
+        self.config.render.frame(self.request.aspect_ratio)
+    }
+
     /// Emits an event tagged with `stage`.
     pub async fn emit(&self, stage: &str, event: NewEvent) -> Result<EventId, StageError> {
         Ok(self.events.emit(event.with_stage(stage)).await?)

@@ -379,6 +379,8 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
         "render",
         NewEvent::info("Rendering final video with subtitles...").with_payload(json!({
             "subtitlesPosition": cx.request.position_text(),
+            "subtitlesStyle": cx.request.subtitles_style.as_str(),
+            "aspectRatio": cx.request.aspect_ratio.as_str(),
             "color": cx.request.color,
         })),
     )
@@ -405,13 +407,14 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
         clips.push(probe_clip(&cx.stop, &ffprobe, path).await?);
     }
     let partial = cx.work_dir.join("render.partial.mp4");
+    let (width, height) = cx.frame();
     let plan = RenderPlan {
         clips,
         voice,
         music: cx.artifacts.music.clone().map(|m| (m, cfg.music.volume)),
         subtitles: cx.artifacts.subtitles.clone(),
-        width: cfg.render.width,
-        height: cfg.render.height,
+        width,
+        height,
         fps: cfg.render.fps,
         seconds_per_clip: cfg.footage.seconds_per_clip,
         duration,

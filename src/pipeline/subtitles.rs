@@ -10,11 +10,14 @@
 //! margins, so libass never re-wraps a line into a third. Event: `Generating subtitles`.
 
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use tracing::info;
 
 use super::text::display_width;
+use super::timing::SpokenWord;
 use super::{JobContext, SpokenSentence, StageError};
+use crate::config::CaptionStyle;
 use crate::event::NewEvent;
 use crate::request::{Horizontal, Vertical};
 
@@ -145,49 +148,118 @@ fn split_wide_word(word: &str, max: usize) -> Vec<String> {
 }
 
 /// Cues for the spoken sentences. Each sentence's cues fill `[start, end)`, where `end` is the next
-/// sentence's start (so the text stays up through the pause), or `total` for the last one.
+/// sentence's start (so the text stays up through the pause), or `total` for the last one. A cue
+/// starts when its first word is spoken (the sentence's own words, when it has them), else at a
+/// time proportional to its text.
 pub fn build_cues(sentences: &[SpokenSentence], max_line_chars: usize, total: f64) -> Vec<Cue> {
-    let mut cues = Vec::new();
-    for (i, s) in sentences.iter().enumerate() {
-        let start = s.start;
-        let natural_end = s.start + s.duration;
-        let end = match sentences.get(i + 1) {
-            Some(next) => next.start,
-            None => natural_end.max(total),
-        }
-        .max(start);
-        let lines = balanced_lines(&s.text, max_line_chars);
-        if lines.is_empty() {
-            continue;
-        }
-        let chunks: Vec<Vec<String>> = lines.chunks(MAX_LINES).map(<[String]>::to_vec).collect();
-        let weights: Vec<f64> = chunks
-            .iter()
-            .map(|c| {
-                c.iter()
-                    .map(|l| display_width(l) as f64)
-                    .sum::<f64>()
-                    .max(1.0)
-            })
-            .collect();
-        let total_weight: f64 = weights.iter().sum();
-        let mut t = start;
-        let n = chunks.len();
-        for (k, (chunk, w)) in chunks.into_iter().zip(weights).enumerate() {
-            let chunk_end = if k + 1 == n {
-                end
-            } else {
-                t + (end - start) * w / total_weight
-            };
-            cues.push(Cue {
+    sentences
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            let end = sentence_end(sentences, i, total);
+            sentence_cues(s, max_line_chars, end)
+                .into_iter()
+                .map(|(cue, _)| cue)
+        })
+        .collect()
+}
+
+/// Where sentence `i`'s captions may stay up to: the next sentence's start, or the end of the video.
+fn sentence_end(sentences: &[SpokenSentence], i: usize, total: f64) -> f64 {
+    let s = &sentences[i];
+    match sentences.get(i + 1) {
+        Some(next) => next.start,
+        None => (s.start + s.duration).max(total),
+    }
+    .max(s.start)
+}
+
+/// The cues of one sentence ending at `end`, each with the range of the sentence's words it shows
+/// (empty when the sentence has no word times).
+fn sentence_cues(s: &SpokenSentence, max_line_chars: usize, end: f64) -> Vec<(Cue, Range<usize>)> {
+    let start = s.start;
+    let lines = balanced_lines(&s.text, max_line_chars);
+    if lines.is_empty() {
+        return Vec::new();
+    }
+    let chunks: Vec<Vec<String>> = lines.chunks(MAX_LINES).map(<[String]>::to_vec).collect();
+    // The words of each chunk: its letters are the next ones of the sentence.
+    let ranges = word_ranges(&chunks, &s.words);
+    let weights: Vec<f64> = chunks
+        .iter()
+        .map(|c| {
+            c.iter()
+                .map(|l| display_width(l) as f64)
+                .sum::<f64>()
+                .max(1.0)
+        })
+        .collect();
+    let total_weight: f64 = weights.iter().sum();
+    let mut out = Vec::with_capacity(chunks.len());
+    let mut t = start;
+    let n = chunks.len();
+    for (k, (chunk, w)) in chunks.into_iter().zip(weights).enumerate() {
+        let chunk_end = if k + 1 == n {
+            end
+        } else {
+            match ranges.get(k + 1).and_then(|r| s.words.get(r.start)) {
+                Some(next) => next.start.clamp(t, end),
+                None => t + (end - start) * w / total_weight,
+            }
+        };
+        out.push((
+            Cue {
                 start: t,
                 end: chunk_end,
                 lines: chunk,
-            });
-            t = chunk_end;
-        }
+            },
+            ranges.get(k).cloned().unwrap_or(0..0),
+        ));
+        t = chunk_end;
     }
-    cues
+    out
+}
+
+/// Number of characters of `s` that are not white space.
+fn ink(s: &str) -> usize {
+    s.chars().filter(|c| !c.is_whitespace()).count()
+}
+
+/// The word each non-space character of a sentence belongs to, from its words in order.
+fn ink_owners(words: &[SpokenWord]) -> Vec<usize> {
+    words
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| std::iter::repeat_n(i, ink(&w.text)))
+        .collect()
+}
+
+/// For each chunk of lines, the range of `words` whose characters it shows (words and lines hold
+/// the sentence's non-space characters in the same order). Empty when there are no words.
+fn word_ranges(chunks: &[Vec<String>], words: &[SpokenWord]) -> Vec<Range<usize>> {
+    if words.is_empty() {
+        return Vec::new();
+    }
+    let owners = ink_owners(words);
+    let owner = |k: usize| owners.get(k).copied().unwrap_or(words.len() - 1);
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(chunks.len());
+    let mut at = 0;
+    for chunk in chunks {
+        let n: usize = chunk.iter().map(|l| ink(l)).sum();
+        // A word cut over two chunks belongs to the one it starts in.
+        let first = out
+            .last()
+            .map_or(0, |r| r.end)
+            .max(owner(at))
+            .min(words.len());
+        let last = owner(at + n.max(1) - 1) + 1;
+        out.push(first..last.max(first));
+        at += n;
+    }
+    if let Some(last) = out.last_mut() {
+        last.end = words.len();
+    }
+    out
 }
 
 /// Escapes text for an ASS Dialogue line so libass renders it literally.
@@ -209,6 +281,11 @@ pub fn ass_escape(text: &str) -> String {
 /// ASS colour `&HAABBGGRR` (alpha 00 = opaque).
 pub fn ass_color((r, g, b): (u8, u8, u8), alpha: u8) -> String {
     format!("&H{alpha:02X}{b:02X}{g:02X}{r:02X}")
+}
+
+/// An inline colour override `{\c&HBBGGRR&}`.
+fn inline_color((r, g, b): (u8, u8, u8)) -> String {
+    format!("{{\\c&H{b:02X}{g:02X}{r:02X}&}}")
 }
 
 /// ASS time `H:MM:SS.cc`.
@@ -244,29 +321,101 @@ pub struct SubtitleStyle {
     pub width: u32,
     pub height: u32,
     pub font: String,
-    /// Size at 1920 pixels of height.
+    /// Size at 1080 pixels of short side (a 1080x1920 frame), scaled with the frame's short side.
     pub font_size_1920: u32,
     /// Longest line, in columns: caps the font size so such a line fits the width.
     pub max_line_chars: usize,
     pub color: (u8, u8, u8),
     pub position: (Horizontal, Vertical),
+    pub style: CaptionStyle,
 }
 
-/// The whole ASS document.
-pub fn ass_document(style: &SubtitleStyle, cues: &[Cue]) -> String {
-    let margin_lr = (f64::from(style.width) * 0.05).round();
-    // Capped so a line of `max_line_chars` fits between the margins: libass must never re-wrap a
-    // line, or a cue would show more than two.
-    let usable = f64::from(style.width) - 2.0 * margin_lr;
-    let fit = usable / (style.max_line_chars.max(1) as f64 * AVERAGE_CHAR_EM);
-    let size = (f64::from(style.font_size_1920) * f64::from(style.height) / 1920.0)
-        .min(fit)
-        .round()
-        .max(6.0);
-    let outline = (size / 14.0).max(1.0);
-    let shadow = (size / 28.0).max(0.5);
-    // Phone apps cover the bottom and top of a short with their own buttons and captions.
-    let margin_v = (f64::from(style.height) * 0.14).round();
+/// Advance widths of DejaVu Sans Bold (the default font), printable ASCII from the space on, in
+/// thousandths of an em.
+const ASCII_ADVANCE: [u16; 95] = [
+    348, 456, 521, 838, 696, 1002, 872, 306, 457, 457, 523, 838, 380, 415, 380, 365, 696, 696, 696,
+    696, 696, 696, 696, 696, 696, 696, 400, 400, 838, 838, 838, 580, 1000, 774, 762, 734, 830, 683,
+    683, 821, 837, 372, 372, 775, 637, 995, 837, 850, 733, 850, 770, 720, 682, 812, 774, 1103, 771,
+    724, 725, 457, 365, 457, 838, 500, 500, 675, 716, 593, 716, 678, 435, 716, 712, 343, 343, 665,
+    343, 1042, 712, 687, 716, 716, 493, 595, 478, 712, 652, 924, 645, 652, 582, 712, 365, 712, 838,
+];
+
+/// Width of `text` in ems, on the safe side: exact for ASCII in DejaVu Sans Bold, one em for a wide
+/// (CJK) character, 0.85 em for any other, plus 8% for a font that runs wider.
+pub fn text_em(text: &str) -> f64 {
+    let sum: f64 = text
+        .chars()
+        .map(|c| match c as u32 {
+            0x20..=0x7e => f64::from(ASCII_ADVANCE[c as usize - 0x20]) / 1000.0,
+            _ if super::text::is_wide(c) => 1.0,
+            _ if c == '\u{2060}' || c.is_control() => 0.0,
+            _ => 0.85,
+        })
+        .sum();
+    sum * 1.08
+}
+
+/// Height of one line, in ems (DejaVu's ascent plus descent, with a little room).
+const LINE_EM: f64 = 1.2;
+/// The outline and the shadow, as parts of the font size.
+const OUTLINE_EM: f64 = 1.0 / 14.0;
+const SHADOW_EM: f64 = 1.0 / 28.0;
+/// How much larger than a classic line the `word` style is.
+const WORD_SCALE: f64 = 1.8;
+/// Colour of the words not being spoken, in the `karaoke` style.
+const WHITE: (u8, u8, u8) = (255, 255, 255);
+
+/// The frame's geometry for captions: margins and the style's font size.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    margin_lr: f64,
+    margin_v: f64,
+    /// The style's font size (before any per-cue shrinking).
+    size: f64,
+    width: f64,
+    height: f64,
+}
+
+impl Layout {
+    fn of(style: &SubtitleStyle) -> Layout {
+        let (w, h) = (f64::from(style.width), f64::from(style.height));
+        let margin_lr = (w * 0.05).round();
+        // Capped so a line of `max_line_chars` average characters fits between the margins.
+        let usable = w - 2.0 * margin_lr;
+        let fit = usable / (style.max_line_chars.max(1) as f64 * AVERAGE_CHAR_EM);
+        let short = w.min(h);
+        let size = (f64::from(style.font_size_1920) * short / 1080.0)
+            .min(fit)
+            .round()
+            .max(6.0);
+        Layout {
+            margin_lr,
+            // Phone apps cover the bottom and top of a short with their own buttons and captions.
+            margin_v: (h * 0.14).round(),
+            size,
+            width: w,
+            height: h,
+        }
+    }
+
+    /// The largest size up to `want` at which `lines` fit between the margins, outline and
+    /// shadow included: never outside the frame, whatever the aspect ratio or font size.
+    fn fit(&self, lines: &[String], want: f64) -> f64 {
+        let usable_w = self.width - 2.0 * self.margin_lr;
+        let usable_h = self.height - 2.0 * self.margin_v;
+        let widest = lines.iter().map(|l| text_em(l)).fold(0.0, f64::max);
+        let by_width = usable_w / (widest + 2.0 * OUTLINE_EM + SHADOW_EM).max(0.1);
+        let by_height =
+            usable_h / (lines.len().max(1) as f64 * LINE_EM + 2.0 * OUTLINE_EM + SHADOW_EM);
+        want.min(by_width).min(by_height).floor().max(6.0)
+    }
+}
+
+/// The `[Script Info]` and `[V4+ Styles]` sections; the style's primary colour is `color`.
+fn ass_header(style: &SubtitleStyle, layout: &Layout, color: (u8, u8, u8)) -> String {
+    let size = layout.size;
+    let outline = (size * OUTLINE_EM).max(1.0);
+    let shadow = (size * SHADOW_EM).max(0.5);
     // A comma would end the style's font field.
     let font: String = style
         .font
@@ -280,11 +429,37 @@ pub fn ass_document(style: &SubtitleStyle, cues: &[Cue]) -> String {
     s.push_str("[V4+ Styles]\nFormat: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n");
     let _ = writeln!(
         s,
-        "Style: Default,{font},{size},{},&H000000FF,&H00000000,&H80000000,-1,0,0,0,100,100,0,0,1,{outline:.1},{shadow:.1},{},{margin_lr},{margin_lr},{margin_v},1",
-        ass_color(style.color, 0),
+        "Style: Default,{font},{size},{},&H000000FF,&H00000000,&H80000000,-1,0,0,0,100,100,0,0,1,{outline:.1},{shadow:.1},{},{},{},{},1",
+        ass_color(color, 0),
         alignment(style.position.0, style.position.1),
+        layout.margin_lr,
+        layout.margin_lr,
+        layout.margin_v,
     );
     s.push_str("\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n");
+    s
+}
+
+/// One `Dialogue` line; `size` overrides the style's font size when smaller.
+fn dialogue(s: &mut String, start: f64, end: f64, layout: &Layout, size: f64, text: &str) {
+    let fs = if size < layout.size {
+        format!("{{\\fs{size}}}")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        s,
+        "Dialogue: 0,{},{},Default,,0,0,0,,{fs}{text}",
+        ass_time(start),
+        ass_time(end)
+    );
+}
+
+/// The whole ASS document of `classic` cues: each cue's lines in the colour, shrunk where a line
+/// would not fit the frame.
+pub fn ass_document(style: &SubtitleStyle, cues: &[Cue]) -> String {
+    let layout = Layout::of(style);
+    let mut s = ass_header(style, &layout, style.color);
     for c in cues {
         let text = c
             .lines
@@ -292,12 +467,184 @@ pub fn ass_document(style: &SubtitleStyle, cues: &[Cue]) -> String {
             .map(|l| ass_escape(l))
             .collect::<Vec<_>>()
             .join("\\N");
-        let _ = writeln!(
-            s,
-            "Dialogue: 0,{},{},Default,,0,0,0,,{text}",
-            ass_time(c.start),
-            ass_time(c.end)
-        );
+        let size = layout.fit(&c.lines, layout.size);
+        dialogue(&mut s, c.start, c.end, &layout, size, &text);
+    }
+    s
+}
+
+/// The ASS document of the spoken sentences in `style.style`. Sentences without word times (none
+/// come from the voice stage) fall back to classic cues.
+pub fn document(style: &SubtitleStyle, sentences: &[SpokenSentence], total: f64) -> String {
+    match style.style {
+        CaptionStyle::Classic => {
+            ass_document(style, &build_cues(sentences, style.max_line_chars, total))
+        }
+        CaptionStyle::Word => word_document(style, sentences, total),
+        CaptionStyle::Karaoke => karaoke_document(style, sentences, total),
+    }
+}
+
+/// The `word` style: one or two words at a time (up to four characters of CJK), large, centred on
+/// the position, popping in (from 75% to full size in 0.1 s, fading in). Each group stays up until
+/// the next one starts.
+fn word_document(style: &SubtitleStyle, sentences: &[SpokenSentence], total: f64) -> String {
+    let layout = Layout::of(style);
+    let mut s = ass_header(style, &layout, style.color);
+    let want = (layout.size * WORD_SCALE).round();
+    for (i, sentence) in sentences.iter().enumerate() {
+        let end = sentence_end(sentences, i, total);
+        let groups = word_groups(&sentence.words);
+        for (k, g) in groups.iter().enumerate() {
+            let start = if k == 0 {
+                sentence.start
+            } else {
+                sentence.words[g.start].start
+            };
+            let stop = match groups.get(k + 1) {
+                Some(next) => sentence.words[next.start].start,
+                None => end,
+            };
+            let text = join_words(&sentence.words[g.clone()]);
+            let size = layout.fit(std::slice::from_ref(&text), want);
+            let pop = "{\\fad(60,0)\\fscx75\\fscy75\\t(0,100,\\fscx100\\fscy100)}";
+            dialogue(
+                &mut s,
+                start,
+                stop.max(start),
+                &layout,
+                size.min(layout.size * WORD_SCALE),
+                &format!("{pop}{}", ass_escape(&text)),
+            );
+        }
+        if groups.is_empty() {
+            for c in sentence_cues(sentence, style.max_line_chars, end) {
+                let text = c.0.lines.join(" ");
+                let size = layout.fit(&c.0.lines, layout.size);
+                dialogue(
+                    &mut s,
+                    c.0.start,
+                    c.0.end,
+                    &layout,
+                    size,
+                    &ass_escape(&text),
+                );
+            }
+        }
+    }
+    s
+}
+
+/// Groups of at most two words (a CJK run: at most four characters, or eight columns).
+fn word_groups(words: &[SpokenWord]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let mut j = i + 1;
+        let mut width = display_width(&words[i].text);
+        let limit = if words[i].glued || words.get(j).is_some_and(|w| w.glued) {
+            4
+        } else {
+            2
+        };
+        while j < words.len() && j - i < limit {
+            let w = display_width(&words[j].text);
+            // A word that ends a clause ends its group.
+            if width + w > 12
+                || words[j - 1]
+                    .text
+                    .ends_with([',', '.', '!', '?', ';', ':', '。', '、'])
+            {
+                break;
+            }
+            width += w;
+            j += 1;
+        }
+        out.push(i..j);
+        i = j;
+    }
+    out
+}
+
+/// Words as written: a space before each but the glued ones.
+fn join_words(words: &[SpokenWord]) -> String {
+    let mut out = String::new();
+    for w in words {
+        if !out.is_empty() && !w.glued {
+            out.push(' ');
+        }
+        out.push_str(&w.text);
+    }
+    out
+}
+
+/// The `karaoke` style: each classic cue's lines in white, the word being spoken in the colour. One
+/// event per word, from its start to the next word's, so the highlight moves with the voice; the
+/// layout never changes inside a cue.
+fn karaoke_document(style: &SubtitleStyle, sentences: &[SpokenSentence], total: f64) -> String {
+    let layout = Layout::of(style);
+    let mut s = ass_header(style, &layout, WHITE);
+    let hi = inline_color(style.color);
+    let white = inline_color(WHITE);
+    for (i, sentence) in sentences.iter().enumerate() {
+        let end = sentence_end(sentences, i, total);
+        let owners = ink_owners(&sentence.words);
+        let mut ink_at = 0;
+        for (cue, range) in sentence_cues(sentence, style.max_line_chars, end) {
+            let size = layout.fit(&cue.lines, layout.size);
+            let cue_ink: usize = cue.lines.iter().map(|l| ink(l)).sum();
+            if range.is_empty() {
+                let text = cue.lines.iter().map(|l| ass_escape(l)).collect::<Vec<_>>();
+                dialogue(&mut s, cue.start, cue.end, &layout, size, &text.join("\\N"));
+                ink_at += cue_ink;
+                continue;
+            }
+            for w in range.clone() {
+                let from = if w == range.start {
+                    cue.start
+                } else {
+                    sentence.words[w].start.max(cue.start)
+                };
+                let to = if w + 1 == range.end {
+                    cue.end
+                } else {
+                    sentence.words[w + 1].start.min(cue.end)
+                };
+                let mut k = ink_at;
+                let lines: Vec<String> = cue
+                    .lines
+                    .iter()
+                    .map(|line| {
+                        let mut out = String::new();
+                        let mut lit = false;
+                        for c in line.chars() {
+                            if !c.is_whitespace() {
+                                let on = owners.get(k) == Some(&w);
+                                k += 1;
+                                if on != lit {
+                                    out.push_str(if on { &hi } else { &white });
+                                    lit = on;
+                                }
+                            }
+                            out.push_str(&ass_escape(&c.to_string()));
+                        }
+                        if lit {
+                            out.push_str(&white);
+                        }
+                        out
+                    })
+                    .collect();
+                dialogue(
+                    &mut s,
+                    from,
+                    to.max(from),
+                    &layout,
+                    size,
+                    &lines.join("\\N"),
+                );
+            }
+            ink_at += cue_ink;
+        }
     }
     s
 }
@@ -307,25 +654,24 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
     cx.emit("subtitles", NewEvent::info("Generating subtitles"))
         .await?;
     let cfg = cx.config.clone();
-    let cues = build_cues(
-        &cx.artifacts.sentences,
-        cfg.subtitles.max_line_chars as usize,
-        cx.artifacts.duration,
-    );
+    let (width, height) = cx.frame();
     let style = SubtitleStyle {
-        width: cfg.render.width,
-        height: cfg.render.height,
+        width,
+        height,
         font: cfg.subtitles.font.clone(),
         font_size_1920: cfg.subtitles.font_size,
         max_line_chars: cfg.subtitles.max_line_chars as usize,
         color: cx.request.color_rgb,
         position: cx.request.subtitles_position,
+        style: cx.request.subtitles_style,
     };
     let path = cx.work_dir.join("subtitles.ass");
-    tokio::fs::write(&path, ass_document(&style, &cues))
+    let doc = document(&style, &cx.artifacts.sentences, cx.artifacts.duration);
+    let events = doc.lines().filter(|l| l.starts_with("Dialogue:")).count();
+    tokio::fs::write(&path, doc)
         .await
         .map_err(|e| StageError::failed("Io", format!("{}: {e}", path.display())))?;
-    info!(job = %cx.job.0, stage = "subtitles", cues = cues.len(), "subtitles written");
+    info!(job = %cx.job.0, stage = "subtitles", style = %style.style, events, "subtitles written");
     cx.artifacts.subtitles = Some(path);
     Ok(())
 }
@@ -362,6 +708,8 @@ mod tests {
             text: text.into(),
             start,
             duration,
+            words: Vec::new(),
+            exact_words: false,
         }
     }
 
@@ -446,6 +794,7 @@ mod tests {
             max_line_chars: 22,
             color: (255, 255, 0),
             position: (Horizontal::Center, Vertical::Bottom),
+            style: CaptionStyle::Classic,
         };
         let doc = ass_document(
             &style,

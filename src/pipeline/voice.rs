@@ -20,6 +20,7 @@ use tracing::info;
 use super::online::{self, CallSite, Failover};
 use super::process::{self, Tool};
 use super::text::{has_words, split_sentences};
+use super::timing::{self, WordMark};
 use super::{EventSink, JobContext, LocalBoxFuture, SpokenSentence, StageError, StopSignal};
 use crate::config::{Config, VoiceEngine};
 use crate::event::NewEvent;
@@ -31,7 +32,8 @@ use crate::voices::espeak_voice;
 pub const PARALLEL_SYNTHESIS: usize = 2;
 
 /// Something that speaks one sentence into a WAV file (PCM, any rate; all sentences of a job must
-/// share one format).
+/// share one format), and says where its words start when the engine reports that (`None`: the
+/// word times are estimated from the audio).
 pub trait VoiceProvider {
     /// Name in the event: `Generating voiceover with <name>`.
     fn name(&self) -> &'static str;
@@ -41,7 +43,7 @@ pub trait VoiceProvider {
         voice: &'a str,
         text: &'a str,
         out: &'a Path,
-    ) -> LocalBoxFuture<'a, Result<(), StageError>>;
+    ) -> LocalBoxFuture<'a, Result<Option<Vec<WordMark>>, StageError>>;
 }
 
 /// espeak-ng, offline.
@@ -71,7 +73,7 @@ impl VoiceProvider for Espeak {
         voice: &'a str,
         text: &'a str,
         out: &'a Path,
-    ) -> LocalBoxFuture<'a, Result<(), StageError>> {
+    ) -> LocalBoxFuture<'a, Result<Option<Vec<WordMark>>, StageError>> {
         Box::pin(async move {
             let espeak_voice = espeak_voice(voice).ok_or_else(|| {
                 StageError::failed(
@@ -97,7 +99,7 @@ impl VoiceProvider for Espeak {
                 text_path.clone().into(),
             ];
             process::run(stop, &self.tool, &args).await?;
-            Ok(())
+            Ok(None)
         })
     }
 }
@@ -307,7 +309,7 @@ impl VoiceProvider for TikTokVoice {
         voice: &'a str,
         text: &'a str,
         out: &'a Path,
-    ) -> LocalBoxFuture<'a, Result<(), StageError>> {
+    ) -> LocalBoxFuture<'a, Result<Option<Vec<WordMark>>, StageError>> {
         Box::pin(async move {
             if self.failover.online() {
                 let site = CallSite {
@@ -322,7 +324,7 @@ impl VoiceProvider for TikTokVoice {
                 })
                 .await?
                 {
-                    Ok(()) => return self.convert(stop, &mp3, out).await,
+                    Ok(()) => return self.convert(stop, &mp3, out).await.map(|()| None),
                     Err(e) => {
                         let _ = tokio::fs::remove_file(&mp3).await;
                         self.failover.give_up(self.events.as_ref(), &e).await?;
@@ -337,8 +339,9 @@ impl VoiceProvider for TikTokVoice {
             };
             // espeak-ng's WAV goes through the same conversion, so every sentence shares one format.
             let raw = out.with_extension("espeak.wav");
-            espeak.speak(stop, voice, text, &raw).await?;
-            self.convert(stop, &raw, out).await
+            let marks = espeak.speak(stop, voice, text, &raw).await?;
+            self.convert(stop, &raw, out).await?;
+            Ok(marks)
         })
     }
 }
@@ -423,23 +426,25 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
         let voice = voice.as_str();
         async move {
             stop.check()?;
-            provider.speak(stop, voice, text, &out).await?;
+            let marks = provider.speak(stop, voice, text, &out).await?;
             let bytes = tokio::fs::read(&out)
                 .await
                 .map_err(|e| io_failed(&out, e))?;
-            Wav::parse(&bytes).map_err(|e| {
+            let wav = Wav::parse(&bytes).map_err(|e| {
                 StageError::failed(
                     "BadAudio",
                     format!("{} wrote {}: {e}", provider.name(), out.display()),
                 )
-            })
+            })?;
+            Ok::<_, StageError>((wav, marks.filter(|m| !m.is_empty())))
         }
     });
-    let parts: Vec<Wav> = stream::iter(jobs)
+    let spoken: Vec<(Wav, Option<Vec<WordMark>>)> = stream::iter(jobs)
         .buffered(PARALLEL_SYNTHESIS)
         .try_collect()
         .await?;
     cx.stop.check()?;
+    let (parts, marks): (Vec<Wav>, Vec<Option<Vec<WordMark>>>) = spoken.into_iter().unzip();
 
     let pause = f64::from(cfg.voice.sentence_pause_ms) / 1000.0;
     let (track, timings) =
@@ -448,13 +453,26 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
     tokio::fs::write(&track_path, track.to_bytes())
         .await
         .map_err(|e| io_failed(&track_path, e))?;
+    // The speech inside each sentence's audio, for the words the engine did not time.
+    let silent = if marks.iter().any(Option::is_none) {
+        timing::silences(&cx.stop, &Tool::ffmpeg(&cfg), &track_path).await?
+    } else {
+        Vec::new()
+    };
     cx.artifacts.sentences = sentences
         .into_iter()
         .zip(timings)
-        .map(|(text, (start, duration))| SpokenSentence {
-            text,
-            start,
-            duration,
+        .zip(marks)
+        .map(|((text, (start, duration)), marks)| {
+            let speech = timing::trim_silence(start, start + duration, &silent);
+            let marks = marks.unwrap_or_default();
+            SpokenSentence {
+                words: timing::word_times(&text, &marks, start, speech),
+                exact_words: !marks.is_empty(),
+                text,
+                start,
+                duration,
+            }
         })
         .collect();
     cx.artifacts.duration = track.duration();
