@@ -661,6 +661,33 @@ mod tests {
     }
 
     #[test]
+    fn caption_style_and_aspect_ratio_default_from_the_config_and_old_requests_still_read() {
+        let r =
+            parse(json!({"videoSubject": "x", "subtitlesStyle": "Karaoke", "aspectRatio": "16:9"}))
+                .unwrap();
+        assert_eq!(r.subtitles_style, CaptionStyle::Karaoke);
+        assert_eq!(r.aspect_ratio, AspectRatio::Landscape);
+        let mut cfg = Config::default();
+        cfg.subtitles.style = CaptionStyle::Word;
+        cfg.render.aspect_ratio = AspectRatio::Square;
+        let d = JobRequest::parse(&json!({"videoSubject": "x"}), &cfg).unwrap();
+        assert_eq!(
+            (d.subtitles_style, d.aspect_ratio),
+            (CaptionStyle::Word, AspectRatio::Square)
+        );
+        // A request stored before the fields existed reads as classic 9:16.
+        let mut old = r.to_json();
+        let obj = old.as_object_mut().unwrap();
+        obj.remove("subtitlesStyle");
+        obj.remove("aspectRatio");
+        let back = JobRequest::from_json(&old).unwrap();
+        assert_eq!(
+            (back.subtitles_style, back.aspect_ratio),
+            (CaptionStyle::Classic, AspectRatio::Portrait)
+        );
+    }
+
+    #[test]
     fn colours_and_positions() {
         assert_eq!(parse_color("yellow"), Some((255, 255, 0)));
         assert_eq!(parse_color("#0f0"), Some((0, 255, 0)));

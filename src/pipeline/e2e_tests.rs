@@ -18,7 +18,7 @@ use crate::event::{Kind, NewEvent};
 /// Collects events; optionally fires `stop` at the first render progress above zero, noting the
 /// process group of the ffmpeg working in `marker` (a path only this test's ffmpeg has in its
 /// command line) at that moment.
-struct Recorder {
+pub(super) struct Recorder {
     events: RefCell<Vec<NewEvent>>,
     stop_on_progress: RefCell<Option<StopHandle>>,
     marker: String,
@@ -28,7 +28,7 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn new(marker: &Path, stop: Option<StopHandle>) -> Rc<Recorder> {
+    pub(super) fn new(marker: &Path, stop: Option<StopHandle>) -> Rc<Recorder> {
         Rc::new(Recorder {
             events: RefCell::new(Vec::new()),
             stop_on_progress: RefCell::new(stop),
@@ -39,7 +39,7 @@ impl Recorder {
         })
     }
 
-    fn messages(&self) -> Vec<String> {
+    pub(super) fn messages(&self) -> Vec<String> {
         self.events
             .borrow()
             .iter()
@@ -95,7 +95,7 @@ fn group_exists(pgid: i32) -> bool {
     unsafe { libc::kill(-pgid, 0) == 0 }
 }
 
-fn tiny_config(state: &Path) -> Config {
+pub(super) fn tiny_config(state: &Path) -> Config {
     let mut cfg = Config::default();
     cfg.daemon.state_dir = state.display().to_string();
     cfg.render.width = 180;
@@ -108,7 +108,7 @@ fn tiny_config(state: &Path) -> Config {
     cfg
 }
 
-fn context(
+pub(super) fn context(
     cfg: Config,
     body: Value,
     root: &Path,
@@ -130,7 +130,7 @@ fn context(
     }
 }
 
-fn ffprobe_json(path: &Path) -> Value {
+pub(super) fn ffprobe_json(path: &Path) -> Value {
     let out = std::process::Command::new("ffprobe")
         .args([
             "-v",

@@ -21,6 +21,8 @@ pub mod timing;
 pub mod voice;
 
 #[cfg(test)]
+mod caption_tests;
+#[cfg(test)]
 mod e2e_tests;
 
 use std::future::Future;

@@ -1,8 +1,8 @@
 //! Render stage: ONE ffmpeg invocation from clips, voice, music and subtitles to the final MP4.
 //!
 //! Each clip is one looped input (`-stream_loop -1`, few decoder threads); its chain crops to the
-//! render's aspect (centre crop: no letterbox, no stretch), scales, sets the frame rate, and is cut by
-//! the `segment` filter into the consecutive pieces of the timeline it fills, so a clip shown twice
+//! video's aspect ratio (the request's `aspectRatio`; centre crop: no letterbox, no stretch),
+//! scales, sets the frame rate, and is cut by the `segment` filter into the consecutive pieces of the timeline it fills, so a clip shown twice
 //! continues where it left off and only the clip on screen is decoded. Segments of
 //! `seconds_per_clip` cycle through the clips and add up to exactly the voiceover's frame count; the
 //! concatenation gets the subtitles burnt in (`ass`), the voice is mixed with the looped music at

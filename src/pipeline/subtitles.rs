@@ -1,13 +1,20 @@
 //! Subtitles stage: an ASS file timed from the real sentence audio, burnt in by the render.
 //!
+//! Three styles (`subtitlesStyle`): `classic` (the sentence's lines in the colour), `word` (one or
+//! two words at a time, large, popping in) and `karaoke` (a classic cue's lines in white, one event
+//! per word with that word in the colour). Word times come from the voice stage (`timing`).
+//!
 //! Invariants: a cue never shows more than two lines; a line is at most `subtitles.max_line_chars`
-//! columns (a wide CJK character counts two) unless one unbreakable word is longer; a sentence
-//! too long for two lines becomes several cues whose durations are proportional to their text and
-//! exactly fill the sentence's time; cues never overlap and are in order. Text is escaped so libass
-//! shows it as written: `{`/`}` become `\{`/`\}` (libass's literal braces) and every backslash is
-//! followed by a WORD JOINER (U+2060, zero width) so `\N`, `\h`, `\{` in the text stay literal.
-//! The font size (`font_size` at 1920 high, scaled) is capped so a full line fits between the
-//! margins, so libass never re-wraps a line into a third. Event: `Generating subtitles`.
+//! columns (a wide CJK character counts two; CJK text breaks between characters) unless one
+//! unbreakable word is longer; a sentence too long for two lines becomes several cues that exactly
+//! fill the sentence's time, each starting with its first word (proportional to its text when the
+//! words have no times); cues never overlap and are in order. Text is escaped so libass shows it as
+//! written: `{`/`}` become `\{`/`\}` (libass's literal braces) and every backslash is followed by a
+//! WORD JOINER (U+2060, zero width) so `\N`, `\h`, `\{` in the text stay literal. Captions never
+//! leave the frame: the style's size (`font_size` at a 1080-pixel short side, scaled) is capped so an
+//! average full line fits between the margins, and a cue whose lines would still not fit (measured
+//! with DejaVu Sans Bold's advance widths, on the safe side, outline and shadow included; height too)
+//! gets a smaller `\fs` of its own. Event: `Generating subtitles`.
 
 use std::fmt::Write as _;
 use std::ops::Range;
