@@ -215,8 +215,8 @@ fn unknown_fields_are_accepted_answered_with_warnings_and_logged_first() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["status"], "success");
     let want = [
-        // `aspectRatio` is not a field yet: nothing to suggest.
-        "unknown field aspect_ratio ignored",
+        // `aspect_ratio` is the request's `aspectRatio` in another spelling.
+        "unknown field aspect_ratio ignored; did you mean aspectRatio?",
         "unknown field frobnicate ignored",
         "unknown field subtitlePosition ignored; did you mean subtitlesPosition?",
     ];
