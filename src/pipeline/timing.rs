@@ -6,7 +6,7 @@
 //! measured audio with its leading and trailing silence trimmed (ffmpeg's `silencedetect` over the
 //! voice track), shared out by syllables (CJK: by characters).
 //!
-//! Invariants of [`word_times`] and [`estimate`]: one [`SpokenWord`] per unit, in order; each has
+//! Invariants of [`word_times`]: one [`SpokenWord`] per unit, in order; each has
 //! `start <= end`, none starts before the previous one ends, and all lie inside the sentence's audio
 //! `[start, start + duration]`.
 
@@ -186,12 +186,6 @@ fn share_out(units: &[Unit], from: f64, to: f64) -> Vec<SpokenWord> {
         .collect()
 }
 
-/// Estimated times of `sentence`'s words, spoken in `[start, end]` of the voice track (the
-/// sentence's audio with its silence trimmed).
-pub fn estimate(sentence: &str, start: f64, end: f64) -> Vec<SpokenWord> {
-    share_out(&units(sentence), start, end)
-}
-
 /// The times of `sentence`'s words from an engine's marks: each unit belongs to the last mark at or
 /// before its first letter, and the units of one mark share out its time (up to the next mark)
 /// by weight. `audio_start` is where the sentence's audio starts in the track, `speech_end` where
@@ -306,6 +300,11 @@ pub fn trim_silence(start: f64, end: f64, silences: &[(f64, f64)]) -> (f64, f64)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Times of `sentence`'s words estimated over `[start, end]` (no engine marks).
+    fn estimate(sentence: &str, start: f64, end: f64) -> Vec<SpokenWord> {
+        word_times(sentence, &[], start, (start, end))
+    }
 
     fn texts(units: &[Unit]) -> Vec<&str> {
         units.iter().map(|u| u.text.as_str()).collect()
