@@ -97,56 +97,117 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
     )
 }
 
+/// What a route does; [`ROUTES`] names each one's method and path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Generate,
+    ListJobs,
+    GetJob,
+    Events,
+    CancelJob,
+    CancelActive,
+    Models,
+    UploadSongs,
+    Health,
+}
+
+/// One served route: a method and a path template whose `:name` segments match any one segment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub endpoint: Endpoint,
+}
+
+const fn r(method: &'static str, path: &'static str, endpoint: Endpoint) -> Route {
+    Route {
+        method,
+        path,
+        endpoint,
+    }
+}
+
+/// Every route the daemon serves, in one place: the router matches requests against it, metrics
+/// label requests by its templates, and the OpenAPI document describes exactly these (a test keeps
+/// the two equal).
+pub(crate) const ROUTES: &[Route] = &[
+    r("POST", "/api/generate", Endpoint::Generate),
+    r("GET", "/api/jobs", Endpoint::ListJobs),
+    r("GET", "/api/jobs/:id", Endpoint::GetJob),
+    r("GET", "/api/jobs/:id/events", Endpoint::Events),
+    r("POST", "/api/jobs/:id/cancel", Endpoint::CancelJob),
+    r("POST", "/api/cancel", Endpoint::CancelActive),
+    r("GET", "/api/models", Endpoint::Models),
+    r("POST", "/api/upload-songs", Endpoint::UploadSongs),
+    r("GET", "/healthz", Endpoint::Health),
+];
+
+/// The `:name` segments of `template` taken from `segs`, if the path matches the template.
+fn match_template<'a>(template: &str, segs: &[&'a str]) -> Option<Vec<&'a str>> {
+    let parts: Vec<&str> = template.split('/').filter(|s| !s.is_empty()).collect();
+    if parts.len() != segs.len() {
+        return None;
+    }
+    let mut params = Vec::new();
+    for (p, s) in parts.iter().zip(segs) {
+        if p.starts_with(':') {
+            params.push(*s);
+        } else if p != s {
+            return None;
+        }
+    }
+    Some(params)
+}
+
+/// The route serving `method` on `path` with its path parameters; `Err(true)` when the path exists
+/// with other methods only.
+pub(crate) fn find_route<'a>(
+    method: &str,
+    path: &'a str,
+) -> Result<(&'static Route, Vec<&'a str>), bool> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let mut path_known = false;
+    for route in ROUTES {
+        if let Some(params) = match_template(route.path, &segs) {
+            if route.method == method {
+                return Ok((route, params));
+            }
+            path_known = true;
+        }
+    }
+    Err(path_known)
+}
+
 async fn route(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let method = req.method().clone();
     let path = req.uri().path().trim_end_matches('/').to_string();
     let query = req.uri().query().unwrap_or("").to_string();
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let not_allowed = || ApiError::MethodNotAllowed {
-        method: method.to_string(),
-        path: path.clone(),
+    let (route, params) = match find_route(method.as_str(), &path) {
+        Ok(found) => found,
+        Err(true) => {
+            return Err(ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                path,
+            })
+        }
+        Err(false) => {
+            return Err(ApiError::NoRoute {
+                method: method.to_string(),
+                path: req.uri().path().to_string(),
+            })
+        }
     };
-    match segs.as_slice() {
-        ["api", "generate"] => match method {
-            Method::POST => generate(st, req).await,
-            _ => Err(not_allowed()),
-        },
-        ["api", "jobs"] => match method {
-            Method::GET => list_jobs(st, &query),
-            _ => Err(not_allowed()),
-        },
-        ["api", "jobs", id] => match method {
-            Method::GET => get_job(st, id),
-            _ => Err(not_allowed()),
-        },
-        ["api", "jobs", id, "events"] => match method {
-            Method::GET => events(st, id, &query).await,
-            _ => Err(not_allowed()),
-        },
-        ["api", "jobs", id, "cancel"] => match method {
-            Method::POST => cancel(st, id).await,
-            _ => Err(not_allowed()),
-        },
-        ["api", "cancel"] => match method {
-            Method::POST => cancel_active(st).await,
-            _ => Err(not_allowed()),
-        },
-        ["api", "models"] => match method {
-            Method::GET => models(st).await,
-            _ => Err(not_allowed()),
-        },
-        ["api", "upload-songs"] => match method {
-            Method::POST => upload::upload_songs(st, req).await,
-            _ => Err(not_allowed()),
-        },
-        ["healthz"] => match method {
-            Method::GET => health(st).await,
-            _ => Err(not_allowed()),
-        },
-        _ => Err(ApiError::NoRoute {
-            method: method.to_string(),
-            path: req.uri().path().to_string(),
-        }),
+    let id = params.first().copied().unwrap_or("");
+    match route.endpoint {
+        Endpoint::Generate => generate(st, req).await,
+        Endpoint::ListJobs => list_jobs(st, &query),
+        Endpoint::GetJob => get_job(st, id),
+        Endpoint::Events => events(st, id, &query).await,
+        Endpoint::CancelJob => cancel(st, id).await,
+        Endpoint::CancelActive => cancel_active(st).await,
+        Endpoint::Models => models(st).await,
+        Endpoint::UploadSongs => upload::upload_songs(st, req).await,
+        Endpoint::Health => health(st).await,
     }
 }
 
@@ -440,5 +501,25 @@ mod tests {
         assert!(param_u64(&p, "neg", 0, 0, 60).is_err());
         assert_eq!(param_u64(&p, "ok", 0, 0, 60).unwrap(), 7);
         assert_eq!(param_u64(&p, "missing", 3, 0, 60).unwrap(), 3);
+    }
+
+    #[test]
+    fn routes_match_templates_and_tell_a_wrong_method_from_no_route() {
+        let (r, p) = find_route("GET", "/api/jobs/abc/events").unwrap();
+        assert_eq!(r.endpoint, Endpoint::Events);
+        assert_eq!(p, vec!["abc"]);
+        assert_eq!(
+            find_route("GET", "/api/jobs").unwrap().0.endpoint,
+            Endpoint::ListJobs
+        );
+        assert!(matches!(find_route("DELETE", "/api/jobs/abc"), Err(true)));
+        assert!(matches!(find_route("GET", "/api/nope"), Err(false)));
+        assert!(matches!(find_route("GET", "/api/jobs/a/b/c"), Err(false)));
+        // No two routes share a method and a template.
+        for (i, a) in ROUTES.iter().enumerate() {
+            for b in &ROUTES[i + 1..] {
+                assert!(a.method != b.method || a.path != b.path, "{a:?}");
+            }
+        }
     }
 }
