@@ -11,13 +11,20 @@
 //! 4. the status/watchdog task ends;
 //! 5. the journal commits and answers what is pending, stops, and its thread is joined;
 //! 6. the socket file is removed. A restart replays the log and picks the jobs up.
+//!
+//! A failed event log (the journal's first failed commit; redb refuses every write after one) stops
+//! the daemon too, and it exits non-zero so that systemd's `Restart=on-failure` starts it again on
+//! a freshly opened log (we restart rather than reopen in place: a new process proves the log
+//! opens and replays, and recovery re-queues the jobs whose end could not be recorded). Until then
+//! every write is answered 503/507 and `/healthz` 503 with the reason, the watchdog is no longer
+//! pinged, and the running jobs are stopped (their subprocesses killed) before the listeners close.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigSource};
 use crate::service::{self, open_log, prepare_state_dir, system, Core};
@@ -81,10 +88,18 @@ async fn serve(
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut stopping = core.stopping();
+    let mut failed = None;
     tokio::select! {
         _ = sigterm.recv() => info!(signal = "SIGTERM", "shutting down"),
         _ = sigint.recv() => info!(signal = "SIGINT", "shutting down"),
         _ = crate::wait_true(&mut stopping) => info!("shutting down after a drain"),
+        fault = core.log_failed() => failed = Some(fault),
+    }
+    if let Some(fault) = &failed {
+        error!(cause = %fault.cause(), "the event log cannot be written: stopping to be restarted");
+        crate::systemd::notify(&format!("STATUS={}", fault.restart_message()));
+        // The scheduler has told the jobs to stop; the listeners keep answering 503 meanwhile.
+        tasks.stop_jobs(JOBS_GRACE).await;
     }
     // 1. Stop accepting: the HTTP loop and the control socket watch `stopping`.
     crate::systemd::notify("STOPPING=1");
@@ -101,6 +116,10 @@ async fn serve(
     let _ = status.await;
     // 5. The journal's final flush, then its thread.
     tasks.close_journal().await;
+    if let Some(fault) = failed {
+        info!("stopped after an event log failure");
+        anyhow::bail!("{}", fault.restart_message());
+    }
     info!("stopped");
     Ok(())
 }
@@ -131,8 +150,9 @@ async fn report_status(core: Core) {
                 continue;
             }
         }
-        let text = match tokio::time::timeout(Duration::from_secs(1), core.scheduler_status()).await
-        {
+        let status = tokio::time::timeout(Duration::from_secs(1), core.scheduler_status()).await;
+        let text = match status {
+            _ if core.log_fault().is_some() => "STATUS=the event log cannot be written".to_string(),
             Ok(Ok(st)) => format!(
                 "STATUS={} running, {} queued{}{}",
                 st.running.len(),

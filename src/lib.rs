@@ -17,6 +17,7 @@
 //! - `control/`   The Unix control socket (through `Core`) and the `ctl` client.
 //! - `generate`   The one-shot `reelsmith generate` command, through `Core`.
 //! - `daemon`     The boot and shutdown sequences of `serve`.
+//! - `fault_tests` (tests only) Store faults against the in-process core, HTTP and control socket.
 //! - Edges: `config` (read once, passed down; imports `secret` only), `cli` (clap), `telemetry`,
 //!   `systemd` (sd_notify). `cli` mounts `control::cli`'s `ctl` subcommands.
 
@@ -26,6 +27,8 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod event;
+#[cfg(test)]
+mod fault_tests;
 pub mod generate;
 pub(crate) mod http;
 pub(crate) mod percent;

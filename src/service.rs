@@ -20,7 +20,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::actors::job::{interruption_events, JobPaths};
-use crate::actors::journal::{Append, Close, Journal, JournalError, Ping};
+use crate::actors::journal::{Append, Close, Fault, Journal, JournalError, Ping};
 use crate::actors::scheduler::{
     Caller, Cancel, CancelActive, CancelOutcome, Drain, GetStatus, RecordAdmin, Retry, Scheduler,
     SchedulerError, SchedulerStatus, SetConcurrency, SetConfig, SetPaused, Shutdown, Submit,
@@ -77,6 +77,8 @@ struct Inner {
     views: Arc<Views>,
     scheduler: Addr<Scheduler>,
     liveness: Recipient<Ping>,
+    /// The journal's fault channel: `Some` once the event log has failed.
+    faults: watch::Receiver<Option<Fault>>,
     /// The config jobs and handlers use now (replaced by a reload).
     config: RwLock<Arc<Config>>,
     state_dir: PathBuf,
@@ -103,8 +105,9 @@ pub async fn start(
     paused: bool,
 ) -> anyhow::Result<(Core, CoreTasks)> {
     let journal_arbiter = Arbiter::new();
-    let (s, v) = (store.clone(), views.clone());
-    let journal = Journal::start_in_arbiter(&journal_arbiter.handle(), move |_| Journal::new(s, v));
+    let journal = Journal::new(store.clone(), views.clone());
+    let faults = journal.faults();
+    let journal = Journal::start_in_arbiter(&journal_arbiter.handle(), move |_| journal);
     recover(&journal.clone().recipient(), &views).await?;
     let paths = JobPaths {
         state_dir: state_dir.clone(),
@@ -112,6 +115,7 @@ pub async fn start(
     };
     let scheduler = Scheduler::new(
         journal.clone().recipient(),
+        faults.clone(),
         views.clone(),
         config.clone(),
         paths,
@@ -125,6 +129,7 @@ pub async fn start(
             views,
             scheduler: scheduler.clone(),
             liveness: journal.clone().recipient(),
+            faults,
             config: RwLock::new(config),
             state_dir,
             started: Instant::now(),
@@ -395,8 +400,33 @@ impl Core {
         Ok(self.inner.scheduler.send(GetStatus).await?)
     }
 
-    /// Whether the journal and the scheduler both answer within `timeout`; else who did not.
+    /// The error that broke the event log, once it has failed (the daemon then stops and exits
+    /// non-zero; every write is answered with [`crate::store::AppendError::restart_message`]).
+    pub fn log_fault(&self) -> Option<Fault> {
+        self.inner.faults.borrow().clone()
+    }
+
+    /// Resolves with the fault when the event log fails.
+    pub async fn log_failed(&self) -> Fault {
+        let mut rx = self.inner.faults.clone();
+        let fault = rx
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|f| f.clone());
+        match fault {
+            Some(f) => f,
+            // The journal is gone without a fault (a normal shutdown): nothing to report.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Whether the event log is writable and the journal and the scheduler both answer within
+    /// `timeout`; else who is not well (the watchdog's test).
     pub async fn liveness(&self, timeout: Duration) -> Result<(), &'static str> {
+        if self.log_fault().is_some() {
+            return Err("event log");
+        }
         match tokio::time::timeout(timeout, self.inner.liveness.send(Ping)).await {
             Ok(Ok(())) => {}
             _ => return Err("journal"),
@@ -424,6 +454,10 @@ impl Core {
             "failed": counts.failed,
             "cancelled": counts.cancelled,
             "lastEventId": self.last_id(),
+            "eventLog": match self.log_fault() {
+                None => "ok".to_string(),
+                Some(f) => f.restart_message(),
+            },
             "databaseBytes": self.inner.store.size_bytes(),
             "freeDiskBytes": free_disk_bytes(self.state_dir()),
             "stateDir": self.state_dir().display().to_string(),

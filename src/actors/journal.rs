@@ -6,12 +6,16 @@
 //! its job's folded view before anything is written; an illegal one is refused alone. Callers are
 //! answered only after the commit is durable, then the views are published and followers woken.
 //! The journal runs on its own Arbiter thread, so its blocking commits never stall async workers.
+//! The first failed commit is *fatal*: redb refuses every later write, so the journal writes
+//! nothing more, answers every later append with the same error, and publishes it on its fault
+//! channel (the scheduler stops its jobs, `Core` answers 503 and withholds the watchdog, and the
+//! daemon exits non-zero so systemd restarts it on a freshly opened log).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::{debug, error};
 
 use crate::event::{now_ms, Event, EventId, IllegalEvent, JobId, JobView, Kind, NewEvent};
@@ -57,8 +61,8 @@ struct Flush;
 pub enum JournalError {
     #[error(transparent)]
     Refused(#[from] Refusal),
-    #[error(transparent)]
-    Fatal(Arc<AppendError>),
+    #[error("{}", .0.restart_message())]
+    Fatal(Fault),
     #[error("the journal has stopped")]
     Closed,
 }
@@ -81,6 +85,9 @@ impl JournalError {
     }
 }
 
+/// The error that broke the event log (see the module comment).
+pub type Fault = Arc<AppendError>;
+
 struct Pending {
     append: Append,
     reply: oneshot::Sender<Result<Vec<EventId>, JournalError>>,
@@ -92,6 +99,8 @@ pub struct Journal {
     next_id: EventId,
     pending: Vec<Pending>,
     flush_scheduled: bool,
+    /// `Some` once a commit has failed: nothing is written any more.
+    fault: watch::Sender<Option<Fault>>,
 }
 
 impl Journal {
@@ -103,7 +112,13 @@ impl Journal {
             next_id,
             pending: Vec::new(),
             flush_scheduled: false,
+            fault: watch::channel(None).0,
         }
+    }
+
+    /// Turns `Some` when the log fails (take it before the journal starts).
+    pub fn faults(&self) -> watch::Receiver<Option<Fault>> {
+        self.fault.subscribe()
     }
 
     /// Checks one append against the working views and gives its events ids; `None` views are jobs
@@ -170,6 +185,12 @@ impl Journal {
         if pending.is_empty() {
             return;
         }
+        if let Some(fault) = self.fault.borrow().clone() {
+            for p in pending {
+                let _ = p.reply.send(Err(JournalError::Fatal(fault.clone())));
+            }
+            return;
+        }
         let now = now_ms();
         let first_id = self.next_id;
         let mut work: HashMap<JobId, Option<JobView>> = HashMap::new();
@@ -198,10 +219,17 @@ impl Journal {
         }
         let started = std::time::Instant::now();
         if let Err(e) = self.store.append(&batch) {
-            error!(error = %e, events = batch.len(), "event log commit failed");
+            error!(
+                error = %e,
+                disk_full = e.is_disk_full(),
+                events = batch.len(),
+                "event log commit failed; the log is closed to writes"
+            );
             // Nothing of this batch is durable or visible: the ids may be given out again.
             self.next_id = first_id;
-            let err = JournalError::Fatal(Arc::new(e));
+            let fault: Fault = Arc::new(e);
+            self.fault.send_replace(Some(fault.clone()));
+            let err = JournalError::Fatal(fault);
             for (reply, r) in replies {
                 let _ = reply.send(r.and(Err(err.clone())));
             }
@@ -276,10 +304,9 @@ impl Handler<Flush> for Journal {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
     use super::*;
     use crate::event::{Kind, Level};
+    use crate::store::faulty::{Fault as DiskFault, FaultyDisk};
     use crate::store::FILE_NAME;
 
     fn queued() -> NewEvent {
@@ -295,45 +322,6 @@ mod tests {
         let store = Store::open(&dir.join(FILE_NAME)).unwrap();
         let (views, _) = Views::replay(&store).unwrap();
         (Arc::new(store), Arc::new(views))
-    }
-
-    /// redb's file backend, made to fail every write and sync while `fail` is set (a disk that
-    /// stops taking data).
-    #[derive(Debug)]
-    struct FailingDisk {
-        inner: redb::backends::FileBackend,
-        fail: Arc<AtomicBool>,
-    }
-
-    impl FailingDisk {
-        fn check(&self) -> Result<(), std::io::Error> {
-            if self.fail.load(Ordering::SeqCst) {
-                Err(std::io::Error::other("injected write failure"))
-            } else {
-                Ok(())
-            }
-        }
-    }
-
-    impl redb::StorageBackend for FailingDisk {
-        fn len(&self) -> Result<u64, std::io::Error> {
-            self.inner.len()
-        }
-        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
-            self.inner.read(offset, out)
-        }
-        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-            self.check()?;
-            self.inner.set_len(len)
-        }
-        fn sync_data(&self) -> Result<(), std::io::Error> {
-            self.check()?;
-            self.inner.sync_data()
-        }
-        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-            self.check()?;
-            self.inner.write(offset, data)
-        }
     }
 
     #[test]
@@ -415,27 +403,16 @@ mod tests {
     fn ids_of_a_failed_commit_are_never_visible() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE_NAME);
-        let fail = Arc::new(AtomicBool::new(false));
         let (a, b) = (JobId::new(), JobId::new());
         {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .unwrap();
-            let disk = FailingDisk {
-                inner: redb::backends::FileBackend::new(file).unwrap(),
-                fail: fail.clone(),
-            };
+            let (disk, switch) = FaultyDisk::open(&path);
             let store = Arc::new(Store::open_with_backend(&path, disk).unwrap());
             let views = Arc::new(Views::new());
             actix::System::new().block_on(async {
                 let journal = Journal::new(store.clone(), views.clone()).start();
                 let first = journal.send(Append::one(a, queued())).await.unwrap();
                 assert_eq!(first.unwrap(), vec![1]);
-                fail.store(true, Ordering::SeqCst);
+                switch.set(Some(DiskFault::Io));
                 let sent = vec![
                     journal.send(Append::one(b, queued())),
                     journal.send(Append::one(a, log("lost"))),
@@ -449,7 +426,7 @@ mod tests {
             assert_eq!(views.last_id(), 1);
             assert!(views.view(b).is_none());
             assert_eq!(views.view(a).unwrap().last_event_id, 1);
-            fail.store(false, Ordering::SeqCst);
+            switch.set(None);
         }
         // Nor after a restart; the next append may reuse the ids nobody ever saw.
         let (store, views) = open(dir.path());
@@ -467,5 +444,56 @@ mod tests {
             .map(|e| e.message)
             .collect();
         assert_eq!(msgs, vec!["Job queued.", "kept"]);
+    }
+
+    #[test]
+    fn after_a_failed_commit_nothing_is_written_and_every_append_names_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let (disk, switch) = FaultyDisk::open(&path);
+        let store = Arc::new(Store::open_with_backend(&path, disk).unwrap());
+        let views = Arc::new(Views::new());
+        let a = JobId::new();
+        actix::System::new().block_on(async {
+            let journal = Journal::new(store.clone(), views.clone());
+            let mut faults = journal.faults();
+            let journal = journal.start();
+            journal
+                .send(Append::one(a, queued()))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(faults.borrow().is_none());
+            switch.set(Some(DiskFault::Full));
+            let err = journal
+                .send(Append::one(a, log("lost")))
+                .await
+                .unwrap()
+                .unwrap_err();
+            let JournalError::Fatal(fault) = &err else {
+                panic!("{err:?}")
+            };
+            assert!(fault.is_disk_full(), "{fault}");
+            let expected = format!(
+                "The event log cannot be written (no space left on the disk holding {}); the daemon is restarting.",
+                dir.path().display()
+            );
+            assert_eq!(err.to_string(), expected);
+            faults.changed().await.unwrap();
+            assert!(faults.borrow().is_some());
+            // The disk works again, but the journal tries no more writes: redb would refuse them
+            // (or worse, half-apply them); the restart opens the log afresh.
+            switch.set(None);
+            let tried = switch.writes();
+            for _ in 0..50 {
+                let r = journal
+                    .send(Append::one(a, log("later")))
+                    .await
+                    .unwrap();
+                assert_eq!(r.unwrap_err().to_string(), expected);
+            }
+            assert_eq!(switch.writes(), tried, "the journal kept writing");
+        });
+        assert_eq!(views.last_id(), 1);
     }
 }

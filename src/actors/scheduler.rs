@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tokio::sync::{oneshot, watch};
+use tracing::{error, info, warn};
 
 use crate::actors::job::{JobActor, JobEnded, JobPaths, Stop};
-use crate::actors::journal::{Append, JournalError, Refusal};
+use crate::actors::journal::{Append, Fault, JournalError, Refusal};
 use crate::config::Config;
 use crate::event::{JobId, JobState, Kind, Level, NewEvent};
 use crate::pipeline::StopReason;
@@ -169,8 +169,16 @@ impl From<MailboxError> for SchedulerError {
     }
 }
 
+/// The event log failed (sent by the scheduler's fault watcher to itself).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LogFailed;
+
 pub struct Scheduler {
     journal: Recipient<Append>,
+    /// The journal's fault channel: once it holds an error, nothing starts and every write is
+    /// answered with it.
+    faults: watch::Receiver<Option<Fault>>,
     views: Arc<Views>,
     config: Arc<Config>,
     paths: Arc<JobPaths>,
@@ -186,6 +194,7 @@ impl Scheduler {
     /// The jobs left queued by the previous run are in `views` already.
     pub fn new(
         journal: Recipient<Append>,
+        faults: watch::Receiver<Option<Fault>>,
         views: Arc<Views>,
         config: Arc<Config>,
         paths: JobPaths,
@@ -193,6 +202,7 @@ impl Scheduler {
     ) -> Scheduler {
         Scheduler {
             journal,
+            faults,
             views,
             concurrency: config.daemon.concurrency,
             config,
@@ -206,7 +216,20 @@ impl Scheduler {
     }
 
     fn admits(&self) -> bool {
-        !self.paused && !self.draining && !self.shutting_down
+        !self.paused && !self.draining && !self.shutting_down && self.fault().is_none()
+    }
+
+    /// The error that broke the event log, if it has failed.
+    fn fault(&self) -> Option<Fault> {
+        self.faults.borrow().clone()
+    }
+
+    /// Refuses a write at once when the log has failed (the journal would refuse it anyway).
+    fn refuse_if_failed(&self) -> Result<(), SchedulerError> {
+        match self.fault() {
+            Some(f) => Err(SchedulerError::Journal(JournalError::Fatal(f))),
+            None => Ok(()),
+        }
     }
 
     /// Starts queued jobs, oldest first, while the limit allows.
@@ -276,7 +299,31 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4096);
+        let mut faults = self.faults.clone();
+        let me = ctx.address();
+        ctx.spawn(
+            async move {
+                if faults.wait_for(Option::is_some).await.is_ok() {
+                    me.do_send(LogFailed);
+                }
+            }
+            .into_actor(self),
+        );
         self.pump(ctx);
+    }
+}
+
+impl Handler<LogFailed> for Scheduler {
+    type Result = ();
+
+    /// Nothing starts any more; running jobs are stopped (their subprocesses killed). They try to
+    /// record the interruption, which the failed log refuses: the restart's recovery records it.
+    fn handle(&mut self, _: LogFailed, _ctx: &mut Self::Context) {
+        let cause = self.fault().map(|f| f.cause()).unwrap_or_default();
+        error!(%cause, running = self.running.len(), "event log failed: stopping every job");
+        for actor in self.running.values() {
+            actor.do_send(Stop(StopReason::Shutdown));
+        }
     }
 }
 
@@ -284,6 +331,9 @@ impl Handler<Submit> for Scheduler {
     type Result = ResponseActFuture<Self, Result<JobId, SchedulerError>>;
 
     fn handle(&mut self, msg: Submit, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.refuse_if_failed() {
+            return Box::pin(fut::ready(Err(e)));
+        }
         if self.shutting_down {
             return Box::pin(fut::ready(Err(SchedulerError::ShuttingDown)));
         }

@@ -3,8 +3,10 @@
 
 use hyper::StatusCode;
 
+use crate::actors::journal::JournalError;
 use crate::actors::scheduler::SchedulerError;
 use crate::service::CoreError;
+use crate::store::AppendError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -22,6 +24,9 @@ pub enum ApiError {
     TooLarge { limit: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// The event log cannot be written: 507 when its disk is full, else 503.
+    #[error("{message}")]
+    LogFailed { message: String, disk_full: bool },
     #[error("Internal error: {0}")]
     Internal(String),
 }
@@ -36,7 +41,21 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::LogFailed {
+                disk_full: true, ..
+            } => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::LogFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl ApiError {
+    /// The answer to every write once the event log has failed.
+    pub fn log_failed(fault: &AppendError) -> ApiError {
+        ApiError::LogFailed {
+            message: fault.restart_message(),
+            disk_full: fault.is_disk_full(),
         }
     }
 }
@@ -53,6 +72,7 @@ impl From<SchedulerError> for ApiError {
             SchedulerError::NotRetryable { .. } | SchedulerError::BadConcurrency => {
                 ApiError::BadRequest(e.to_string())
             }
+            SchedulerError::Journal(JournalError::Fatal(f)) => ApiError::log_failed(&f),
             SchedulerError::Journal(_) | SchedulerError::Internal(_) => {
                 ApiError::Internal(e.to_string())
             }

@@ -460,11 +460,19 @@ async fn models(st: &Core) -> Result<Response<Body>, ApiError> {
     }
 }
 
+/// 200 while the daemon works (`degraded` when a media tool is missing); 503 with the reason once
+/// the event log has failed.
 async fn health(st: &Core) -> Result<Response<Body>, ApiError> {
     let missing = crate::pipeline::process::check_tools(&st.config());
     let counts = st.counts();
-    ok(json!({
-        "status": if missing.is_empty() { "ok" } else { "degraded" },
+    let fault = st.log_fault();
+    let status = match (&fault, missing.is_empty()) {
+        (Some(_), _) => "error",
+        (None, true) => "ok",
+        (None, false) => "degraded",
+    };
+    let mut body = json!({
+        "status": status,
         "version": env!("CARGO_PKG_VERSION"),
         "uptimeSeconds": st.started().elapsed().as_secs(),
         "lastEventId": st.last_id(),
@@ -473,7 +481,15 @@ async fn health(st: &Core) -> Result<Response<Body>, ApiError> {
             "failed": counts.failed, "cancelled": counts.cancelled,
         },
         "missingTools": missing,
-    }))
+    });
+    let code = match &fault {
+        Some(f) => {
+            body["message"] = json!(f.restart_message());
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        None => StatusCode::OK,
+    };
+    Ok(json_response(code, &body))
 }
 
 #[cfg(test)]

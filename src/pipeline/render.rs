@@ -357,14 +357,34 @@ fn io_failed(what: &str, path: &Path, e: std::io::Error) -> StageError {
     StageError::failed("Io", format!("cannot {what} {}: {e}", path.display()))
 }
 
+/// How ffmpeg (glibc's strerror) words ENOSPC.
+const NO_SPACE: &str = "No space left on device";
+
+/// `Failed to render video: no space left on <dir>` instead of ffmpeg's own lines, when the disk
+/// ffmpeg wrote to filled up.
+fn out_of_space(e: StageError, dir: &Path) -> StageError {
+    match &e {
+        StageError::Failed { message, .. } if message.contains(NO_SPACE) => no_space(dir),
+        _ => e,
+    }
+}
+
+fn no_space(dir: &Path) -> StageError {
+    StageError::retryable("DiskFull", format!("no space left on {}", dir.display()))
+}
+
 /// Moves `from` onto `to`, copying when they are on different file systems.
 async fn move_file(from: &Path, to: &Path) -> Result<(), StageError> {
     match tokio::fs::rename(from, to).await {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            tokio::fs::copy(from, to)
-                .await
-                .map_err(|e| io_failed("write", to, e))?;
+            tokio::fs::copy(from, to).await.map_err(|e| {
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    no_space(to.parent().unwrap_or(to))
+                } else {
+                    io_failed("write", to, e)
+                }
+            })?;
             let _ = tokio::fs::remove_file(from).await;
             Ok(())
         }
@@ -455,7 +475,7 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
     let (encoded, reported) = tokio::join!(encode, reporter);
     if let Err(e) = encoded {
         let _ = tokio::fs::remove_file(&partial).await;
-        return Err(e);
+        return Err(out_of_space(e, &cx.work_dir));
     }
     reported?;
     cx.stop.check()?;
@@ -477,6 +497,22 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_is_named_instead_of_quoting_ffmpeg() {
+        let full = StageError::failed(
+            "ToolFailed",
+            "ffmpeg exited with status 1:\n[out#0/mp4 @ 0x5] Error muxing a packet\nav_interleaved_write_frame(): No space left on device",
+        );
+        let e = out_of_space(full, Path::new("/srv/state/jobs/j1"));
+        assert_eq!(e.to_string(), "no space left on /srv/state/jobs/j1");
+        assert!(matches!(e, StageError::Failed { ref error, .. } if error == "DiskFull"));
+        let other = StageError::failed("ToolFailed", "ffmpeg exited with status 1:\nInvalid data");
+        assert_eq!(
+            out_of_space(other, Path::new("/x")).to_string(),
+            "ffmpeg exited with status 1:\nInvalid data"
+        );
+    }
 
     #[test]
     fn crops_fill_nine_sixteen_without_letterbox_or_stretch() {

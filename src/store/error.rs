@@ -40,6 +40,29 @@ impl AppendError {
             .and_then(std::io::Error::raw_os_error)
             .is_some_and(|c| c == libc::ENOSPC || c == libc::EDQUOT)
     }
+
+    /// What went wrong, in a few words a person can act on: names the disk when it is full.
+    pub fn cause(&self) -> String {
+        if self.is_disk_full() {
+            let dir = self.path.parent().unwrap_or(&self.path);
+            return format!("no space left on the disk holding {}", dir.display());
+        }
+        match &self.source {
+            redb::Error::PreviousIo => {
+                format!("{}: an earlier write failed", self.path.display())
+            }
+            e => format!("{}: {e}", self.path.display()),
+        }
+    }
+
+    /// The line every refused write answers once the log has failed (HTTP 503/507, the control
+    /// socket's error line, `/healthz`).
+    pub fn restart_message(&self) -> String {
+        format!(
+            "The event log cannot be written ({}); the daemon is restarting.",
+            self.cause()
+        )
+    }
 }
 
 /// Reading records back (range reads, the start-up scan).

@@ -10,6 +10,8 @@
 
 pub mod codec;
 mod error;
+#[cfg(test)]
+pub(crate) mod faulty;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,225 @@
+//! Store and disk faults against the real binary, on small file systems this test mounts (tmpfs
+//! with `size=`; needs root, as CI runs): the log's disk fills during a submit storm (the daemon
+//! answers 507 naming the disk, exits non-zero, and a restart after space is freed has lost nothing
+//! and re-queues the interrupted job), and a render that runs out of space fails naming the folder.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A mount this test made; unmounted on drop (also when the test fails).
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, size: &str) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(
+            st.success(),
+            "cannot mount a tmpfs on {} (this test needs root, as CI runs it)",
+            at.display()
+        );
+        Mount(at.to_path_buf())
+    }
+
+    fn bind(from: &Path, at: &Path) -> Mount {
+        std::fs::create_dir_all(from).unwrap();
+        std::fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .arg("--bind")
+            .arg(from)
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "cannot bind-mount onto {}", at.display());
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros to `path` until the file system is full; returns the bytes written.
+fn fill(path: &Path) -> u64 {
+    let mut f = std::fs::File::create(path).expect("create the filler");
+    let chunk = vec![0u8; 64 << 10];
+    let mut n = 0;
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(k) => n += k as u64,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                break;
+            }
+        }
+    }
+    let _ = f.sync_all();
+    n
+}
+
+fn wait_exit(d: &mut Daemon, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not exit after its log failed:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_full_log_disk_is_answered_507_then_the_daemon_restarts_having_lost_nothing() {
+    require_media_tools();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    // The log on a small disk; the job folders on the big one (so the running job is not
+    // failed by its own writes, only interrupted by the daemon's exit).
+    let _log_disk = Mount::tmpfs(&state, "20m");
+    let _jobs = Mount::bind(&tmp.path().join("jobs-elsewhere"), &state.join("jobs"));
+    let cfg = offline_config(&format!("{SMALL_RENDER}\n[daemon]\nmax_attempts = 2\n"));
+    let mut d = Daemon::start_in(tmp.path(), &cfg, &[]);
+    let running = d.submit(&json!({ "videoSubject": "interrupted", "script": long_script(200) }));
+    d.wait_for_state(&running, &["running"], Duration::from_secs(60));
+
+    let addr = d.addr;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let refused: Arc<Mutex<Vec<(u16, Value)>>> = Arc::default();
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (stop, acked, refused) = (stop.clone(), acked.clone(), refused.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let body = json!({ "videoSubject": format!("client {c} job {i}") });
+                    match try_http(addr, "POST", "/api/generate", body.to_string().as_bytes()) {
+                        Ok((200, raw)) => {
+                            let v: Value = serde_json::from_slice(&raw).unwrap();
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push(v["jobId"].as_str().unwrap().into());
+                        }
+                        Ok((s, raw)) => refused
+                            .lock()
+                            .unwrap()
+                            .push((s, serde_json::from_slice(&raw).unwrap_or(Value::Null))),
+                        // The daemon has gone: nothing more to ask.
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "submissions too slow:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let filled = fill(&state.join("filler"));
+    eprintln!("filled the log's disk with {filled} bytes");
+    let status = wait_exit(&mut d, Duration::from_secs(60));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let expected = format!(
+        "The event log cannot be written (no space left on the disk holding {}); the daemon is restarting.",
+        state.display()
+    );
+    assert_eq!(status.code(), Some(1), "{status:?}:\n{}", d.logs());
+    assert!(d.logs().contains(&expected), "{}", d.logs());
+    let refused = refused.lock().unwrap().clone();
+    let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "{} submissions acknowledged, {} refused before the exit",
+        acked.len(),
+        refused.len()
+    );
+    assert!(!refused.is_empty(), "no submission saw the full disk");
+    for (s, v) in &refused {
+        assert_eq!(*s, 507, "{v}");
+        assert_eq!(v["status"], "error", "{v}");
+        assert_eq!(v["message"], expected.as_str(), "{v}");
+    }
+
+    // Space freed; systemd's restart, paused so that the queue stays as it was.
+    std::fs::remove_file(state.join("filler")).unwrap();
+    let d = Daemon::start_in(tmp.path(), &cfg, &["--paused"]);
+    for id in &acked {
+        let (s, v) = d.get(&format!("/api/jobs/{id}"));
+        assert_eq!(s, 200, "acknowledged job {id} lost: {v}");
+        assert_eq!(v["job"]["state"], "queued", "{v}");
+        assert_eq!(d.events(id)[0]["type"], "queued");
+    }
+    let job = d.job(&running);
+    assert_eq!(job["state"], "queued", "{job}");
+    assert_eq!(job["attempt"], 1, "{job}");
+    let events = d.events(&running);
+    let n = events.len();
+    assert_eq!(
+        events[n - 2]["message"],
+        "Job interrupted by a daemon restart."
+    );
+    assert_eq!(events[n - 1]["type"], "queued");
+    let (s, h) = d.get("/healthz");
+    assert_eq!((s, &h["status"]), (200, &json!("ok")), "{h}");
+    d.submit(&json!({ "videoSubject": "after the disk was freed" }));
+}
+
+#[test]
+fn a_render_that_runs_out_of_space_fails_naming_the_folder() {
+    require_media_tools();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let jobs = state.join("jobs");
+    let _jobs_disk = Mount::tmpfs(&jobs, "20m");
+    let mut d = Daemon::start_in(tmp.path(), &offline_config(SMALL_RENDER), &[]);
+    let id = d.submit(&json!({ "videoSubject": "too big", "script": long_script(40) }));
+    d.wait_for_event(&id, Duration::from_secs(180), |e| {
+        e["message"] == "Rendering final video with subtitles..."
+    });
+    fill(&jobs.join("filler"));
+    let job = d.wait_for_state(&id, &["failed", "completed"], Duration::from_secs(120));
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(
+        job["errorMessage"],
+        format!(
+            "Failed to render video: no space left on {}",
+            jobs.join(&id).display()
+        ),
+        "{job}"
+    );
+    let last = d.events(&id).pop().unwrap();
+    assert_eq!(last["payload"]["error"], "DiskFull", "{last}");
+    assert_eq!(last["payload"]["stage"], "render", "{last}");
+    std::fs::remove_file(jobs.join("filler")).unwrap();
+    d.assert_serving();
+    assert!(d.terminate(Duration::from_secs(10)).success());
+}
