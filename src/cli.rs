@@ -48,6 +48,12 @@ pub enum Command {
     },
     /// Make one video now, in this process, and write the MP4.
     Generate(GenerateArgs),
+    /// Create or upgrade the PostgreSQL store's schema (embedded, versioned migrations).
+    Migrate {
+        /// The store, `postgres://user@host:port/database`.
+        #[arg(long, value_name = "URL", env = "REELSMITH_STORE_URL")]
+        store_url: String,
+    },
     /// Talk to a running daemon over its control socket.
     #[command(help_template = crate::control::cli::HELP_TEMPLATE)]
     Ctl {

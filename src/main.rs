@@ -35,6 +35,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             reelsmith::daemon::run_server(cfg, opts)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Migrate { store_url } => {
+            reelsmith::telemetry::init("warn");
+            let version = reelsmith::store::migrate_postgres(&store_url)?;
+            println!("store schema at version {version}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Generate(args) => {
             reelsmith::telemetry::init("warn");
             let cfg = load_config(&args.common)?;

@@ -104,6 +104,13 @@ pub async fn start(
     views: Arc<Views>,
     paused: bool,
 ) -> anyhow::Result<(Core, CoreTasks)> {
+    // Pause is recorded in the log; a restart keeps it (as do the `--paused` flag and config).
+    let admin = store.read_job(JobId::DAEMON, 0, u64::MAX, usize::MAX)?;
+    let was_paused = admin
+        .iter()
+        .filter_map(crate::store::contract::pause_state)
+        .next_back()
+        .unwrap_or(false);
     let journal_arbiter = Arbiter::new();
     let journal = Journal::new(store.clone(), views.clone());
     let faults = journal.faults();
@@ -119,7 +126,7 @@ pub async fn start(
         views.clone(),
         config.clone(),
         paths,
-        paused || config.daemon.paused,
+        paused || config.daemon.paused || was_paused,
     )
     .start();
     let (stop, stopping) = watch::channel(false);

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::watch;
 
-use crate::event::{Event, EventId, JobId, JobState, JobView};
+use crate::event::{EventId, JobId, JobState, JobView};
 use crate::store::{ReadError, Store};
 
 struct Slot {
@@ -237,13 +237,5 @@ impl Views {
             tx.send_replace(v);
         }
         self.any.send_replace(last);
-    }
-}
-
-/// Folds `ev` into a working copy of views, for the journal's batch validation.
-pub(crate) fn fold_into(view: &mut Option<JobView>, ev: &Event) {
-    match view {
-        Some(v) => v.apply(ev),
-        None => *view = JobView::create(ev),
     }
 }

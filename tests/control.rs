@@ -987,3 +987,22 @@ fn http_and_socket_answer_the_same_events_page() {
         assert_eq!(empty["more"], false);
     }
 }
+
+#[test]
+fn a_paused_queue_stays_paused_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start_in(dir.path(), &config(), &[]);
+    ok(&ctl(&d, json!({"cmd": "pause"})));
+    let id = d.submit(&json!({"videoSubject": "waits for a resume"}));
+    let st = d.terminate(Duration::from_secs(20));
+    assert!(st.success(), "{st:?}");
+
+    // No `--paused` this time: the log says the queue is paused.
+    let d = Daemon::start_in(dir.path(), &config(), &[]);
+    let st = ctl(&d, json!({"cmd": "status"}));
+    assert_eq!(ok(&st)["paused"], true, "{st}");
+    assert_eq!(d.job(&id)["state"], "queued");
+    ok(&ctl(&d, json!({"cmd": "resume"})));
+    let job = d.wait_for_state(&id, &["completed"], Duration::from_secs(120));
+    assert_eq!(job["state"], "completed");
+}

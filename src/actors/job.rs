@@ -86,33 +86,7 @@ impl JobActor {
     }
 }
 
-/// The events that close an attempt stopped by a restart or shutdown: back to the queue while
-/// attempts remain, else a failure.
-pub fn interruption_events(view: &JobView, reason: &str) -> Vec<NewEvent> {
-    let mut out = vec![NewEvent::warning(reason)
-        .with_payload(json!({ "attempt": view.attempt, "maxAttempts": view.max_attempts }))];
-    if view.attempt < view.max_attempts {
-        out.push(
-            NewEvent::new(Kind::Queued, Level::Info, "Job queued.")
-                .with_payload(json!({ "attempt": view.attempt, "requeued": true })),
-        );
-    } else {
-        out.push(
-            NewEvent::new(
-                Kind::Error,
-                Level::Error,
-                format!(
-                    "{reason} No attempts left ({} of {}).",
-                    view.attempt, view.max_attempts
-                ),
-            )
-            .with_payload(
-                json!({ "error": "Interrupted", "retryable": true, "stage": view.stage }),
-            ),
-        );
-    }
-    out
-}
+pub use crate::event::interruption_events;
 
 async fn drive(
     view: Arc<JobView>,

@@ -18,9 +18,10 @@ use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error};
 
-use crate::event::{now_ms, Event, EventId, IllegalEvent, JobId, JobView, Kind, NewEvent};
+pub use crate::event::Refusal;
+use crate::event::{now_ms, Event, EventId, JobId, JobView, NewEvent};
 use crate::store::{AppendError, Store};
-use crate::views::{fold_into, Views};
+use crate::views::Views;
 
 /// Appends events to one job, all or none. The reply carries the committed events' ids.
 #[derive(Message)]
@@ -67,17 +68,6 @@ pub enum JournalError {
     Closed,
 }
 
-/// An append that is illegal as it stands.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Refusal {
-    #[error(transparent)]
-    Illegal(#[from] IllegalEvent),
-    #[error("job {0} does not exist")]
-    UnknownJob(JobId),
-    #[error("an append must carry at least one event")]
-    Empty,
-}
-
 impl JournalError {
     /// Whether the event log itself failed (as opposed to this one append being refused).
     pub fn is_fatal(&self) -> bool {
@@ -121,61 +111,21 @@ impl Journal {
         self.fault.subscribe()
     }
 
-    /// Checks one append against the working views and gives its events ids; `None` views are jobs
-    /// that do not exist yet. Also says whether the append creates its job.
+    /// Checks one append against the working views (`event::stage`) and gives its events ids;
+    /// `None` views are jobs that do not exist yet. Also says whether the append creates its job.
     fn stage(
         &mut self,
         append: Append,
         work: &mut HashMap<JobId, Option<JobView>>,
         now: i64,
     ) -> Result<(Vec<Event>, bool), Refusal> {
-        if append.events.is_empty() {
-            return Err(Refusal::Empty);
-        }
         let job = append.job;
-        let daemon = job == JobId::DAEMON;
         let slot = work
             .entry(job)
             .or_insert_with(|| self.views.view(job).map(|v| (*v).clone()));
-        let creates = slot.is_none() && !daemon;
-        let mut copy = slot.clone();
-        let mut out = Vec::with_capacity(append.events.len());
-        let mut id = self.next_id;
-        for new in append.events {
-            if daemon {
-                if new.kind != Kind::Admin {
-                    return Err(IllegalEvent {
-                        job,
-                        kind: new.kind.as_str(),
-                        state: "daemon",
-                    }
-                    .into());
-                }
-            } else {
-                match &copy {
-                    Some(v) => v.check(&new)?,
-                    None if new.kind == Kind::Queued => {}
-                    None => return Err(Refusal::UnknownJob(job)),
-                }
-            }
-            let ev = Event {
-                id,
-                job,
-                kind: new.kind,
-                level: new.level,
-                message: new.message,
-                payload: new.payload,
-                timestamp_ms: now,
-                stage: new.stage,
-            };
-            if !daemon {
-                fold_into(&mut copy, &ev);
-            }
-            id += 1;
-            out.push(ev);
-        }
-        *slot = copy;
-        self.next_id = id;
+        let creates = slot.is_none() && job != JobId::DAEMON;
+        let out = crate::event::stage(slot, job, append.events, None, self.next_id, now)?;
+        self.next_id += out.len() as u64;
         Ok((out, creates))
     }
 

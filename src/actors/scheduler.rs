@@ -463,16 +463,8 @@ impl Handler<SetPaused> for Scheduler {
     type Result = ResponseActFuture<Self, Result<(), SchedulerError>>;
 
     fn handle(&mut self, msg: SetPaused, _ctx: &mut Self::Context) -> Self::Result {
-        let what = if msg.paused {
-            "Queue paused."
-        } else {
-            "Queue resumed."
-        };
-        let ev = self.admin_event(
-            what.into(),
-            json!({ "action": if msg.paused { "pause" } else { "resume" }, "by": by_json(msg.by) }),
-        );
-        let send = self.journal.send(ev);
+        let ev = crate::store::contract::pause_event(msg.paused, by_json(msg.by));
+        let send = self.journal.send(Append::one(JobId::DAEMON, ev));
         Box::pin(send.into_actor(self).map(move |res, act, ctx| {
             res??;
             act.paused = msg.paused;

@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+mod append;
 mod view;
 
+pub use append::{interruption_events, stage, Refusal};
 pub use view::{fold, IllegalEvent, JobState, JobView};
 
 /// A job's identity: a random UUID, written on the wire in its hyphenated form.

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 use super::{iso8601, Event, EventId, JobId, Kind, Level, NewEvent};
 
 /// The lifecycle states of DESIGN.md.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum JobState {
     Queued,
     Running,
@@ -56,8 +57,9 @@ pub struct IllegalEvent {
     pub state: &'static str,
 }
 
-/// What `GET /api/jobs/:id` shows: nothing here is stored apart from the events.
-#[derive(Clone, Debug, PartialEq)]
+/// What `GET /api/jobs/:id` shows: a fold of the job's events. An engine may store it as the job's
+/// head (serde: its internal form, rebuildable from the events), never as a second truth.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobView {
     pub id: JobId,
     pub state: JobState,

@@ -9,9 +9,14 @@
 //! scan everything) would fit another engine.
 
 pub mod codec;
+pub(crate) mod contract;
+#[cfg(test)]
+mod contract_tests;
 mod error;
 #[cfg(test)]
 pub(crate) mod faulty;
+pub(crate) mod local;
+pub(crate) mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +25,21 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use crate::event::{Event, EventId, JobId};
 
+pub use contract::StoreFault;
 pub use error::{AppendError, BackupError, DecodeError, OpenError, ReadError};
+
+/// `reelsmith migrate`: creates or upgrades the PostgreSQL schema at `url` (on a runtime of its
+/// own); answers the version in force. A schema newer than this build knows is refused.
+pub fn migrate_postgres(url: &str) -> Result<i64, StoreFault> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreFault::Unavailable {
+            engine: "postgres",
+            source: Box::new(e),
+        })?;
+    rt.block_on(postgres::migrate(url))
+}
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const JOB_EVENTS: TableDefinition<(u128, u64), ()> = TableDefinition::new("job_events");
@@ -197,6 +216,22 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Events of every job with id > `after`, ascending, at most `limit` (the daemon-wide feed).
+    pub fn read_since(&self, after: EventId, limit: usize) -> Result<Vec<Event>, ReadError> {
+        let txn = self.db.begin_read().map_err(ReadError::storage)?;
+        let events = txn.open_table(EVENTS).map_err(ReadError::storage)?;
+        let mut out = Vec::new();
+        for entry in events
+            .range(after + 1..)
+            .map_err(ReadError::storage)?
+            .take(limit)
+        {
+            let (k, v) = entry.map_err(ReadError::storage)?;
+            out.push(codec::decode(k.value(), v.value())?);
+        }
+        Ok(out)
     }
 
     /// Calls `f` with every event in id order (start-up replay). Stops at the first damaged record.

@@ -1,0 +1,215 @@
+//! The store contract: what the core needs from an event store, free of engine types, so that one
+//! machine (redb, in-process: [`super::local::LocalStore`]) and many (PostgreSQL:
+//! [`super::postgres::PgStore`]) look the same to it. One test suite (`contract_tests`) runs
+//! against both.
+//!
+//! Invariants every engine keeps:
+//! - An append is checked against the job's current head *inside* its write transaction
+//!   (`event::stage`), and its ids are assigned there: one global, strictly increasing sequence in
+//!   commit order, never reused for a visible event. A reader at `after = N` never misses an event
+//!   that commits later.
+//! - A job's head is a projection of its events (`event::fold` of them gives the same view).
+//! - A running job has one lease (owner, epoch = its attempt number, expiry). Appends that carry an
+//!   epoch are refused once it is not the job's running attempt any more (fencing).
+//! - Cluster settings (paused) are recorded as admin events and survive restarts.
+//!
+//! Step one of the scale-out work: the contract and both engines exist and pass one suite; the
+//! daemon's core (journal, scheduler, views) moves onto it next. Until then parts are used only by
+//! that suite, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::event::{Event, EventId, JobId, JobState, JobView, NewEvent, Refusal};
+
+/// What a store call returns: a boxed `Send` future (the trait stays object-safe).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An engine's own error, kept as the source of a [`StoreFault`].
+pub type EngineError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One job's events, all or none. `epoch`: the attempt the appender runs (job runners), `None` for
+/// everyone else (submissions, cancels, admin).
+#[derive(Clone, Debug)]
+pub struct AppendRequest {
+    pub job: JobId,
+    pub events: Vec<NewEvent>,
+    pub epoch: Option<u32>,
+}
+
+/// One append's answer inside a batch: its ids, or why it alone was refused.
+pub type AppendOutcome = Result<Vec<EventId>, Refusal>;
+
+/// Who runs a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub daemon: String,
+    pub host: String,
+    pub pid: u32,
+}
+
+/// A job this daemon now runs: its view after the `running` event, its epoch and lease expiry.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub view: JobView,
+    pub epoch: u32,
+    pub lease_until_ms: i64,
+}
+
+/// Why a store call failed as a whole (as opposed to one append being refused). Every variant means
+/// the caller cannot rely on the store until it answers again.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreFault {
+    #[error("the {engine} event store could not be written: {source}")]
+    Write {
+        engine: &'static str,
+        #[source]
+        source: EngineError,
+    },
+    #[error("the {engine} event store could not be read: {source}")]
+    Read {
+        engine: &'static str,
+        #[source]
+        source: EngineError,
+    },
+    #[error("the {engine} event store is unreachable: {source}")]
+    Unavailable {
+        engine: &'static str,
+        #[source]
+        source: EngineError,
+    },
+    #[error("the event store's schema is version {found}, newer than this reelsmith knows ({known}); upgrade reelsmith or use another database")]
+    SchemaTooNew { found: i64, known: i64 },
+}
+
+/// The contract. Every method is one transaction of the engine.
+pub trait EventStore: Send + Sync {
+    /// `"redb"` or `"postgres"`.
+    fn engine(&self) -> &'static str;
+
+    /// Appends a batch: each request checked and given ids inside one transaction; refused ones are
+    /// left out and answered alone. The outer error means nothing of the batch was written.
+    fn append(
+        &self,
+        batch: Vec<AppendRequest>,
+    ) -> StoreFuture<'_, Result<Vec<AppendOutcome>, StoreFault>>;
+
+    /// Events of `job` with id > `after`, ascending, at most `limit`.
+    fn read_job(
+        &self,
+        job: JobId,
+        after: EventId,
+        limit: usize,
+    ) -> StoreFuture<'_, Result<Vec<Event>, StoreFault>>;
+
+    /// Events of every job (the daemon pseudo-job included) with id > `after`, ascending.
+    fn read_since(
+        &self,
+        after: EventId,
+        limit: usize,
+    ) -> StoreFuture<'_, Result<Vec<Event>, StoreFault>>;
+
+    /// The job's head: its folded view.
+    fn head(&self, job: JobId) -> StoreFuture<'_, Result<Option<JobView>, StoreFault>>;
+
+    /// Jobs newest first (by their first event), optionally of one state, created before the job
+    /// whose first event is `before` (paging).
+    fn list(
+        &self,
+        state: Option<JobState>,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> StoreFuture<'_, Result<Vec<JobView>, StoreFault>>;
+
+    /// The largest committed id (0 for an empty store).
+    fn last_id(&self) -> StoreFuture<'_, Result<EventId, StoreFault>>;
+
+    /// Claims the oldest queued job (not cancel-requested) for `owner`: records its `running`
+    /// event with owner, epoch and lease expiry, and takes the lease. `None` when none is queued.
+    fn claim<'a>(
+        &'a self,
+        owner: &'a Owner,
+        lease: Duration,
+    ) -> StoreFuture<'a, Result<Option<Claimed>, StoreFault>>;
+
+    /// Extends the lease of `job` held at `epoch`; `false` when it is not held any more.
+    fn renew(
+        &self,
+        job: JobId,
+        epoch: u32,
+        lease: Duration,
+    ) -> StoreFuture<'_, Result<bool, StoreFault>>;
+
+    /// Gives the lease up (the attempt's end has been recorded).
+    fn release(&self, job: JobId, epoch: u32) -> StoreFuture<'_, Result<(), StoreFault>>;
+
+    /// Interrupts every running job whose lease expired: `Job interrupted: daemon <name> stopped
+    /// renewing its lease.`, then back to the queue while attempts remain, else failed. Answers the
+    /// jobs rescued.
+    fn rescue_expired(&self) -> StoreFuture<'_, Result<Vec<JobId>, StoreFault>>;
+
+    /// Whether the queue is paused (cluster-wide, kept across restarts).
+    fn paused(&self) -> StoreFuture<'_, Result<bool, StoreFault>>;
+
+    /// Pauses or resumes the queue, recorded as an admin event with `by`.
+    fn set_paused(&self, paused: bool, by: Value) -> StoreFuture<'_, Result<EventId, StoreFault>>;
+
+    /// A receiver that changes after every commit touching `job` (whichever daemon wrote it).
+    fn subscribe(&self, job: JobId) -> watch::Receiver<EventId>;
+
+    /// A receiver that changes after every commit.
+    fn subscribe_all(&self) -> watch::Receiver<EventId>;
+}
+
+/// The admin event of a pause or resume.
+pub(crate) fn pause_event(paused: bool, by: Value) -> NewEvent {
+    let (what, action) = if paused {
+        ("Queue paused.", "pause")
+    } else {
+        ("Queue resumed.", "resume")
+    };
+    NewEvent::new(crate::event::Kind::Admin, crate::event::Level::Info, what)
+        .with_payload(serde_json::json!({ "action": action, "by": by }))
+}
+
+/// Whether an admin event changes the pause state: `Some(paused)` for pause/resume.
+pub(crate) fn pause_state(ev: &Event) -> Option<bool> {
+    if ev.job != JobId::DAEMON {
+        return None;
+    }
+    match ev.payload.as_ref()?.get("action")?.as_str()? {
+        "pause" => Some(true),
+        "resume" => Some(false),
+        _ => None,
+    }
+}
+
+/// The `running` event of a claim.
+pub(crate) fn running_event(view: &JobView, owner: &Owner, lease_until_ms: i64) -> NewEvent {
+    NewEvent::new(
+        crate::event::Kind::Running,
+        crate::event::Level::Info,
+        "Job started.",
+    )
+    .with_payload(serde_json::json!({
+        "attempt": view.attempt + 1,
+        "maxAttempts": view.max_attempts,
+        "owner": owner,
+        "epoch": view.attempt + 1,
+        "leaseUntilMs": lease_until_ms,
+    }))
+}
+
+/// The message a rescue records.
+pub(crate) fn lease_lost_reason(owner: &Owner) -> String {
+    format!(
+        "Job interrupted: daemon {} stopped renewing its lease.",
+        owner.daemon
+    )
+}

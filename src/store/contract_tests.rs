@@ -1,0 +1,405 @@
+//! The store contract's own suite: one set of scenarios, run against both engines (redb in a temp
+//! dir; PostgreSQL 15 from Debian, started here in a temp cluster as the `postgres` account when
+//! running as root). Two handles on one store stand for two daemons.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::contract::{AppendRequest, EventStore, Owner};
+use super::local::LocalStore;
+use super::postgres::PgStore;
+use crate::event::{fold, JobId, JobState, Kind, Level, NewEvent, Refusal};
+
+type Handles = (Arc<dyn EventStore>, Arc<dyn EventStore>);
+type Open<'a> = &'a dyn Fn() -> Pin<Box<dyn Future<Output = Handles> + 'a>>;
+
+fn queued() -> NewEvent {
+    NewEvent::new(Kind::Queued, Level::Info, "Job queued.")
+        .with_payload(json!({ "maxAttempts": 2, "request": { "videoSubject": "octopus" } }))
+}
+
+fn req(job: JobId, events: Vec<NewEvent>) -> AppendRequest {
+    AppendRequest {
+        job,
+        events,
+        epoch: None,
+    }
+}
+
+fn owner(name: &str) -> Owner {
+    Owner {
+        daemon: name.into(),
+        host: "test".into(),
+        pid: 1,
+    }
+}
+
+async fn submit(s: &dyn EventStore) -> JobId {
+    let job = JobId::new();
+    let out = s.append(vec![req(job, vec![queued()])]).await.unwrap();
+    assert!(out[0].is_ok(), "{out:?}");
+    job
+}
+
+/// Appends: ids in order, refusals alone, heads equal to the fold of the events.
+async fn appends_and_reads(s: &dyn EventStore) {
+    let a = submit(s).await;
+    let first = s.last_id().await.unwrap();
+    let b = JobId::new();
+    let complete = NewEvent::new(Kind::Complete, Level::Success, "done");
+    let out = s
+        .append(vec![
+            req(b, vec![queued(), NewEvent::info("hello")]),
+            req(a, vec![complete]),
+            req(JobId::new(), vec![NewEvent::info("nobody")]),
+            req(a, vec![NewEvent::info("legal")]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out[0].as_ref().unwrap(), &vec![first + 1, first + 2]);
+    assert!(matches!(out[1], Err(Refusal::Illegal(_))));
+    assert!(matches!(out[2], Err(Refusal::UnknownJob(_))));
+    assert_eq!(out[3].as_ref().unwrap(), &vec![first + 3]);
+    assert_eq!(s.last_id().await.unwrap(), first + 3);
+
+    let ev_a = s.read_job(a, 0, 100).await.unwrap();
+    assert_eq!(ev_a.len(), 2);
+    assert_eq!(s.read_job(b, first + 1, 100).await.unwrap().len(), 1);
+    assert_eq!(s.read_job(b, 0, 1).await.unwrap().len(), 1);
+    let since = s.read_since(first, 100).await.unwrap();
+    let ids: Vec<_> = since.iter().map(|e| e.id).collect();
+    assert_eq!(ids, vec![first + 1, first + 2, first + 3]);
+
+    // The stored head is the fold of the job's events.
+    for job in [a, b] {
+        let events = s.read_job(job, 0, 1000).await.unwrap();
+        let rebuilt = fold(&events).unwrap();
+        assert_eq!(s.head(job).await.unwrap().unwrap(), rebuilt);
+    }
+    assert!(s.head(JobId::new()).await.unwrap().is_none());
+}
+
+async fn lists_newest_first(s: &dyn EventStore) {
+    let mut jobs = Vec::new();
+    for _ in 0..5 {
+        jobs.push(submit(s).await);
+    }
+    let cancel = vec![
+        NewEvent::new(
+            Kind::CancelRequested,
+            Level::Warning,
+            "Cancellation requested.",
+        ),
+        NewEvent::new(
+            Kind::Cancelled,
+            Level::Warning,
+            "Job cancelled before execution.",
+        ),
+    ];
+    let out = s.append(vec![req(jobs[1], cancel)]).await.unwrap();
+    assert!(out[0].is_ok());
+    let page = s.list(None, None, 3).await.unwrap();
+    let ids: Vec<_> = page.iter().map(|v| v.id).collect();
+    assert_eq!(ids, vec![jobs[4], jobs[3], jobs[2]]);
+    let next = s.list(None, Some(page[2].first_event_id), 2).await.unwrap();
+    assert_eq!(next[0].id, jobs[1]);
+    let cancelled = s.list(Some(JobState::Cancelled), None, 10).await.unwrap();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].id, jobs[1]);
+}
+
+/// Two daemons claim from one queue: every job once, oldest first; leases fence stale runners.
+async fn claims_leases_and_rescue((s1, s2): Handles) {
+    let mut jobs = Vec::new();
+    for _ in 0..6 {
+        jobs.push(submit(s1.as_ref()).await);
+    }
+    let (o1, o2) = (owner("one"), owner("two"));
+    let lease = Duration::from_secs(30);
+    let claim_all = |s: Arc<dyn EventStore>, o: Owner| async move {
+        let mut got = Vec::new();
+        while let Some(c) = s.claim(&o, lease).await.unwrap() {
+            assert_eq!(c.view.state, JobState::Running);
+            assert_eq!(c.epoch, 1);
+            got.push(c.view.id);
+        }
+        got
+    };
+    let (g1, g2) = tokio::join!(claim_all(s1.clone(), o1.clone()), claim_all(s2.clone(), o2));
+    let mut all: Vec<_> = g1.iter().chain(g2.iter()).copied().collect();
+    assert_eq!(all.len(), 6, "every job claimed once: {g1:?} {g2:?}");
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 6);
+    // Oldest first within one claimant.
+    let pos = |j: &JobId| jobs.iter().position(|x| x == j).unwrap();
+    assert!(g1.windows(2).all(|w| pos(&w[0]) < pos(&w[1])));
+
+    // The runner of attempt 1 may write; renewals hold.
+    let job = g1.first().copied().unwrap_or(g2[0]);
+    let progress = AppendRequest {
+        job,
+        events: vec![NewEvent::progress(0.5)],
+        epoch: Some(1),
+    };
+    assert!(s1.append(vec![progress.clone()]).await.unwrap()[0].is_ok());
+    assert!(s1.renew(job, 1, lease).await.unwrap());
+    assert!(!s1.renew(job, 2, lease).await.unwrap());
+
+    // An expired lease is rescued by any daemon: interrupted and re-queued with a new epoch.
+    assert!(s1.renew(job, 1, Duration::ZERO).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rescued = loop {
+        let r = s2.rescue_expired().await.unwrap();
+        if !r.is_empty() || Instant::now() > deadline {
+            break r;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(rescued, vec![job]);
+    let head = s2.head(job).await.unwrap().unwrap();
+    assert_eq!(head.state, JobState::Queued);
+    let events = s2.read_job(job, 0, 100).await.unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.message.starts_with("Job interrupted: daemon ")
+            && e.message.ends_with(" stopped renewing its lease.")));
+    // The stale runner can no longer write, nor renew.
+    let refused = s1.append(vec![progress]).await.unwrap();
+    assert!(
+        matches!(refused[0], Err(Refusal::StaleEpoch { .. })),
+        "{refused:?}"
+    );
+    assert!(!s1.renew(job, 1, lease).await.unwrap());
+    // The next claim runs attempt 2.
+    let again = s2.claim(&owner("two"), lease).await.unwrap().unwrap();
+    assert_eq!((again.view.id, again.epoch), (job, 2));
+    s2.release(job, 2).await.unwrap();
+    assert!(!s2.renew(job, 2, lease).await.unwrap());
+}
+
+/// Pause is cluster state that survives a restart; wake-ups cross handles.
+async fn pause_and_wakeups((s1, s2): Handles, reopen: Open<'_>) {
+    assert!(!s1.paused().await.unwrap());
+    s1.set_paused(true, json!({"via": "test"})).await.unwrap();
+    assert!(s2.paused().await.unwrap());
+    drop((s1, s2));
+    let (s1, s2) = reopen().await;
+    assert!(s1.paused().await.unwrap(), "paused survives a restart");
+    s1.set_paused(false, json!({"via": "test"})).await.unwrap();
+    assert!(!s2.paused().await.unwrap());
+
+    let job = submit(s1.as_ref()).await;
+    let mut on_two = s2.subscribe(job);
+    let mut any_two = s2.subscribe_all();
+    let seen = *on_two.borrow_and_update();
+    any_two.borrow_and_update();
+    let out = s1
+        .append(vec![req(job, vec![NewEvent::info("news")])])
+        .await
+        .unwrap();
+    let id = out[0].as_ref().unwrap()[0];
+    tokio::time::timeout(Duration::from_secs(5), on_two.wait_for(|v| *v >= id))
+        .await
+        .expect("the other handle is woken within 5 s")
+        .unwrap();
+    assert!(*on_two.borrow() > seen);
+    tokio::time::timeout(Duration::from_secs(5), any_two.wait_for(|v| *v >= id))
+        .await
+        .expect("daemon-wide followers too")
+        .unwrap();
+}
+
+async fn suite(open: Open<'_>) {
+    let (s1, s2) = open().await;
+    appends_and_reads(s1.as_ref()).await;
+    lists_newest_first(s2.as_ref()).await;
+    drop((s1, s2));
+    claims_leases_and_rescue(open().await).await;
+    pause_and_wakeups(open().await, open).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_on_redb() {
+    let dir = tempfile::tempdir().unwrap();
+    // One scenario, one file; the 4th call is the reopen inside `pause_and_wakeups` (the 3rd
+    // file). One process holds a redb file: the two "daemons" share one handle.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let open = || -> Pin<Box<dyn Future<Output = Handles> + '_>> {
+        let i = calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            .min(3);
+        let path = dir
+            .path()
+            .join(format!("s{}.redb", if i == 3 { 2 } else { i }));
+        Box::pin(async move {
+            let s: Arc<dyn EventStore> = Arc::new(LocalStore::open(&path).unwrap());
+            (s.clone(), s)
+        })
+    };
+    suite(&open).await;
+}
+
+/// A PostgreSQL cluster in a temp dir, stopped on drop.
+struct PgServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl PgServer {
+    fn start() -> PgServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let root = unsafe { libc::geteuid() } == 0;
+        let as_pg = |cmd: &str| -> Command {
+            if root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--", cmd]);
+                c
+            } else {
+                Command::new(cmd)
+            }
+        };
+        if root {
+            let st = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(st.success());
+        }
+        let st = as_pg(&format!("{PG_BIN}/initdb"))
+            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .expect("initdb (apt-get install postgresql)");
+        assert!(st.success(), "initdb failed");
+        let port = free_port();
+        let child = as_pg(&format!("{PG_BIN}/postgres"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-k")
+            .arg(dir.path())
+            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = PgServer {
+            child,
+            port,
+            _dir: dir,
+        };
+        server.wait_ready(&data);
+        server
+    }
+
+    fn wait_ready(&self, data: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && data.join("postmaster.pid").exists()
+            {
+                let ok = Command::new(format!("{PG_BIN}/pg_isready"))
+                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("postgres did not start within 60 s");
+    }
+
+    fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    async fn create_db(&self, name: &str) -> String {
+        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        self.url(name)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        // SIGTERM: a smart shutdown; the process is ours (by PID).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_on_postgres() {
+    let server = PgServer::start();
+    let urls: std::sync::Mutex<Vec<String>> = Default::default();
+    for i in 0..3 {
+        urls.lock()
+            .unwrap()
+            .push(server.create_db(&format!("contract{i}")).await);
+    }
+    // Each `open()` hands out the next scenario's database; the reopen in `pause_and_wakeups`
+    // (the 4th call) reconnects to the 3rd. Two connections stand for two daemons.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let open = || -> Pin<Box<dyn Future<Output = Handles> + '_>> {
+        let i = calls
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            .min(3);
+        let url = urls[if i == 3 { 2 } else { i }].clone();
+        Box::pin(async move {
+            let a: Arc<dyn EventStore> = Arc::new(PgStore::connect(&url).await.unwrap());
+            let b: Arc<dyn EventStore> = Arc::new(PgStore::connect(&url).await.unwrap());
+            (a, b)
+        })
+    };
+    suite(&open).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_refuses_a_schema_newer_than_it_knows() {
+    let server = PgServer::start();
+    let url = server.create_db("future").await;
+    assert_eq!(
+        super::postgres::migrate(&url).await.unwrap(),
+        super::postgres::SCHEMA_VERSION
+    );
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("UPDATE reelsmith_schema SET version = version + 1")
+        .await
+        .unwrap();
+    let err = PgStore::connect(&url).await.err().expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("newer than this reelsmith knows"), "{msg}");
+}

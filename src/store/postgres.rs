@@ -1,0 +1,745 @@
+//! `PgStore`: the store contract on PostgreSQL, for several daemons sharing one queue and one history.
+//!
+//! Ordering: every write transaction first locks the one-row `log_head` (`FOR UPDATE`) and takes its
+//! ids from it, so ids are assigned in commit order: a transaction holding id N+1 cannot commit before
+//! the one holding N (it waits for the row), and a reader at `after = N` never misses an event. That
+//! lock is also what makes group commit pay: the journal sends many appends in one transaction.
+//! Heads (`jobs.head`, the folded `JobView` as JSON) are updated in the same transaction as their
+//! events. Claims take the oldest queued job `FOR UPDATE SKIP LOCKED`. Leases (`leases`) are
+//! coordination state, not history: the `running` event records owner, epoch and first expiry.
+//! Wake-ups: every commit sends `NOTIFY reelsmith_events` with ids only (the last id, then the jobs'
+//! ids while they fit in 7,000 bytes); a listener task turns them into local watch channels, and a
+//! one-second poll of `log_head` is the backstop for notifications lost while it reconnects.
+//! Schema: embedded, versioned migrations applied at connect (and by `reelsmith migrate`) under an
+//! advisory lock; a schema newer than this build knows is refused.
+//!
+//! Step one of the scale-out work: the contract and both engines exist and pass one suite; the
+//! daemon's core (journal, scheduler, views) moves onto it next. Until then parts are used only by
+//! that suite, hence the `dead_code` allowance.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio_postgres::{NoTls, Transaction};
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use super::codec;
+use super::contract::{
+    lease_lost_reason, pause_event, pause_state, running_event, AppendOutcome, AppendRequest,
+    Claimed, EngineError, EventStore, Owner, StoreFault, StoreFuture,
+};
+use crate::event::{interruption_events, now_ms, stage, Event, EventId, JobId, JobState, JobView};
+
+const ENGINE: &str = "postgres";
+const CHANNEL: &str = "reelsmith_events";
+/// Longest NOTIFY payload we send (PostgreSQL's limit is 8000 bytes).
+const MAX_NOTIFY: usize = 7_000;
+
+/// The migrations, in order; version N is `MIGRATIONS[N - 1]`. Never edit one that has shipped.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE log_head (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    last_id bigint NOT NULL
+);
+INSERT INTO log_head VALUES (true, 0);
+CREATE TABLE events (
+    id bigint PRIMARY KEY,
+    job uuid NOT NULL,
+    record bytea NOT NULL
+);
+CREATE INDEX events_by_job ON events (job, id);
+CREATE TABLE jobs (
+    id uuid PRIMARY KEY,
+    first_event bigint NOT NULL,
+    state text NOT NULL,
+    queued_at bigint NOT NULL,
+    cancel_requested boolean NOT NULL,
+    head jsonb NOT NULL
+);
+CREATE INDEX jobs_newest ON jobs (first_event DESC);
+CREATE INDEX jobs_queue ON jobs (queued_at) WHERE state = 'queued';
+CREATE TABLE leases (
+    job uuid PRIMARY KEY,
+    epoch integer NOT NULL,
+    owner jsonb NOT NULL,
+    expires_ms bigint NOT NULL
+);
+CREATE TABLE settings (
+    key text PRIMARY KEY,
+    value jsonb NOT NULL
+);
+"#];
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn fault(
+    kind: fn(&'static str, EngineError) -> StoreFault,
+) -> impl Fn(tokio_postgres::Error) -> StoreFault {
+    move |e| kind(ENGINE, Box::new(e))
+}
+
+fn write_fault(engine: &'static str, source: EngineError) -> StoreFault {
+    StoreFault::Write { engine, source }
+}
+
+fn read_fault(engine: &'static str, source: EngineError) -> StoreFault {
+    StoreFault::Read { engine, source }
+}
+
+fn unavailable(engine: &'static str, source: EngineError) -> StoreFault {
+    StoreFault::Unavailable { engine, source }
+}
+
+fn pool_fault(e: deadpool_postgres::PoolError) -> StoreFault {
+    unavailable(ENGINE, Box::new(e))
+}
+
+fn codec_fault(e: impl std::error::Error + Send + Sync + 'static) -> StoreFault {
+    read_fault(ENGINE, Box::new(e))
+}
+
+/// Local wake-up channels, fed by the listener.
+#[derive(Default)]
+struct Wakers {
+    jobs: HashMap<JobId, watch::Sender<EventId>>,
+}
+
+pub struct PgStore {
+    pool: Pool,
+    wakers: Arc<Mutex<Wakers>>,
+    any: watch::Sender<EventId>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Applies the migrations this build knows to the database at `url`; answers the version now in
+/// force. Refuses a newer schema.
+pub async fn migrate(url: &str) -> Result<i64, StoreFault> {
+    let cfg = tokio_postgres::Config::from_str(url).map_err(fault(unavailable))?;
+    let (mut client, conn) = cfg.connect(NoTls).await.map_err(fault(unavailable))?;
+    let conn = tokio::spawn(conn);
+    let result = migrate_client(&mut client).await;
+    drop(client);
+    let _ = conn.await;
+    result
+}
+
+async fn migrate_client(client: &mut tokio_postgres::Client) -> Result<i64, StoreFault> {
+    let tx = client.transaction().await.map_err(fault(write_fault))?;
+    // One migrator at a time across the cluster.
+    tx.execute("SELECT pg_advisory_xact_lock(72656573)", &[])
+        .await
+        .map_err(fault(write_fault))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS reelsmith_schema (version bigint NOT NULL)")
+        .await
+        .map_err(fault(write_fault))?;
+    let found: i64 = tx
+        .query_opt("SELECT version FROM reelsmith_schema", &[])
+        .await
+        .map_err(fault(read_fault))?
+        .map(|r| r.get(0))
+        .unwrap_or(0);
+    if found > SCHEMA_VERSION {
+        return Err(StoreFault::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        debug!(version = i + 1, "applying store migration");
+        tx.batch_execute(sql).await.map_err(fault(write_fault))?;
+    }
+    tx.execute("DELETE FROM reelsmith_schema", &[])
+        .await
+        .map_err(fault(write_fault))?;
+    tx.execute(
+        "INSERT INTO reelsmith_schema (version) VALUES ($1)",
+        &[&SCHEMA_VERSION],
+    )
+    .await
+    .map_err(fault(write_fault))?;
+    tx.commit().await.map_err(fault(write_fault))?;
+    Ok(SCHEMA_VERSION)
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`), applies the migrations and starts the
+    /// listener. Must run inside a tokio runtime.
+    pub async fn connect(url: &str) -> Result<PgStore, StoreFault> {
+        migrate(url).await?;
+        let cfg = tokio_postgres::Config::from_str(url).map_err(fault(unavailable))?;
+        let mgr = Manager::from_config(
+            cfg.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(16)
+            .build()
+            .map_err(|e| unavailable(ENGINE, Box::new(e)))?;
+        let wakers = Arc::new(Mutex::new(Wakers::default()));
+        let (any, _) = watch::channel(0);
+        let listener = tokio::spawn(listen(cfg, pool.clone(), wakers.clone(), any.clone()));
+        Ok(PgStore {
+            pool,
+            wakers,
+            any,
+            listener,
+        })
+    }
+
+    /// Locks the log head and answers the next free id.
+    async fn lock_head(tx: &Transaction<'_>) -> Result<EventId, StoreFault> {
+        let row = tx
+            .query_one("SELECT last_id FROM log_head FOR UPDATE", &[])
+            .await
+            .map_err(fault(write_fault))?;
+        Ok(row.get::<_, i64>(0) as u64 + 1)
+    }
+
+    /// Stages `batch` against the locked heads and writes it, inside `tx` (whose log head the
+    /// caller locked; `next` is the first free id). Does not commit.
+    async fn write_batch(
+        tx: &Transaction<'_>,
+        batch: Vec<AppendRequest>,
+        mut next: EventId,
+    ) -> Result<(Vec<AppendOutcome>, Vec<Event>, Vec<JobView>), StoreFault> {
+        let mut ids: Vec<Uuid> = batch
+            .iter()
+            .filter(|r| r.job != JobId::DAEMON)
+            .map(|r| r.job.0)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let mut work: HashMap<JobId, Option<JobView>> = HashMap::new();
+        for row in tx
+            .query(
+                "SELECT id, head FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+                &[&ids],
+            )
+            .await
+            .map_err(fault(write_fault))?
+        {
+            let id: Uuid = row.get(0);
+            let head: Value = row.get(1);
+            let view: JobView = serde_json::from_value(head).map_err(codec_fault)?;
+            work.insert(JobId(id), Some(view));
+        }
+        let now = now_ms();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut events = Vec::new();
+        for req in batch {
+            let slot = work.entry(req.job).or_insert(None);
+            match stage(slot, req.job, req.events, req.epoch, next, now) {
+                Ok(evs) => {
+                    next += evs.len() as u64;
+                    outcomes.push(Ok(evs.iter().map(|e| e.id).collect()));
+                    events.extend(evs);
+                }
+                Err(r) => outcomes.push(Err(r)),
+            }
+        }
+        if events.is_empty() {
+            return Ok((outcomes, events, Vec::new()));
+        }
+        let ev_ids: Vec<i64> = events.iter().map(|e| e.id as i64).collect();
+        let ev_jobs: Vec<Uuid> = events.iter().map(|e| e.job.0).collect();
+        let records: Vec<Vec<u8>> = events.iter().map(codec::encode).collect();
+        tx.execute(
+            "INSERT INTO events (id, job, record) SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bytea[])",
+            &[&ev_ids, &ev_jobs, &records],
+        )
+        .await
+        .map_err(fault(write_fault))?;
+        let touched: std::collections::HashSet<JobId> = events.iter().map(|e| e.job).collect();
+        let changed: Vec<JobView> = work
+            .into_iter()
+            .filter(|(j, _)| touched.contains(j))
+            .filter_map(|(_, v)| v)
+            .collect();
+        if !changed.is_empty() {
+            let mut heads = Vec::with_capacity(changed.len());
+            for v in &changed {
+                heads.push(serde_json::to_value(v).map_err(codec_fault)?);
+            }
+            let h_ids: Vec<Uuid> = changed.iter().map(|v| v.id.0).collect();
+            let h_first: Vec<i64> = changed.iter().map(|v| v.first_event_id as i64).collect();
+            let h_state: Vec<&str> = changed.iter().map(|v| v.state.as_str()).collect();
+            let h_queued: Vec<i64> = changed.iter().map(|v| v.queued_at as i64).collect();
+            let h_cancel: Vec<bool> = changed.iter().map(|v| v.cancel_requested).collect();
+            tx.execute(
+                "INSERT INTO jobs (id, first_event, state, queued_at, cancel_requested, head)
+                 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::bigint[], $5::boolean[], $6::jsonb[])
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, queued_at = excluded.queued_at,
+                     cancel_requested = excluded.cancel_requested, head = excluded.head",
+                &[&h_ids, &h_first, &h_state, &h_queued, &h_cancel, &heads],
+            )
+            .await
+            .map_err(fault(write_fault))?;
+            let ended: Vec<Uuid> = changed
+                .iter()
+                .filter(|v| v.state != JobState::Running)
+                .map(|v| v.id.0)
+                .collect();
+            if !ended.is_empty() {
+                tx.execute("DELETE FROM leases WHERE job = ANY($1)", &[&ended])
+                    .await
+                    .map_err(fault(write_fault))?;
+            }
+        }
+        if let Some(paused) = events.iter().filter_map(pause_state).next_back() {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('paused', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&Value::Bool(paused)],
+            )
+            .await
+            .map_err(fault(write_fault))?;
+        }
+        let last = events.last().map(|e| e.id).unwrap_or(0);
+        tx.execute("UPDATE log_head SET last_id = $1", &[&(last as i64)])
+            .await
+            .map_err(fault(write_fault))?;
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&CHANNEL, &notify_payload(last, &events)],
+        )
+        .await
+        .map_err(fault(write_fault))?;
+        Ok((outcomes, events, changed))
+    }
+
+    /// Publishes a commit to this process's followers at once (the NOTIFY reaches the others).
+    fn publish(&self, events: &[Event]) {
+        let Some(last) = events.last().map(|e| e.id) else {
+            return;
+        };
+        let w = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        for ev in events {
+            if let Some(tx) = w.jobs.get(&ev.job) {
+                tx.send_replace(last);
+            }
+        }
+        self.any.send_replace(last);
+    }
+
+    async fn read_events(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Event>, StoreFault> {
+        let client = self.pool.get().await.map_err(pool_fault)?;
+        let rows = client.query(sql, params).await.map_err(fault(read_fault))?;
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.get(0);
+                let bytes: &[u8] = r.get(1);
+                codec::decode(id as u64, bytes).map_err(codec_fault)
+            })
+            .collect()
+    }
+}
+
+/// `"<last id> <job> <job> ..."`, the jobs while they fit.
+fn notify_payload(last: EventId, events: &[Event]) -> String {
+    let mut out = last.to_string();
+    let mut seen = std::collections::HashSet::new();
+    for ev in events {
+        if seen.insert(ev.job) {
+            if out.len() + 37 > MAX_NOTIFY {
+                break;
+            }
+            out.push(' ');
+            out.push_str(&ev.job.to_string());
+        }
+    }
+    out
+}
+
+/// The listener: `LISTEN reelsmith_events` on its own connection, reconnecting with a backoff; and
+/// the poll of `log_head` that catches what a reconnect lost.
+async fn listen(
+    cfg: tokio_postgres::Config,
+    pool: Pool,
+    wakers: Arc<Mutex<Wakers>>,
+    any: watch::Sender<EventId>,
+) {
+    use futures_util::StreamExt;
+    let wake_all = |last: EventId| {
+        let w = wakers.lock().unwrap_or_else(|p| p.into_inner());
+        for tx in w.jobs.values() {
+            tx.send_replace(last);
+        }
+        any.send_replace(last);
+    };
+    let mut known: EventId = 0;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let (client, mut conn) = match cfg.connect(NoTls).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "store listener cannot connect; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(msg) = stream.next().await {
+                match msg {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        if ntx.send(n.payload().to_string()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+            warn!(error = %e, "store listener cannot LISTEN; retrying");
+            driver.abort();
+            continue;
+        }
+        let mut poll = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                n = nrx.recv() => {
+                    let Some(payload) = n else { break };
+                    let mut parts = payload.split(' ');
+                    let last: EventId = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                    known = known.max(last);
+                    let jobs: Vec<JobId> = parts.filter_map(|p| p.parse().ok()).collect();
+                    let w = wakers.lock().unwrap_or_else(|p| p.into_inner());
+                    for j in jobs {
+                        if let Some(tx) = w.jobs.get(&j) {
+                            tx.send_replace(last);
+                        }
+                    }
+                    drop(w);
+                    any.send_replace(last);
+                }
+                _ = poll.tick() => {
+                    let Ok(c) = pool.get().await else { continue };
+                    if let Ok(row) = c.query_one("SELECT last_id FROM log_head", &[]).await {
+                        let last = row.get::<_, i64>(0) as u64;
+                        if last > known {
+                            known = last;
+                            wake_all(last);
+                        }
+                    }
+                }
+            }
+        }
+        driver.abort();
+    }
+}
+
+impl EventStore for PgStore {
+    fn engine(&self) -> &'static str {
+        ENGINE
+    }
+
+    fn append(
+        &self,
+        batch: Vec<AppendRequest>,
+    ) -> StoreFuture<'_, Result<Vec<AppendOutcome>, StoreFault>> {
+        Box::pin(async move {
+            let mut client = self.pool.get().await.map_err(pool_fault)?;
+            let tx = client.transaction().await.map_err(fault(write_fault))?;
+            let next = Self::lock_head(&tx).await?;
+            let (outcomes, events, _) = Self::write_batch(&tx, batch, next).await?;
+            if events.is_empty() {
+                return Ok(outcomes);
+            }
+            tx.commit().await.map_err(fault(write_fault))?;
+            self.publish(&events);
+            Ok(outcomes)
+        })
+    }
+
+    fn read_job(
+        &self,
+        job: JobId,
+        after: EventId,
+        limit: usize,
+    ) -> StoreFuture<'_, Result<Vec<Event>, StoreFault>> {
+        Box::pin(async move {
+            let (after, limit) = (after as i64, limit.min(i64::MAX as usize) as i64);
+            self.read_events(
+                "SELECT id, record FROM events WHERE job = $1 AND id > $2 ORDER BY id LIMIT $3",
+                &[&job.0, &after, &limit],
+            )
+            .await
+        })
+    }
+
+    fn read_since(
+        &self,
+        after: EventId,
+        limit: usize,
+    ) -> StoreFuture<'_, Result<Vec<Event>, StoreFault>> {
+        Box::pin(async move {
+            let (after, limit) = (after as i64, limit.min(i64::MAX as usize) as i64);
+            self.read_events(
+                "SELECT id, record FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+                &[&after, &limit],
+            )
+            .await
+        })
+    }
+
+    fn head(&self, job: JobId) -> StoreFuture<'_, Result<Option<JobView>, StoreFault>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(pool_fault)?;
+            let row = client
+                .query_opt("SELECT head FROM jobs WHERE id = $1", &[&job.0])
+                .await
+                .map_err(fault(read_fault))?;
+            match row {
+                Some(r) => Ok(Some(
+                    serde_json::from_value(r.get::<_, Value>(0)).map_err(codec_fault)?,
+                )),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn list(
+        &self,
+        state: Option<JobState>,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> StoreFuture<'_, Result<Vec<JobView>, StoreFault>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(pool_fault)?;
+            let state = state.map(|s| s.as_str());
+            let before = before.map(|b| b as i64);
+            let limit = limit.min(i64::MAX as usize) as i64;
+            let rows = client
+                .query(
+                    "SELECT head FROM jobs WHERE ($1::text IS NULL OR state = $1)
+                     AND ($2::bigint IS NULL OR first_event < $2)
+                     ORDER BY first_event DESC LIMIT $3",
+                    &[&state, &before, &limit],
+                )
+                .await
+                .map_err(fault(read_fault))?;
+            rows.iter()
+                .map(|r| serde_json::from_value(r.get::<_, Value>(0)).map_err(codec_fault))
+                .collect()
+        })
+    }
+
+    fn last_id(&self) -> StoreFuture<'_, Result<EventId, StoreFault>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(pool_fault)?;
+            let row = client
+                .query_one("SELECT last_id FROM log_head", &[])
+                .await
+                .map_err(fault(read_fault))?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
+    fn claim<'a>(
+        &'a self,
+        owner: &'a Owner,
+        lease: Duration,
+    ) -> StoreFuture<'a, Result<Option<Claimed>, StoreFault>> {
+        Box::pin(async move {
+            let mut client = self.pool.get().await.map_err(pool_fault)?;
+            let tx = client.transaction().await.map_err(fault(write_fault))?;
+            let next = Self::lock_head(&tx).await?;
+            let row = tx
+                .query_opt(
+                    "SELECT head FROM jobs WHERE state = 'queued' AND NOT cancel_requested
+                     ORDER BY queued_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+                    &[],
+                )
+                .await
+                .map_err(fault(write_fault))?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let view: JobView =
+                serde_json::from_value(row.get::<_, Value>(0)).map_err(codec_fault)?;
+            let until = now_ms() + lease.as_millis() as i64;
+            let epoch = view.attempt + 1;
+            let req = AppendRequest {
+                job: view.id,
+                events: vec![running_event(&view, owner, until)],
+                epoch: None,
+            };
+            let (outcomes, events, changed) = Self::write_batch(&tx, vec![req], next).await?;
+            if outcomes.first().is_none_or(|r| r.is_err()) {
+                return Ok(None);
+            }
+            let owner_json = serde_json::to_value(owner).map_err(codec_fault)?;
+            tx.execute(
+                "INSERT INTO leases (job, epoch, owner, expires_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (job) DO UPDATE SET epoch = excluded.epoch, owner = excluded.owner,
+                     expires_ms = excluded.expires_ms",
+                &[&view.id.0, &(epoch as i32), &owner_json, &until],
+            )
+            .await
+            .map_err(fault(write_fault))?;
+            tx.commit().await.map_err(fault(write_fault))?;
+            self.publish(&events);
+            Ok(changed.into_iter().next().map(|view| Claimed {
+                view,
+                epoch,
+                lease_until_ms: until,
+            }))
+        })
+    }
+
+    fn renew(
+        &self,
+        job: JobId,
+        epoch: u32,
+        lease: Duration,
+    ) -> StoreFuture<'_, Result<bool, StoreFault>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(pool_fault)?;
+            let until = now_ms() + lease.as_millis() as i64;
+            let n = client
+                .execute(
+                    "UPDATE leases SET expires_ms = $3 WHERE job = $1 AND epoch = $2",
+                    &[&job.0, &(epoch as i32), &until],
+                )
+                .await
+                .map_err(fault(write_fault))?;
+            Ok(n == 1)
+        })
+    }
+
+    fn release(&self, job: JobId, epoch: u32) -> StoreFuture<'_, Result<(), StoreFault>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(pool_fault)?;
+            client
+                .execute(
+                    "DELETE FROM leases WHERE job = $1 AND epoch = $2",
+                    &[&job.0, &(epoch as i32)],
+                )
+                .await
+                .map_err(fault(write_fault))?;
+            Ok(())
+        })
+    }
+
+    fn rescue_expired(&self) -> StoreFuture<'_, Result<Vec<JobId>, StoreFault>> {
+        Box::pin(async move {
+            let mut client = self.pool.get().await.map_err(pool_fault)?;
+            let tx = client.transaction().await.map_err(fault(write_fault))?;
+            let next = Self::lock_head(&tx).await?;
+            let rows = tx
+                .query(
+                    "DELETE FROM leases WHERE expires_ms < $1 RETURNING job, epoch, owner",
+                    &[&now_ms()],
+                )
+                .await
+                .map_err(fault(write_fault))?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut expired = Vec::new();
+            for r in &rows {
+                let owner: Owner =
+                    serde_json::from_value(r.get::<_, Value>(2)).map_err(codec_fault)?;
+                expired.push((JobId(r.get(0)), r.get::<_, i32>(1) as u32, owner));
+            }
+            let ids: Vec<Uuid> = expired.iter().map(|(j, _, _)| j.0).collect();
+            let heads = tx
+                .query("SELECT id, head FROM jobs WHERE id = ANY($1)", &[&ids])
+                .await
+                .map_err(fault(write_fault))?;
+            let mut views = HashMap::new();
+            for r in heads {
+                let v: JobView =
+                    serde_json::from_value(r.get::<_, Value>(1)).map_err(codec_fault)?;
+                views.insert(JobId(r.get(0)), v);
+            }
+            let mut batch = Vec::new();
+            let mut rescued = Vec::new();
+            for (job, epoch, owner) in expired {
+                let Some(view) = views.get(&job) else {
+                    continue;
+                };
+                if view.state == JobState::Running && view.attempt == epoch {
+                    batch.push(AppendRequest {
+                        job,
+                        events: interruption_events(view, &lease_lost_reason(&owner)),
+                        epoch: Some(epoch),
+                    });
+                    rescued.push(job);
+                }
+            }
+            let (_, events, _) = Self::write_batch(&tx, batch, next).await?;
+            tx.commit().await.map_err(fault(write_fault))?;
+            self.publish(&events);
+            Ok(rescued)
+        })
+    }
+
+    fn paused(&self) -> StoreFuture<'_, Result<bool, StoreFault>> {
+        Box::pin(async move {
+            let client = self.pool.get().await.map_err(pool_fault)?;
+            let row = client
+                .query_opt("SELECT value FROM settings WHERE key = 'paused'", &[])
+                .await
+                .map_err(fault(read_fault))?;
+            Ok(row
+                .and_then(|r| r.get::<_, Value>(0).as_bool())
+                .unwrap_or(false))
+        })
+    }
+
+    fn set_paused(&self, paused: bool, by: Value) -> StoreFuture<'_, Result<EventId, StoreFault>> {
+        Box::pin(async move {
+            let req = AppendRequest {
+                job: JobId::DAEMON,
+                events: vec![pause_event(paused, by)],
+                epoch: None,
+            };
+            let out = self.append(vec![req]).await?;
+            match out.into_iter().next() {
+                Some(Ok(ids)) => Ok(ids.last().copied().unwrap_or(0)),
+                Some(Err(r)) => Err(write_fault(ENGINE, Box::new(r))),
+                None => Ok(0),
+            }
+        })
+    }
+
+    fn subscribe(&self, job: JobId) -> watch::Receiver<EventId> {
+        let mut w = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        w.jobs.retain(|_, tx| tx.receiver_count() > 0);
+        w.jobs
+            .entry(job)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    fn subscribe_all(&self) -> watch::Receiver<EventId> {
+        self.any.subscribe()
+    }
+}
