@@ -360,11 +360,9 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_on_postgres() {
     let server = PgServer::start();
-    let urls: std::sync::Mutex<Vec<String>> = Default::default();
+    let mut urls = Vec::new();
     for i in 0..3 {
-        urls.lock()
-            .unwrap()
-            .push(server.create_db(&format!("contract{i}")).await);
+        urls.push(server.create_db(&format!("contract{i}")).await);
     }
     // Each `open()` hands out the next scenario's database; the reopen in `pause_and_wakeups`
     // (the 4th call) reconnects to the 3rd. Two connections stand for two daemons.
