@@ -73,16 +73,7 @@ pub fn stage(
                 None => return Err(Refusal::UnknownJob(job)),
             }
         }
-        let ev = Event {
-            id,
-            job,
-            kind: new.kind,
-            level: new.level,
-            message: new.message,
-            payload: new.payload,
-            timestamp_ms: now,
-            stage: new.stage,
-        };
+        let ev = new.into_event(id, job, now);
         if !daemon {
             match &mut copy {
                 Some(v) => v.apply(&ev),

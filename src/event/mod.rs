@@ -232,6 +232,20 @@ impl NewEvent {
         self
     }
 
+    /// The event as committed: its id, job and commit time.
+    pub fn into_event(self, id: EventId, job: JobId, timestamp_ms: i64) -> Event {
+        Event {
+            id,
+            job,
+            kind: self.kind,
+            level: self.level,
+            message: self.message,
+            payload: self.payload,
+            timestamp_ms,
+            stage: self.stage,
+        }
+    }
+
     pub fn with_stage(mut self, stage: impl Into<String>) -> NewEvent {
         self.stage = Some(stage.into());
         self

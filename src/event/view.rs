@@ -269,16 +269,7 @@ mod tests {
     use super::*;
 
     fn ev(id: u64, job: JobId, new: NewEvent) -> Event {
-        Event {
-            id,
-            job,
-            kind: new.kind,
-            level: new.level,
-            message: new.message,
-            payload: new.payload,
-            timestamp_ms: 1_000 * id as i64,
-            stage: new.stage,
-        }
+        new.into_event(id, job, 1_000 * id as i64)
     }
 
     fn queued(max: u32) -> NewEvent {
@@ -468,19 +459,6 @@ mod tests {
         }
     }
 
-    const KINDS: [Kind; 10] = [
-        Kind::Queued,
-        Kind::Running,
-        Kind::Log,
-        Kind::Progress,
-        Kind::Error,
-        Kind::CancelRequested,
-        Kind::Cancelled,
-        Kind::Complete,
-        Kind::Metadata,
-        Kind::Admin,
-    ];
-
     fn new_event(kind: Kind) -> NewEvent {
         match kind {
             Kind::Queued => queued(3),
@@ -509,7 +487,7 @@ mod tests {
             };
             let mut id = 1;
             for _ in 0..rng.usize(1..40) {
-                let kind = KINDS[rng.usize(..KINDS.len())];
+                let kind = Kind::ALL[rng.usize(..Kind::ALL.len())];
                 let new = new_event(kind);
                 let legal = view.check(&new).is_ok();
                 assert_eq!(legal, model.allows(kind), "{kind:?} after {model:?}");
