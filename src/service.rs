@@ -123,6 +123,7 @@ pub async fn start(
     let scheduler = Scheduler::new(
         journal.clone().recipient(),
         faults.clone(),
+        journal.clone().recipient(),
         views.clone(),
         config.clone(),
         paths,
@@ -210,7 +211,15 @@ impl Core {
 
     /// Queues a job; answers once its `queued` event is durable.
     pub async fn submit(&self, request: &JobRequest) -> Result<JobId, CoreError> {
-        Ok(self.inner.scheduler.send(Submit::new(request)).await??)
+        let jobs = self.submit_batch(std::slice::from_ref(request)).await?;
+        jobs.first()
+            .copied()
+            .ok_or_else(|| SchedulerError::Internal("a submit created no job".into()).into())
+    }
+
+    /// Queues jobs in one durable commit, all or none; answers their ids in the requests' order.
+    pub async fn submit_batch(&self, requests: &[JobRequest]) -> Result<Vec<JobId>, CoreError> {
+        Ok(self.inner.scheduler.send(Submit::new(requests)).await??)
     }
 
     pub async fn cancel(&self, job: JobId, by: Caller) -> Result<CancelOutcome, CoreError> {

@@ -3,7 +3,9 @@
 //! Appends arrive as messages; the handler only queues them and schedules one `Flush`. Because actix
 //! drains the whole mailbox before it polls the flush, every append that arrived meanwhile lands in the
 //! same write transaction (group commit: one fdatasync for many events). Each append is checked against
-//! its job's folded view before anything is written; an illegal one is refused alone. Callers are
+//! its job's folded view before anything is written; an illegal one is refused alone. An [`AppendAll`]
+//! (a batch submit) is checked as a unit: one refusal refuses all of it, and it is never split across
+//! transactions. Callers are
 //! answered only after the commit is durable, then the views are published and followers woken.
 //! The journal runs on its own Arbiter thread, so its blocking commits never stall async workers.
 //! The first failed commit is *fatal*: redb refuses every later write, so the journal writes
@@ -38,6 +40,15 @@ impl Append {
             events: vec![event],
         }
     }
+}
+
+/// Appends to several jobs in one durable commit, all or none: when one append is refused, every
+/// one is (`Refusal::InBatch` names the first refused by its index). The reply carries each
+/// append's ids, in order.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Vec<EventId>>, JournalError>")]
+pub struct AppendAll {
+    pub appends: Vec<Append>,
 }
 
 /// Answers at once: the watchdog's proof that the journal's thread is not stuck in a commit.
@@ -78,9 +89,31 @@ impl JournalError {
 /// The error that broke the event log (see the module comment).
 pub type Fault = Arc<AppendError>;
 
+/// Who waits for an append: one caller of [`Append`] or of [`AppendAll`].
+enum Reply {
+    One(oneshot::Sender<Result<Vec<EventId>, JournalError>>),
+    All(oneshot::Sender<Result<Vec<Vec<EventId>>, JournalError>>),
+}
+
+impl Reply {
+    /// Answers with the ids of each append's events in `batch[range]`, or with `err`.
+    fn send(self, result: Result<&[std::ops::Range<usize>], JournalError>, batch: &[Event]) {
+        let ids = |r: &std::ops::Range<usize>| batch[r.clone()].iter().map(|e| e.id).collect();
+        match self {
+            Reply::One(tx) => {
+                let _ = tx.send(result.map(|rs| rs.first().map(ids).unwrap_or_default()));
+            }
+            Reply::All(tx) => {
+                let _ = tx.send(result.map(|rs| rs.iter().map(ids).collect()));
+            }
+        }
+    }
+}
+
 struct Pending {
-    append: Append,
-    reply: oneshot::Sender<Result<Vec<EventId>, JournalError>>,
+    /// One append, or the appends of one `AppendAll` (staged all or none).
+    appends: Vec<Append>,
+    reply: Reply,
 }
 
 pub struct Journal {
@@ -129,6 +162,47 @@ impl Journal {
         Ok((out, creates))
     }
 
+    /// Stages a unit of appends all or none: on a refusal, the working views and the id counter
+    /// are as they were before.
+    fn stage_all(
+        &mut self,
+        appends: Vec<Append>,
+        work: &mut HashMap<JobId, Option<JobView>>,
+        now: i64,
+    ) -> Result<Vec<(Vec<Event>, bool)>, Refusal> {
+        let single = appends.len() == 1;
+        let first_id = self.next_id;
+        // Only a unit of several needs undoing: `stage` itself changes nothing when it refuses.
+        let mut saved: Vec<(JobId, Option<Option<JobView>>)> = Vec::new();
+        let mut out = Vec::with_capacity(appends.len());
+        for (index, append) in appends.into_iter().enumerate() {
+            if !single && !saved.iter().any(|(j, _)| *j == append.job) {
+                saved.push((append.job, work.get(&append.job).cloned()));
+            }
+            match self.stage(append, work, now) {
+                Ok(staged) => out.push(staged),
+                Err(e) => {
+                    for (job, before) in saved {
+                        match before {
+                            Some(v) => work.insert(job, v),
+                            None => work.remove(&job),
+                        };
+                    }
+                    self.next_id = first_id;
+                    return Err(if single {
+                        e
+                    } else {
+                        Refusal::InBatch {
+                            index,
+                            source: Box::new(e),
+                        }
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn flush(&mut self) {
         self.flush_scheduled = false;
         let pending = std::mem::take(&mut self.pending);
@@ -137,7 +211,7 @@ impl Journal {
         }
         if let Some(fault) = self.fault.borrow().clone() {
             for p in pending {
-                let _ = p.reply.send(Err(JournalError::Fatal(fault.clone())));
+                p.reply.send(Err(JournalError::Fatal(fault.clone())), &[]);
             }
             return;
         }
@@ -148,22 +222,25 @@ impl Journal {
         let mut created: Vec<JobId> = Vec::new();
         let mut replies = Vec::with_capacity(pending.len());
         for p in pending {
-            let job = p.append.job;
-            match self.stage(p.append, &mut work, now) {
-                Ok((events, creates)) => {
-                    if creates {
-                        created.push(job);
+            let jobs: Vec<JobId> = p.appends.iter().map(|a| a.job).collect();
+            match self.stage_all(p.appends, &mut work, now) {
+                Ok(staged) => {
+                    let mut ranges = Vec::with_capacity(staged.len());
+                    for (job, (events, creates)) in jobs.into_iter().zip(staged) {
+                        if creates {
+                            created.push(job);
+                        }
+                        ranges.push(batch.len()..batch.len() + events.len());
+                        batch.extend(events);
                     }
-                    let range = batch.len()..batch.len() + events.len();
-                    batch.extend(events);
-                    replies.push((p.reply, Ok(range)));
+                    replies.push((p.reply, Ok(ranges)));
                 }
                 Err(e) => replies.push((p.reply, Err(JournalError::Refused(e)))),
             }
         }
         if batch.is_empty() {
             for (reply, r) in replies {
-                let _ = reply.send(r.map(|_| Vec::new()));
+                reply.send(r.as_deref().map_err(Clone::clone), &batch);
             }
             return;
         }
@@ -181,7 +258,11 @@ impl Journal {
             self.fault.send_replace(Some(fault.clone()));
             let err = JournalError::Fatal(fault);
             for (reply, r) in replies {
-                let _ = reply.send(r.and(Err(err.clone())));
+                let e = match r {
+                    Ok(_) => err.clone(),
+                    Err(refused) => refused,
+                };
+                reply.send(Err(e), &batch);
             }
             return;
         }
@@ -195,7 +276,18 @@ impl Journal {
         let changed: Vec<JobView> = work.into_values().flatten().collect();
         self.views.publish(changed, &created, last);
         for (reply, r) in replies {
-            let _ = reply.send(r.map(|range| batch[range].iter().map(|e| e.id).collect()));
+            reply.send(r.as_deref().map_err(Clone::clone), &batch);
+        }
+    }
+}
+
+impl Journal {
+    /// Queues a unit of appends for the next flush, scheduling one if none is.
+    fn queue(&mut self, appends: Vec<Append>, reply: Reply, ctx: &mut Context<Self>) {
+        self.pending.push(Pending { appends, reply });
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.notify(Flush);
         }
     }
 }
@@ -220,11 +312,20 @@ impl Handler<Append> for Journal {
 
     fn handle(&mut self, append: Append, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        self.pending.push(Pending { append, reply: tx });
-        if !self.flush_scheduled {
-            self.flush_scheduled = true;
-            ctx.notify(Flush);
+        self.queue(vec![append], Reply::One(tx), ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(JournalError::Closed)) })
+    }
+}
+
+impl Handler<AppendAll> for Journal {
+    type Result = ResponseFuture<Result<Vec<Vec<EventId>>, JournalError>>;
+
+    fn handle(&mut self, msg: AppendAll, ctx: &mut Self::Context) -> Self::Result {
+        if msg.appends.is_empty() {
+            return Box::pin(async { Err(JournalError::Refused(Refusal::Empty)) });
         }
+        let (tx, rx) = oneshot::channel();
+        self.queue(msg.appends, Reply::All(tx), ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(JournalError::Closed)) })
     }
 }
@@ -347,6 +448,60 @@ mod tests {
         assert_eq!(ids, vec![1, 3]);
         assert_eq!(views.view(a).unwrap().state, crate::event::JobState::Queued);
         assert!(views.view(unknown).is_none());
+    }
+
+    #[test]
+    fn a_unit_of_appends_commits_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, views) = open(dir.path());
+        let existing = JobId::new();
+        let fresh: Vec<JobId> = (0..3).map(|_| JobId::new()).collect();
+        actix::System::new().block_on(async {
+            let journal = Journal::new(store.clone(), views.clone()).start();
+            journal
+                .send(Append::one(existing, queued()))
+                .await
+                .unwrap()
+                .unwrap();
+            // The third append is illegal (a second `queued` for a queued job): nothing is written.
+            let mut appends: Vec<Append> =
+                fresh.iter().map(|j| Append::one(*j, queued())).collect();
+            appends.insert(2, Append::one(existing, queued()));
+            let sent = vec![
+                journal.send(AppendAll { appends }),
+                journal.send(AppendAll {
+                    appends: fresh.iter().map(|j| Append::one(*j, queued())).collect(),
+                }),
+            ];
+            let lone = journal.send(Append::one(existing, log("alongside")));
+            let (r, lone) =
+                futures_util::future::join(futures_util::future::join_all(sent), lone).await;
+            match &r[0] {
+                Ok(Err(JournalError::Refused(Refusal::InBatch { index: 2, source }))) => {
+                    assert!(matches!(**source, Refusal::Illegal(_)), "{source}")
+                }
+                other => panic!("{other:?}"),
+            }
+            // The refused unit used no id and left no trace in the views: the same jobs are
+            // created by the next unit, with contiguous ids, in the same commit as the lone append.
+            let ids = r[1].as_ref().unwrap().as_ref().unwrap();
+            assert_eq!(ids, &vec![vec![2], vec![3], vec![4]]);
+            assert_eq!(lone.unwrap().unwrap(), vec![5]);
+            assert!(journal
+                .send(AppendAll {
+                    appends: Vec::new()
+                })
+                .await
+                .unwrap()
+                .is_err());
+        });
+        assert_eq!(
+            store.commits(),
+            2,
+            "the unit and the lone append share one commit"
+        );
+        let order: Vec<JobId> = views.list(None, 10).iter().rev().map(|v| v.id).collect();
+        assert_eq!(order[1..], fresh[..], "jobs listed in the unit's order");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::actors::job::{JobActor, JobEnded, JobPaths, Stop};
-use crate::actors::journal::{Append, Fault, JournalError, Refusal};
+use crate::actors::journal::{Append, AppendAll, Fault, JournalError, Refusal};
 use crate::config::Config;
 use crate::event::{JobId, JobState, Kind, Level, NewEvent};
 use crate::pipeline::StopReason;
@@ -28,12 +28,17 @@ use crate::views::Views;
 /// Who asked for a change: `None` for HTTP callers, else the Unix uid of a control-socket peer.
 pub type Caller = Option<u32>;
 
-/// Queues a new job. Replies once its `queued` event is durable.
+/// Queues new jobs (one, or a batch) in one durable commit, all or none. Replies with the jobs'
+/// ids, in the requests' order, once their `queued` events are durable.
 #[derive(Message)]
-#[rtype(result = "Result<JobId, SchedulerError>")]
+#[rtype(result = "Result<Vec<JobId>, SchedulerError>")]
 pub struct Submit {
-    /// The validated request as stored in the `queued` event (made by the caller, off the
-    /// scheduler's thread).
+    jobs: Vec<NewJob>,
+}
+
+/// One job of a [`Submit`], encoded by the caller (off the scheduler's thread).
+struct NewJob {
+    /// The validated request as stored in the `queued` event.
     request: serde_json::Value,
     /// The request's warnings (ignored fields): the job's first log events, committed with
     /// the `queued` event.
@@ -41,15 +46,19 @@ pub struct Submit {
 }
 
 impl Submit {
-    pub fn new(request: &JobRequest) -> Submit {
-        Submit {
-            request: request.to_json(),
-            warnings: request
-                .warnings
-                .iter()
-                .map(|w| NewEvent::warning(w.to_string()).with_payload(w.payload()))
-                .collect(),
-        }
+    pub fn new<'a>(requests: impl IntoIterator<Item = &'a JobRequest>) -> Submit {
+        let jobs = requests
+            .into_iter()
+            .map(|request| NewJob {
+                request: request.to_json(),
+                warnings: request
+                    .warnings
+                    .iter()
+                    .map(|w| NewEvent::warning(w.to_string()).with_payload(w.payload()))
+                    .collect(),
+            })
+            .collect();
+        Submit { jobs }
     }
 }
 
@@ -179,6 +188,8 @@ pub struct Scheduler {
     /// The journal's fault channel: once it holds an error, nothing starts and every write is
     /// answered with it.
     faults: watch::Receiver<Option<Fault>>,
+    /// The journal again, for units of appends (batch submits).
+    journal_all: Recipient<AppendAll>,
     views: Arc<Views>,
     config: Arc<Config>,
     paths: Arc<JobPaths>,
@@ -195,6 +206,7 @@ impl Scheduler {
     pub fn new(
         journal: Recipient<Append>,
         faults: watch::Receiver<Option<Fault>>,
+        journal_all: Recipient<AppendAll>,
         views: Arc<Views>,
         config: Arc<Config>,
         paths: JobPaths,
@@ -203,6 +215,7 @@ impl Scheduler {
         Scheduler {
             journal,
             faults,
+            journal_all,
             views,
             concurrency: config.daemon.concurrency,
             config,
@@ -328,7 +341,7 @@ impl Handler<LogFailed> for Scheduler {
 }
 
 impl Handler<Submit> for Scheduler {
-    type Result = ResponseActFuture<Self, Result<JobId, SchedulerError>>;
+    type Result = ResponseActFuture<Self, Result<Vec<JobId>, SchedulerError>>;
 
     fn handle(&mut self, msg: Submit, _ctx: &mut Self::Context) -> Self::Result {
         if let Err(e) = self.refuse_if_failed() {
@@ -337,18 +350,25 @@ impl Handler<Submit> for Scheduler {
         if self.shutting_down {
             return Box::pin(fut::ready(Err(SchedulerError::ShuttingDown)));
         }
-        let job = JobId::new();
-        let queued = NewEvent::new(Kind::Queued, Level::Info, "Job queued.").with_payload(json!({
-            "maxAttempts": self.config.daemon.max_attempts,
-            "request": msg.request,
-        }));
-        let mut events = vec![queued];
-        events.extend(msg.warnings);
-        let send = self.journal.send(Append { job, events });
+        let mut jobs = Vec::with_capacity(msg.jobs.len());
+        let mut appends = Vec::with_capacity(msg.jobs.len());
+        for new in msg.jobs {
+            let job = JobId::new();
+            let queued =
+                NewEvent::new(Kind::Queued, Level::Info, "Job queued.").with_payload(json!({
+                    "maxAttempts": self.config.daemon.max_attempts,
+                    "request": new.request,
+                }));
+            let mut events = vec![queued];
+            events.extend(new.warnings);
+            jobs.push(job);
+            appends.push(Append { job, events });
+        }
+        let send = self.journal_all.send(AppendAll { appends });
         Box::pin(send.into_actor(self).map(move |res, act, ctx| {
             res??;
             act.pump(ctx);
-            Ok(job)
+            Ok(jobs)
         }))
     }
 }

@@ -22,6 +22,13 @@ pub enum Refusal {
         epoch: u32,
         current: String,
     },
+    /// One append of a unit (a batch submit) was refused, so none of the unit was written.
+    #[error("append {index} of the batch: {source}")]
+    InBatch {
+        index: usize,
+        #[source]
+        source: Box<Refusal>,
+    },
 }
 
 /// Checks `events` against `view` (`None`: the job does not exist yet; the daemon pseudo-job takes

@@ -25,6 +25,10 @@ const DEFAULT_LIMIT: u64 = 200;
 const MAX_LIMIT: u64 = 1000;
 /// Longest long poll, seconds.
 const MAX_WAIT: u64 = 60;
+/// Most jobs in one `POST /api/generate/batch`.
+pub(crate) const MAX_BATCH: usize = 100;
+/// A batch body may be this many times `server.max_body_bytes`.
+const BATCH_BODY_FACTOR: u64 = 16;
 
 pub async fn handle(st: Core, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let method = req.method().clone();
@@ -101,6 +105,7 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     Generate,
+    GenerateBatch,
     ListJobs,
     GetJob,
     Events,
@@ -132,6 +137,7 @@ const fn r(method: &'static str, path: &'static str, endpoint: Endpoint) -> Rout
 /// the two equal).
 pub(crate) const ROUTES: &[Route] = &[
     r("POST", "/api/generate", Endpoint::Generate),
+    r("POST", "/api/generate/batch", Endpoint::GenerateBatch),
     r("GET", "/api/jobs", Endpoint::ListJobs),
     r("GET", "/api/jobs/:id", Endpoint::GetJob),
     r("GET", "/api/jobs/:id/events", Endpoint::Events),
@@ -200,6 +206,7 @@ async fn route(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     let id = params.first().copied().unwrap_or("");
     match route.endpoint {
         Endpoint::Generate => generate(st, req).await,
+        Endpoint::GenerateBatch => generate_batch(st, req).await,
         Endpoint::ListJobs => list_jobs(st, &query),
         Endpoint::GetJob => get_job(st, id),
         Endpoint::Events => events(st, id, &query).await,
@@ -256,6 +263,59 @@ async fn generate(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, A
     });
     if !request.warnings.is_empty() {
         let warnings: Vec<String> = request.warnings.iter().map(|w| w.to_string()).collect();
+        answer["warnings"] = json!(warnings);
+    }
+    ok(answer)
+}
+
+/// `POST /api/generate/batch` `{"jobs":[{...},...]}`: every request is validated first (a refusal
+/// names the index and the field), then all are queued in one durable commit.
+async fn generate_batch(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let config = st.config();
+    let limit = config
+        .server
+        .max_body_bytes
+        .saturating_mul(BATCH_BODY_FACTOR);
+    let bytes = read_body(req, limit).await?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::BadRequest(format!("The request body is not valid JSON: {e}.")))?;
+    let shape = || {
+        ApiError::BadRequest(format!(
+            "jobs is required: an array of 1 to {MAX_BATCH} job requests, as POST /api/generate takes them."
+        ))
+    };
+    let list = body
+        .get("jobs")
+        .and_then(Value::as_array)
+        .ok_or_else(shape)?;
+    if list.is_empty() {
+        return Err(shape());
+    }
+    if list.len() > MAX_BATCH {
+        return Err(ApiError::BadRequest(format!(
+            "jobs holds {} requests: at most {MAX_BATCH} per batch.",
+            list.len()
+        )));
+    }
+    let mut requests = Vec::with_capacity(list.len());
+    for (i, item) in list.iter().enumerate() {
+        let request = JobRequest::parse(item, &config)
+            .map_err(|e| ApiError::BadRequest(format!("jobs[{i}]: {}", e.0)))?;
+        requests.push(request);
+    }
+    let jobs = st.submit_batch(&requests).await?;
+    let ids: Vec<String> = jobs.iter().map(|j| j.to_string()).collect();
+    let mut answer = json!({
+        "status": "success",
+        "message": format!("{} video generations queued.", ids.len()),
+        "jobIds": ids,
+    });
+    let warnings: Vec<String> = requests
+        .iter()
+        .enumerate()
+        .flat_map(|(i, r)| r.warnings.iter().map(move |w| format!("jobs[{i}]: {w}")))
+        .collect();
+    if !warnings.is_empty() {
         answer["warnings"] = json!(warnings);
     }
     ok(answer)
