@@ -48,6 +48,13 @@ pub enum Command {
     },
     /// Make one video now, in this process, and write the MP4.
     Generate(GenerateArgs),
+    /// Work on an event store directly (no daemon needed).
+    Store {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Create or upgrade the PostgreSQL store's schema (embedded, versioned migrations).
     Migrate {
         /// The store, `postgres://user@host:port/database`.
@@ -61,6 +68,20 @@ pub enum Command {
         common: Common,
         #[command(flatten)]
         ctl: CtlArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Copy a whole redb history (ids, jobs, admin events) into an empty PostgreSQL store and
+    /// verify the counts: the way from one machine to several. Stop the daemon first.
+    Copy {
+        /// The redb log file (a daemon's `reelsmith.redb`, or a `ctl backup` copy).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// The PostgreSQL store, `postgres://user@host:port/database` (empty).
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
 }
 

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use reelsmith::cli::{Cli, Command, Common};
+use reelsmith::cli::{Cli, Command, Common, StoreCommand};
 use reelsmith::config::Config;
 
 fn load_config(common: &Common) -> anyhow::Result<Config> {
@@ -33,6 +33,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = source.load()?;
             let opts = reelsmith::daemon::ServeOptions { paused, source };
             reelsmith::daemon::run_server(cfg, opts)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Store {
+            common: _,
+            command: StoreCommand::Copy { from, to },
+        } => {
+            reelsmith::telemetry::init("warn");
+            let (events, jobs) = reelsmith::store::copy_to_postgres(&from, &to)?;
+            println!(
+                "copied {events} events of {jobs} jobs from {} and verified the counts",
+                from.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate { store_url } => {

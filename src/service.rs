@@ -54,8 +54,9 @@ pub enum CoreError {
 /// One page of a job's events, as wire JSON, with the state it was read against.
 #[derive(Clone, Debug)]
 pub struct EventsPage {
-    /// A JSON array of the events in the seed's shape, written straight from the stored records.
-    pub events_json: Vec<u8>,
+    /// The caller's prefix, then a JSON array of the events in the seed's shape, written straight
+    /// from the stored records (one buffer: an answer is built without copying the page).
+    pub body: Vec<u8>,
     pub count: usize,
     /// The cursor to pass as `after` next: the last id returned, or the job's last id (the upper
     /// bound the page was read to) when the page is empty.
@@ -319,12 +320,14 @@ impl Core {
     }
 
     /// The events page of `job` (`None`: the daemon's admin history) after `after`, at most
-    /// `limit`: the one implementation behind `GET /api/jobs/:id/events` and `ctl events`.
+    /// `limit`: the one implementation behind `GET /api/jobs/:id/events` and `ctl events`. The
+    /// page's `body` starts with `prefix`.
     pub async fn events_page(
         &self,
         job: Option<JobId>,
         after: EventId,
         limit: usize,
+        prefix: &'static [u8],
     ) -> Result<EventsPage, CoreError> {
         let (target, upto, state) = match job {
             Some(j) => {
@@ -333,10 +336,11 @@ impl Core {
             }
             None => (JobId::DAEMON, self.last_id(), None),
         };
-        let (events_json, count, last) = self
+        let (body, count, last) = self
             .blocking_read(limit, move |store| {
-                let cap = 2 + limit.min(upto.saturating_sub(after) as usize) * 160;
+                let cap = 128 + prefix.len() + limit.min(upto.saturating_sub(after) as usize) * 160;
                 let mut out = Vec::with_capacity(cap);
+                out.extend_from_slice(prefix);
                 out.push(b'[');
                 let (n, last) = store.read_job_wire(target, after, upto, limit, &mut out)?;
                 out.push(b']');
@@ -345,7 +349,7 @@ impl Core {
             .await?;
         let last_event_id = if count == 0 { upto } else { last };
         Ok(EventsPage {
-            events_json,
+            body,
             count,
             last_event_id,
             more: count >= limit && last_event_id < upto,

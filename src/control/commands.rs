@@ -153,11 +153,11 @@ impl Commands {
     /// One page of a job's events (`job: None`: the daemon's admin events): `Core::events_page`,
     /// the same page HTTP answers.
     async fn events_page(&self, job: Option<JobId>, after: EventId, limit: usize) -> Value {
-        let page = match self.core.events_page(job, after, limit).await {
+        let page = match self.core.events_page(job, after, limit, b"").await {
             Ok(p) => p,
             Err(e) => return protocol::error(e),
         };
-        let events: Value = match serde_json::from_slice(&page.events_json) {
+        let events: Value = match serde_json::from_slice(&page.body) {
             Ok(v) => v,
             Err(e) => return protocol::error(format!("internal error: events page: {e}")),
         };

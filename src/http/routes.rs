@@ -454,10 +454,9 @@ async fn events_page(
     after: u64,
     limit: usize,
 ) -> Result<Response<Body>, ApiError> {
-    let page = st.events_page(Some(job), after, limit).await?;
-    let mut out = Vec::with_capacity(page.events_json.len() + 96);
-    out.extend_from_slice(br#"{"status":"success","events":"#);
-    out.extend_from_slice(&page.events_json);
+    let prefix: &[u8] = br#"{"status":"success","events":"#;
+    let mut page = st.events_page(Some(job), after, limit, prefix).await?;
+    let mut out = std::mem::take(&mut page.body);
     page.write_tail(&mut out);
     out.push(b'}');
     let mut r = Response::new(Full::new(Bytes::from(out)));

@@ -401,3 +401,100 @@ async fn postgres_refuses_a_schema_newer_than_it_knows() {
     let msg = err.to_string();
     assert!(msg.contains("newer than this reelsmith knows"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_moves_a_redb_history_into_postgres_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(super::FILE_NAME);
+    let mut jobs = Vec::new();
+    {
+        let s = LocalStore::open(&path).unwrap();
+        let lease = Duration::from_secs(30);
+        for _ in 0..5 {
+            jobs.push(submit(&s).await);
+        }
+        // running, completed, failed, cancelled, queued (one each), and a paused queue.
+        for _ in 0..3 {
+            s.claim(&owner("one"), lease).await.unwrap().unwrap();
+        }
+        let done = NewEvent::new(Kind::Complete, Level::Success, "Video generation complete")
+            .with_payload(json!({"outputPath": "/out/a.mp4", "duration": 12.5}));
+        let failed = NewEvent::new(Kind::Error, Level::Error, "Failed to render video: boom");
+        let cancel = vec![
+            NewEvent::new(
+                Kind::CancelRequested,
+                Level::Warning,
+                "Cancellation requested.",
+            ),
+            NewEvent::new(
+                Kind::Cancelled,
+                Level::Warning,
+                "Job cancelled before execution.",
+            ),
+        ];
+        let out = s
+            .append(vec![
+                req(jobs[1], vec![done]),
+                req(jobs[2], vec![failed]),
+                req(jobs[3], cancel),
+            ])
+            .await
+            .unwrap();
+        assert!(out.iter().all(|r| r.is_ok()), "{out:?}");
+        s.set_paused(true, json!({"via": "test"})).await.unwrap();
+    }
+    let server = PgServer::start();
+    let url = server.create_db("copy").await;
+    let (from, to) = (path.clone(), url.clone());
+    let copied = std::thread::spawn(move || super::copy_to_postgres(&from, &to))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(copied.1, 5);
+
+    let src = LocalStore::open(&path).unwrap();
+    let dst = PgStore::connect(&url).await.unwrap();
+    assert_eq!(
+        copied.0,
+        src.read_since(0, 10_000).await.unwrap().len() as u64
+    );
+    let states: std::collections::HashSet<_> = dst
+        .list(None, None, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|v| v.state.as_str())
+        .collect();
+    assert_eq!(states.len(), 5, "every state is represented: {states:?}");
+    for job in &jobs {
+        assert_eq!(
+            dst.head(*job).await.unwrap(),
+            src.head(*job).await.unwrap(),
+            "head of {job}"
+        );
+        let (a, b) = (
+            src.read_job(*job, 0, 1000).await.unwrap(),
+            dst.read_job(*job, 0, 1000).await.unwrap(),
+        );
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(
+                (x.id, &x.message, x.timestamp_ms),
+                (y.id, &y.message, y.timestamp_ms)
+            );
+        }
+    }
+    assert!(dst.paused().await.unwrap());
+    assert_eq!(dst.last_id().await.unwrap(), src.last_id().await.unwrap());
+    // New appends continue the sequence after the copied ids.
+    let next = submit(&dst).await;
+    let first = dst.head(next).await.unwrap().unwrap().first_event_id;
+    assert_eq!(first, src.last_id().await.unwrap() + 1);
+    // A second copy into the same (now non-empty) store is refused.
+    drop(src);
+    let (from, to) = (path.clone(), url.clone());
+    let again = std::thread::spawn(move || super::copy_to_postgres(&from, &to))
+        .join()
+        .unwrap();
+    assert!(again.unwrap_err().to_string().contains("not empty"));
+}

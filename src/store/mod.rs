@@ -28,6 +28,46 @@ use crate::event::{Event, EventId, JobId};
 pub use contract::StoreFault;
 pub use error::{AppendError, BackupError, DecodeError, OpenError, ReadError};
 
+/// `reelsmith store copy`: copies the whole redb log at `from` (ids, jobs, admin events) into the
+/// empty PostgreSQL store at `to`, then checks that both hold the same events and jobs. Answers
+/// (events, jobs) copied.
+pub fn copy_to_postgres(from: &Path, to: &str) -> Result<(u64, u64), StoreFault> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| StoreFault::Unavailable {
+            engine: "postgres",
+            source: Box::new(e),
+        })?;
+    rt.block_on(async {
+        use contract::EventStore;
+        let src = local::LocalStore::open(from)?;
+        let dst = postgres::PgStore::connect(to).await?;
+        let (events, jobs) = dst.import(|after| src.read_since(after, 5_000)).await?;
+        let verify = |what: &str, a: u64, b: u64| {
+            if a == b {
+                Ok(())
+            } else {
+                Err(StoreFault::Write {
+                    engine: "postgres",
+                    source: format!(
+                        "copy verification failed: {what}: {a} in the source, {b} in the copy"
+                    )
+                    .into(),
+                })
+            }
+        };
+        verify("last event id", src.last_id().await?, dst.last_id().await?)?;
+        let (a, b) = (
+            src.list(None, None, usize::MAX).await?.len() as u64,
+            dst.list(None, None, usize::MAX).await?.len() as u64,
+        );
+        verify("jobs", a, b)?;
+        Ok((events, jobs))
+    })
+}
+
 /// `reelsmith migrate`: creates or upgrades the PostgreSQL schema at `url` (on a runtime of its
 /// own); answers the version in force. A schema newer than this build knows is refused.
 pub fn migrate_postgres(url: &str) -> Result<i64, StoreFault> {

@@ -203,6 +203,105 @@ impl PgStore {
         })
     }
 
+    /// Writes a history recorded elsewhere, ids kept, into this store, which must be empty
+    /// (`reelsmith store copy`). `pages` yields the events in id order; heads are folded here and
+    /// written at the end, in the same transaction, so a failed copy leaves the store empty.
+    /// Answers (events, jobs) written.
+    pub async fn import<F, Fut>(&self, mut next_page: F) -> Result<(u64, u64), StoreFault>
+    where
+        F: FnMut(EventId) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Event>, StoreFault>>,
+    {
+        let mut client = self.pool.get().await.map_err(pool_fault)?;
+        let tx = client.transaction().await.map_err(fault(write_fault))?;
+        let next = Self::lock_head(&tx).await?;
+        let any: Option<i64> = tx
+            .query_one("SELECT max(id) FROM events", &[])
+            .await
+            .map_err(fault(read_fault))?
+            .get(0);
+        if next > 1 || any.is_some() {
+            return Err(write_fault(
+                ENGINE,
+                "the target store is not empty; copy into a new database".into(),
+            ));
+        }
+        let mut heads: HashMap<JobId, JobView> = HashMap::new();
+        let (mut after, mut count, mut paused) = (0, 0u64, None);
+        loop {
+            let page = next_page(after).await?;
+            let Some(last) = page.last().map(|e| e.id) else {
+                break;
+            };
+            for ev in &page {
+                if ev.job == JobId::DAEMON {
+                    paused = pause_state(ev).or(paused);
+                    continue;
+                }
+                match heads.get_mut(&ev.job) {
+                    Some(v) => v.apply(ev),
+                    None => {
+                        if let Some(v) = JobView::create(ev) {
+                            heads.insert(ev.job, v);
+                        }
+                    }
+                }
+            }
+            let ids: Vec<i64> = page.iter().map(|e| e.id as i64).collect();
+            let jobs: Vec<Uuid> = page.iter().map(|e| e.job.0).collect();
+            let records: Vec<Vec<u8>> = page.iter().map(codec::encode).collect();
+            tx.execute(
+                "INSERT INTO events (id, job, record) SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bytea[])",
+                &[&ids, &jobs, &records],
+            )
+            .await
+            .map_err(fault(write_fault))?;
+            count += page.len() as u64;
+            after = last;
+        }
+        let views: Vec<JobView> = heads.into_values().collect();
+        for chunk in views.chunks(5_000) {
+            Self::write_heads(&tx, chunk).await?;
+        }
+        if let Some(p) = paused {
+            tx.execute(
+                "INSERT INTO settings (key, value) VALUES ('paused', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&Value::Bool(p)],
+            )
+            .await
+            .map_err(fault(write_fault))?;
+        }
+        tx.execute("UPDATE log_head SET last_id = $1", &[&(after as i64)])
+            .await
+            .map_err(fault(write_fault))?;
+        tx.commit().await.map_err(fault(write_fault))?;
+        Ok((count, views.len() as u64))
+    }
+
+    /// Upserts job heads.
+    async fn write_heads(tx: &Transaction<'_>, changed: &[JobView]) -> Result<(), StoreFault> {
+        let mut heads = Vec::with_capacity(changed.len());
+        for v in changed {
+            heads.push(serde_json::to_value(v).map_err(codec_fault)?);
+        }
+        let h_ids: Vec<Uuid> = changed.iter().map(|v| v.id.0).collect();
+        let h_first: Vec<i64> = changed.iter().map(|v| v.first_event_id as i64).collect();
+        let h_state: Vec<&str> = changed.iter().map(|v| v.state.as_str()).collect();
+        let h_queued: Vec<i64> = changed.iter().map(|v| v.queued_at as i64).collect();
+        let h_cancel: Vec<bool> = changed.iter().map(|v| v.cancel_requested).collect();
+        tx.execute(
+            "INSERT INTO jobs (id, first_event, state, queued_at, cancel_requested, head)
+             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::bigint[], $5::boolean[], $6::jsonb[])
+             ON CONFLICT (id) DO UPDATE SET state = excluded.state, queued_at = excluded.queued_at,
+                 cancel_requested = excluded.cancel_requested, head = excluded.head",
+            &[&h_ids, &h_first, &h_state, &h_queued, &h_cancel, &heads],
+        )
+        .await
+        .map_err(fault(write_fault))?;
+        Ok(())
+    }
+
     /// Locks the log head and answers the next free id.
     async fn lock_head(tx: &Transaction<'_>) -> Result<EventId, StoreFault> {
         let row = tx
@@ -273,24 +372,7 @@ impl PgStore {
             .filter_map(|(_, v)| v)
             .collect();
         if !changed.is_empty() {
-            let mut heads = Vec::with_capacity(changed.len());
-            for v in &changed {
-                heads.push(serde_json::to_value(v).map_err(codec_fault)?);
-            }
-            let h_ids: Vec<Uuid> = changed.iter().map(|v| v.id.0).collect();
-            let h_first: Vec<i64> = changed.iter().map(|v| v.first_event_id as i64).collect();
-            let h_state: Vec<&str> = changed.iter().map(|v| v.state.as_str()).collect();
-            let h_queued: Vec<i64> = changed.iter().map(|v| v.queued_at as i64).collect();
-            let h_cancel: Vec<bool> = changed.iter().map(|v| v.cancel_requested).collect();
-            tx.execute(
-                "INSERT INTO jobs (id, first_event, state, queued_at, cancel_requested, head)
-                 SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::bigint[], $5::boolean[], $6::jsonb[])
-                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, queued_at = excluded.queued_at,
-                     cancel_requested = excluded.cancel_requested, head = excluded.head",
-                &[&h_ids, &h_first, &h_state, &h_queued, &h_cancel, &heads],
-            )
-            .await
-            .map_err(fault(write_fault))?;
+            Self::write_heads(tx, &changed).await?;
             let ended: Vec<Uuid> = changed
                 .iter()
                 .filter(|v| v.state != JobState::Running)
