@@ -12,6 +12,11 @@ pub fn notify(state: &str) -> bool {
     let Ok(sock) = UnixDatagram::unbound() else {
         return false;
     };
+    // Never wait for a reader: a full notify queue (systemd busy, or nobody reading) drops this
+    // message instead of stalling the thread that sent it (often the actor system's).
+    if sock.set_nonblocking(true).is_err() {
+        return false;
+    }
     let path = path.to_string_lossy().to_string();
     if let Some(name) = path.strip_prefix('@') {
         use std::os::linux::net::SocketAddrExt;

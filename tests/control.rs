@@ -538,6 +538,33 @@ fn drain_waits_for_the_running_job_then_exits_zero_starting_nothing_new() {
     let notify_path = tmp.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     let np = notify_path.display().to_string();
+    // Read the notifications as they come, as systemd does (a socket nobody reads fills up after
+    // a few datagrams).
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let got = got.clone();
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                match notify.recv(&mut buf) {
+                    Ok(n) => {
+                        let m = text(&buf[..n]);
+                        let stop = m == "STOPPING=1";
+                        got.lock().unwrap().push(m);
+                        if stop {
+                            return;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(_) => return,
+                }
+            }
+        })
+    };
     let mut d = Daemon::start_with_env(
         tmp.path(),
         &config(),
@@ -606,12 +633,8 @@ fn drain_waits_for_the_running_job_then_exits_zero_starting_nothing_new() {
         );
     }
     // systemd was asked for more time while the drain waited.
-    notify.set_nonblocking(true).unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while let Ok(n) = notify.recv(&mut buf) {
-        got.push(text(&buf[..n]));
-    }
+    reader.join().unwrap();
+    let got = got.lock().unwrap().clone();
     assert!(
         got.iter().any(|m| m.starts_with("EXTEND_TIMEOUT_USEC=")),
         "{got:?}"
