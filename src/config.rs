@@ -562,8 +562,7 @@ const SECTIONS: [&str; 10] = [
 impl Config {
     /// Loads defaults, then `file`, then the environment; validates the result.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let env: Vec<(String, String)> = std::env::vars().collect();
-        Config::load_with_env(file, &env)
+        Config::load_with_env(file, &process_env()?)
     }
 
     /// [`Config::load`] with an explicit environment (tests).
@@ -788,18 +787,44 @@ impl Config {
     }
 }
 
+/// Environment names other than `REELSMITH_<SECTION>_<KEY>` that set a key: MoneyPrinter's own.
+const ENV_ALIASES: [(&str, &str, &str); 8] = [
+    ("OLLAMA_BASE_URL", "llm", "ollama_base_url"),
+    ("OLLAMA_MODEL", "llm", "model"),
+    ("PEXELS_API_KEY", "footage", "pexels_api_key"),
+    ("TIKTOK_SESSION_ID", "voice", "tiktok_session_id"),
+    ("OPENAI_BASE_URL", "llm", "openai_base_url"),
+    ("YOUTUBE_CLIENT_ID", "youtube", "client_id"),
+    ("YOUTUBE_CLIENT_SECRET", "youtube", "client_secret"),
+    ("YOUTUBE_REFRESH_TOKEN", "youtube", "refresh_token"),
+];
+
+/// The process environment as text. `std::env::vars` panics on a name or value that is not UTF-8;
+/// such a variable is skipped unless it is one of ours, which is refused naming it.
+fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut env = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.into_string(), value.into_string()) {
+            (Ok(n), Ok(v)) => env.push((n, v)),
+            (Ok(n), Err(_)) if is_config_var(&n) => {
+                return Err(invalid(
+                    &n,
+                    format!("environment variable {n} is not valid UTF-8"),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(env)
+}
+
+fn is_config_var(name: &str) -> bool {
+    name.starts_with("REELSMITH_") || ENV_ALIASES.iter().any(|(n, _, _)| *n == name)
+}
+
 /// Applies `REELSMITH_<SECTION>_<KEY>` and MoneyPrinter's variables onto the TOML tree.
 fn apply_env(tree: &mut toml::Table, env: &[(String, String)]) -> Result<(), ConfigError> {
-    let aliases: [(&str, &str, &str); 8] = [
-        ("OLLAMA_BASE_URL", "llm", "ollama_base_url"),
-        ("OLLAMA_MODEL", "llm", "model"),
-        ("PEXELS_API_KEY", "footage", "pexels_api_key"),
-        ("TIKTOK_SESSION_ID", "voice", "tiktok_session_id"),
-        ("OPENAI_BASE_URL", "llm", "openai_base_url"),
-        ("YOUTUBE_CLIENT_ID", "youtube", "client_id"),
-        ("YOUTUBE_CLIENT_SECRET", "youtube", "client_secret"),
-        ("YOUTUBE_REFRESH_TOKEN", "youtube", "refresh_token"),
-    ];
+    let aliases = ENV_ALIASES;
     let defaults = toml::Value::try_from(Config::default())
         .map_err(|e| invalid("(defaults)", e.to_string()))?;
     for (name, value) in env {

@@ -2,7 +2,8 @@
 //!
 //! MoneyPrinter's page sends numbers and booleans as strings, so `"2"` and `2`, `"true"` and `true` are
 //! both accepted. Every refusal names the field. The validated request is stored, as JSON, in the job's
-//! first event, so a restarted daemon runs exactly what was accepted.
+//! first event, so a restarted daemon runs exactly what was accepted. The stored form carries a
+//! `version` ([`REQUEST_VERSION`]); every version ever written stays readable.
 //!
 //! Unknown fields are accepted (MoneyPrinter clients may send more than we know) but each becomes a
 //! [`FieldWarning`] ("unknown field subtitlePosition ignored; did you mean subtitlesPosition?"). The
@@ -220,6 +221,12 @@ fn edit_distance(a: &[char], b: &[char]) -> usize {
     prev[b.len()]
 }
 
+/// The layout of a stored request (`to_json`). A field added later must read as its default when a
+/// stored request lacks it (`#[serde(default)]`, or an `Option`), so that jobs queued by an older
+/// daemon still start; bump the version only when old requests must be read differently, and keep
+/// reading every version ever written (see the golden test).
+pub const REQUEST_VERSION: u32 = 1;
+
 /// Longest subject and custom prompt, in characters.
 const MAX_SUBJECT: usize = 500;
 const MAX_PROMPT: usize = 10_000;
@@ -343,14 +350,38 @@ impl JobRequest {
         })
     }
 
+    /// The stored form: the fields plus `"version": REQUEST_VERSION`.
     pub fn to_json(&self) -> Value {
         // Serialising plain data into a Value cannot fail.
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Value::Object(map) = &mut v {
+            map.insert("version".into(), Value::from(REQUEST_VERSION));
+        }
+        v
     }
 
+    /// Reads a stored request of any version up to [`REQUEST_VERSION`]; one without `version` is
+    /// version 1 (written before requests carried it). A newer version is refused, naming it,
+    /// rather than run with fields this daemon does not know.
     pub fn from_json(v: &Value) -> Result<JobRequest, RequestError> {
-        serde_json::from_value(v.clone())
-            .map_err(|e| RequestError(format!("stored request cannot be read: {e}")))
+        let version = match v.get("version") {
+            None => 1,
+            Some(n) => n.as_u64().ok_or_else(|| {
+                RequestError(format!(
+                    "stored request has a version that is not a number: {n}"
+                ))
+            })?,
+        };
+        if version == 0 || version > u64::from(REQUEST_VERSION) {
+            return Err(RequestError(format!(
+                "stored request has version {version}, and this reelsmith reads versions 1 to {REQUEST_VERSION}: run the reelsmith that queued it, or a newer one"
+            )));
+        }
+        serde_json::from_value(v.clone()).map_err(|e| {
+            RequestError(format!(
+                "stored request (version {version}) cannot be read: {e}"
+            ))
+        })
     }
 
     /// `center,bottom` form, as the render event shows it.
@@ -702,5 +733,52 @@ mod tests {
             Some((Horizontal::Center, Vertical::Bottom))
         );
         assert_eq!(parse_position("left,left"), None);
+    }
+
+    /// A request exactly as daemons before `version` stored it in the `queued` event's payload.
+    /// If this stops decoding, jobs queued before an upgrade no longer start.
+    pub(crate) const GOLDEN_V1: &str = r##"{"videoSubject":"Why octopuses have three hearts","aiModel":"llama3.1:8b","voice":"en_us_001","paragraphNumber":2,"customPrompt":null,"script":"Octopuses have three hearts. Two pump blood to the gills.","useMusic":true,"automateYoutubeUpload":false,"threads":2,"subtitlesPosition":["center","bottom"],"color":"#FFFF00","colorRgb":[255,255,0]}"##;
+
+    #[test]
+    fn version_1_stored_requests_still_decode() {
+        let v: Value = serde_json::from_str(GOLDEN_V1).unwrap();
+        let r = JobRequest::from_json(&v).unwrap();
+        assert_eq!(r.video_subject, "Why octopuses have three hearts");
+        assert_eq!(r.ai_model.as_deref(), Some("llama3.1:8b"));
+        assert_eq!(r.voice, "en_us_001");
+        assert_eq!(r.paragraph_number, 2);
+        assert_eq!(r.custom_prompt, None);
+        assert_eq!(
+            r.script.as_deref(),
+            Some("Octopuses have three hearts. Two pump blood to the gills.")
+        );
+        assert!(r.use_music && !r.automate_youtube_upload);
+        assert_eq!(r.threads, Some(2));
+        assert_eq!(r.subtitles_position, (Horizontal::Center, Vertical::Bottom));
+        assert_eq!((r.color.as_str(), r.color_rgb), ("#FFFF00", (255, 255, 0)));
+        // Written again, it says its version and reads back the same.
+        let again = r.to_json();
+        assert_eq!(again["version"], REQUEST_VERSION);
+        assert_eq!(JobRequest::from_json(&again).unwrap(), r);
+        // An explicit version 1 is the same request.
+        let mut v1 = v.clone();
+        v1["version"] = json!(1);
+        assert_eq!(JobRequest::from_json(&v1).unwrap(), r);
+    }
+
+    #[test]
+    fn a_stored_request_from_a_newer_daemon_is_refused_naming_its_version() {
+        let mut v: Value = serde_json::from_str(GOLDEN_V1).unwrap();
+        v["version"] = json!(REQUEST_VERSION + 1);
+        v["aspectRatio"] = json!("16:9");
+        let err = JobRequest::from_json(&v).unwrap_err().0;
+        assert!(
+            err.contains(&format!("version {}", REQUEST_VERSION + 1)),
+            "{err}"
+        );
+        for bad in [json!(0), json!("1"), json!(-1)] {
+            v["version"] = bad.clone();
+            assert!(JobRequest::from_json(&v).is_err(), "version {bad}");
+        }
     }
 }

@@ -29,18 +29,34 @@ pub fn notify(state: &str) -> bool {
     }
 }
 
+/// Shortest watchdog ping period: a `WATCHDOG_USEC` below twice this cannot be honoured anyway, and
+/// a zero period would make `tokio::time::interval` panic.
+pub const MIN_WATCHDOG_PERIOD: Duration = Duration::from_millis(10);
+
 /// Half of `$WATCHDOG_USEC` when systemd asked for watchdog pings (and they are for this process).
 pub fn watchdog_interval() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Some(pid) = std::env::var("WATCHDOG_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-    {
-        if pid != std::process::id() {
+    watchdog_period(
+        std::env::var_os("WATCHDOG_USEC").as_deref(),
+        std::env::var_os("WATCHDOG_PID").as_deref(),
+        std::process::id(),
+    )
+}
+
+/// [`watchdog_interval`] from the variables' values: `None` unless `usec` is a positive whole
+/// number and `pid` (when set and a number) is `me`; never shorter than [`MIN_WATCHDOG_PERIOD`].
+/// No value of either variable panics.
+pub fn watchdog_period(
+    usec: Option<&std::ffi::OsStr>,
+    pid: Option<&std::ffi::OsStr>,
+    me: u32,
+) -> Option<Duration> {
+    let usec: u64 = usec?.to_str()?.trim().parse().ok()?;
+    if let Some(pid) = pid.and_then(|p| p.to_str()?.trim().parse::<u32>().ok()) {
+        if pid != me {
             return None;
         }
     }
-    (usec > 0).then(|| Duration::from_micros(usec / 2))
+    (usec > 0).then(|| Duration::from_micros(usec / 2).max(MIN_WATCHDOG_PERIOD))
 }
 
 /// Who runs a job: this host and process, recorded in each attempt's `running` event so that a
@@ -56,4 +72,26 @@ pub fn owner() -> serde_json::Value {
         "unknown".to_string()
     };
     serde_json::json!({ "host": host, "pid": std::process::id() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn watchdog_period_is_never_zero_and_follows_the_pid() {
+        let p = |u: &str, pid: Option<&str>| {
+            watchdog_period(Some(OsStr::new(u)), pid.map(OsStr::new), 42)
+        };
+        assert_eq!(p("1", None), Some(MIN_WATCHDOG_PERIOD));
+        assert_eq!(p("0", None), None);
+        assert_eq!(p("30000000", None), Some(Duration::from_secs(15)));
+        assert_eq!(p("30000000", Some("42")), Some(Duration::from_secs(15)));
+        assert_eq!(p("30000000", Some("41")), None);
+        assert_eq!(p("-5", None), None);
+        assert_eq!(p("lots", None), None);
+        assert!(p(&u64::MAX.to_string(), None).is_some());
+        assert_eq!(watchdog_period(None, None, 42), None);
+    }
 }
