@@ -1353,3 +1353,221 @@ fn retry_after_zero_or_past_retries_soon_and_one_over_the_budget_fails_at_once()
     assert_eq!(last["payload"]["stage"], "footage", "{last}");
     assert_eq!(last["payload"]["retryable"], false, "{last}");
 }
+
+// ---- Resume after the last completed stage. ----
+
+/// Chat requests to the fake Ollama that asked for a script (not terms, not metadata).
+fn script_prompts(ollama: &Fake) -> usize {
+    ollama
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/api/chat")
+        .filter(|r| {
+            let prompt = r.json()["messages"][0]["content"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            !prompt.contains("search terms") && !prompt.contains("metadata")
+        })
+        .count()
+}
+
+fn count(events: &[Value], prefix: &str) -> usize {
+    events
+        .iter()
+        .filter(|e| e["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+        .count()
+}
+
+/// `reelsmith ctl retry ID` against the daemon's socket.
+fn ctl_retry(d: &Daemon, id: &str) {
+    let out = Command::new(BIN)
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["retry", id])
+        .output()
+        .expect("run reelsmith ctl");
+    assert!(
+        out.status.success(),
+        "ctl retry failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_job_killed_during_the_render_resumes_after_its_completed_stages_and_redoes_a_damaged_one() {
+    let ollama = fake_ollama(&["llama3.1:8b"]);
+    let pexels = fake_pexels(0, |q| match q {
+        "octopus heart" => vec![21, 22],
+        _ => vec![23, 24],
+    });
+    let tiktok = fake_tiktok();
+    // Long pauses and a slow preset make a render long enough to be interrupted on purpose.
+    let cfg = format!(
+        "[render]\nwidth = 360\nheight = 640\nfps = 30\npreset = \"slower\"\nthreads = 1\ncrf = 30\n\
+         [llm]\nprovider = \"ollama\"\nollama_base_url = \"{}\"\n\
+         [footage]\nprovider = \"pexels\"\nclips = 2\nseconds_per_clip = 2.0\nmin_clip_seconds = 1.0\npexels_base_url = \"{}\"\nfallback = false\n\
+         [voice]\nprovider = \"tiktok\"\ntiktok_endpoints = [\"{}\"]\nfallback = false\nsentence_pause_ms = 3000\n",
+        ollama.url(""),
+        pexels.url(""),
+        tiktok.url(TIKTOK_PATH)
+    );
+    let env = [
+        ("PEXELS_API_KEY", PEXELS_KEY),
+        ("TIKTOK_SESSION_ID", TIKTOK_SESSION),
+    ];
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut d = Daemon::start_with_env(tmp.path(), &cfg, &[], &env);
+    let body = json!({"videoSubject": "Why octopuses have three hearts", "paragraphNumber": 2});
+
+    // 1. kill -9 once the render has started: every stage before it has completed.
+    let id = d.submit(&body);
+    d.wait_for_event(&id, JOB_TIMEOUT, |e| {
+        e["message"] == "Rendering final video with subtitles..."
+    });
+    d.kill9_with_children();
+    let (scripts, searches, downloads, speeches) = (
+        script_prompts(&ollama),
+        pexels.hits("/videos/search"),
+        pexels
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/files/"))
+            .count(),
+        tiktok.hits(TIKTOK_PATH),
+    );
+    assert_eq!(scripts, 1);
+    assert!(
+        searches >= 1 && downloads == 2 && speeches >= 3,
+        "{searches} {downloads} {speeches}"
+    );
+
+    let mut d = Daemon::start_with_env(tmp.path(), &cfg, &[], &env);
+    let job = d.wait_for_state(&id, &["completed", "failed", "cancelled"], JOB_TIMEOUT);
+    let events = d.events(&id);
+    assert_eq!(job["state"], "completed", "{job}\n{:#?}", messages(&events));
+    assert_eq!(job["attempt"], 2, "{job}");
+    assert_eq!(
+        job["completedStages"],
+        json!([
+            "script",
+            "footage",
+            "voice",
+            "music",
+            "subtitles",
+            "render",
+            "metadata",
+            "upload"
+        ]),
+        "{job}"
+    );
+    // No second script, footage or voice request, and no second voiceover.
+    assert_eq!(script_prompts(&ollama), scripts);
+    assert_eq!(pexels.hits("/videos/search"), searches);
+    assert_eq!(
+        pexels
+            .requests()
+            .iter()
+            .filter(|r| r.path.starts_with("/files/"))
+            .count(),
+        downloads
+    );
+    assert_eq!(tiktok.hits(TIKTOK_PATH), speeches);
+    assert_eq!(
+        count(&events, "Generating voiceover with "),
+        1,
+        "{:#?}",
+        messages(&events)
+    );
+    assert_eq!(count(&events, "Generating script with model"), 1);
+    assert_eq!(count(&events, "Rendering final video"), 2);
+    let resumed = find(&events, "Resuming after ");
+    assert_eq!(
+        resumed["message"],
+        "Resuming after subtitles: reusing the script and 2 search terms, 2 footage clips, the voiceover (3 sentences) and the subtitles.",
+    );
+    assert_eq!(
+        resumed["payload"]["reused"],
+        json!(["script", "footage", "voice", "music", "subtitles"])
+    );
+    let done: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "stage_completed")
+        .collect();
+    assert_eq!(done[0]["payload"]["stage"], "script");
+    assert_eq!(
+        done[0]["payload"]["searchTerms"],
+        json!(["octopus heart", "coral reef"])
+    );
+    assert!(done[0]["payload"]["result"]["sha256"]
+        .as_str()
+        .is_some_and(|s| s.len() == 64));
+    assert_playable_vertical_video_of(&job, 360, 640);
+    // A completed job never runs again: its folder is gone, the output stays.
+    assert!(!d.state_dir().join("jobs").join(&id).exists());
+
+    // 2. Cancel another job during its render, damage its kept voiceover, retry it: the script
+    // and footage are reused, the voice (and what follows it) is redone.
+    let id2 = d.submit(&body);
+    d.wait_for_event(&id2, JOB_TIMEOUT, |e| {
+        e["message"] == "Rendering final video with subtitles..."
+    });
+    let (s, v) = d.post(&format!("/api/jobs/{id2}/cancel"), &json!({}));
+    assert_eq!(s, 200, "{v}");
+    d.wait_for_state(&id2, &["cancelled"], JOB_TIMEOUT);
+    let track = d.state_dir().join("jobs").join(&id2).join("voice.wav");
+    let mut bytes = std::fs::read(&track).expect("the kept voice track");
+    let mid = bytes.len() / 2;
+    for b in &mut bytes[mid..mid + 64] {
+        *b ^= 0x55;
+    }
+    std::fs::write(&track, &bytes).expect("damage the voice track");
+    let (scripts, speeches) = (script_prompts(&ollama), tiktok.hits(TIKTOK_PATH));
+    ctl_retry(&d, &id2);
+    let job = d.wait_for_state(&id2, &["completed", "failed"], JOB_TIMEOUT);
+    let events = d.events(&id2);
+    assert_eq!(job["state"], "completed", "{job}\n{:#?}", messages(&events));
+    assert_eq!(
+        script_prompts(&ollama),
+        scripts,
+        "the script was asked for again"
+    );
+    assert!(
+        tiktok.hits(TIKTOK_PATH) >= speeches + 3,
+        "the voice was not redone"
+    );
+    assert_eq!(count(&events, "Generating voiceover with "), 2);
+    let damaged = find(&events, "The kept result of the voice stage is damaged");
+    assert_eq!(damaged["level"], "warning");
+    assert!(
+        damaged["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("voice.wav"),
+        "{damaged}"
+    );
+    assert_eq!(
+        find(&events, "Resuming after ")["message"],
+        "Resuming after footage: reusing the script and 2 search terms and 2 footage clips."
+    );
+    d.terminate(Duration::from_secs(10));
+}
+
+fn assert_playable_vertical_video_of(job: &Value, w: u64, h: u64) {
+    let path = PathBuf::from(job["resultPath"].as_str().expect("resultPath"));
+    let probe = ffprobe(&path);
+    let streams = probe["streams"].as_array().cloned().unwrap_or_default();
+    let video = streams
+        .iter()
+        .find(|s| s["codec_type"] == "video")
+        .expect("a video stream");
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(w), Some(h))
+    );
+    assert!(
+        streams.iter().any(|s| s["codec_type"] == "audio"),
+        "no audio: {probe}"
+    );
+}

@@ -144,10 +144,12 @@ async fn drive(
         events: sink,
         stop: signal,
         artifacts: Artifacts::default(),
+        completed: view.completed_stages.clone(),
         config: config.clone(),
     };
     let outcome = pipeline::run(&mut cx).await;
     info!(job = %job, outcome = ?outcome, "attempt ended");
+    let outcome_done = matches!(outcome, Outcome::Completed);
     let closing = match outcome {
         Outcome::Completed | Outcome::Failed => Vec::new(),
         Outcome::Lost(e) => {
@@ -176,8 +178,12 @@ async fn drive(
             warn!(job = %job, error = %e, "could not record the end of the job");
         }
     }
-    // Intermediate files are not needed once the attempt is over; the output stays.
-    let _ = tokio::fs::remove_dir_all(&cx.work_dir).await;
+    // The job's folder holds the kept stage results: it stays while the job can run again (an
+    // interrupted job is re-queued; `retry` re-opens failed and cancelled ones). A completed job
+    // never runs again, so its intermediate files go; the output stays.
+    if outcome_done {
+        let _ = tokio::fs::remove_dir_all(&cx.work_dir).await;
+    }
 }
 
 impl Actor for JobActor {

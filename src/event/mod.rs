@@ -17,7 +17,7 @@ mod append;
 mod view;
 
 pub use append::{interruption_events, stage, Refusal};
-pub use view::{fold, IllegalEvent, JobState, JobView};
+pub use view::{fold, CompletedStage, IllegalEvent, JobState, JobView};
 
 /// A job's identity: a random UUID, written on the wire in its hyphenated form.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -85,10 +85,13 @@ pub enum Kind {
     Metadata,
     /// A daemon-wide change made by an administrator (pause, resume, concurrency...).
     Admin,
+    /// A pipeline stage finished and kept its result in the job's folder: `payload.stage`, the
+    /// size and digest of the kept result (`payload.result`), and a summary of what it made.
+    StageCompleted,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Queued,
         Kind::Running,
         Kind::Log,
@@ -99,6 +102,7 @@ impl Kind {
         Kind::Complete,
         Kind::Metadata,
         Kind::Admin,
+        Kind::StageCompleted,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -113,6 +117,7 @@ impl Kind {
             Kind::Complete => "complete",
             Kind::Metadata => "metadata",
             Kind::Admin => "admin",
+            Kind::StageCompleted => "stage_completed",
         }
     }
 
@@ -129,6 +134,7 @@ impl Kind {
             Kind::Complete => 8,
             Kind::Metadata => 9,
             Kind::Admin => 10,
+            Kind::StageCompleted => 11,
         }
     }
 

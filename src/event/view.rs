@@ -57,6 +57,34 @@ pub struct IllegalEvent {
     pub state: &'static str,
 }
 
+/// A stage whose result the job's folder keeps, as its `stage_completed` event pinned it: the
+/// size and SHA-256 (hex) of the kept result, so a later attempt reuses it only when it is intact.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CompletedStage {
+    pub stage: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+impl CompletedStage {
+    fn of(ev: &Event) -> Option<CompletedStage> {
+        let p = ev.payload.as_ref()?;
+        let result = p.get("result");
+        Some(CompletedStage {
+            stage: p.get("stage")?.as_str()?.to_string(),
+            bytes: result
+                .and_then(|r| r.get("bytes"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            sha256: result
+                .and_then(|r| r.get("sha256"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        })
+    }
+}
+
 /// What `GET /api/jobs/:id` shows: a fold of the job's events. An engine may store it as the job's
 /// head (serde: its internal form, rebuildable from the events), never as a second truth.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -86,6 +114,12 @@ pub struct JobView {
     pub metadata: Option<Value>,
     /// The daemon running the current attempt (`{host, pid}` from its `running` event).
     pub owner: Option<Value>,
+    /// The stages whose results the job's folder keeps, in the order they ran. A stage completed
+    /// again replaces its entry and drops the ones after it (they were made from the old result).
+    /// Kept across attempts and retries: a job that runs again resumes after them. (Heads stored
+    /// before this field existed decode with none.)
+    #[serde(default)]
+    pub completed_stages: Vec<CompletedStage>,
 }
 
 impl JobView {
@@ -122,6 +156,7 @@ impl JobView {
             subject,
             metadata: None,
             owner: None,
+            completed_stages: Vec::new(),
         })
     }
 
@@ -141,6 +176,7 @@ impl JobView {
             (Queued, Kind::Progress | Kind::Complete) => false,
             (_, Kind::CancelRequested) => !self.cancel_requested,
             (_, Kind::Admin) => false,
+            (state, Kind::StageCompleted) => state == Running,
             _ => true,
         };
         if ok {
@@ -211,6 +247,18 @@ impl JobView {
                     .map(str::to_owned);
             }
             Kind::Metadata => self.metadata = ev.payload.clone(),
+            Kind::StageCompleted => {
+                if let Some(done) = CompletedStage::of(ev) {
+                    if let Some(i) = self
+                        .completed_stages
+                        .iter()
+                        .position(|c| c.stage == done.stage)
+                    {
+                        self.completed_stages.truncate(i);
+                    }
+                    self.completed_stages.push(done);
+                }
+            }
             Kind::Log | Kind::Admin => {
                 if ev.level == Level::Error && self.error_message.is_none() {
                     // A non-fatal error stays visible until the job ends.
@@ -239,6 +287,11 @@ impl JobView {
             "subject": self.subject,
             "metadata": self.metadata,
             "owner": self.owner,
+            "completedStages": self
+                .completed_stages
+                .iter()
+                .map(|c| c.stage.as_str())
+                .collect::<Vec<_>>(),
         })
     }
 }
@@ -405,6 +458,59 @@ mod tests {
         assert_eq!(v.max_attempts, 2);
     }
 
+    fn stage_done(stage: &str, sha: &str) -> NewEvent {
+        NewEvent::new(
+            Kind::StageCompleted,
+            Level::Info,
+            format!("Completed stage: {stage}"),
+        )
+        .with_payload(json!({"stage": stage, "result": {"bytes": 3, "sha256": sha}}))
+    }
+
+    #[test]
+    fn completed_stages_survive_attempts_and_a_redone_stage_drops_the_later_ones() {
+        let running = NewEvent::new(Kind::Running, Level::Info, "Job started.");
+        let (view, err) = run(vec![
+            queued(3),
+            running.clone(),
+            stage_done("script", "a"),
+            stage_done("footage", "b"),
+            stage_done("voice", "c"),
+            NewEvent::warning("Job interrupted by a daemon restart."),
+            NewEvent::new(Kind::Queued, Level::Info, "Job queued."),
+            // Not while queued.
+            stage_done("music", "x"),
+        ]);
+        assert_eq!(err.unwrap().kind, "stage_completed");
+        let v = view.unwrap();
+        let names = |v: &JobView| -> Vec<String> {
+            v.completed_stages.iter().map(|c| c.stage.clone()).collect()
+        };
+        assert_eq!(names(&v), ["script", "footage", "voice"]);
+        assert_eq!(
+            v.to_json()["completedStages"],
+            json!(["script", "footage", "voice"])
+        );
+        assert_eq!(v.completed_stages[1].sha256, "b");
+        assert_eq!(v.completed_stages[1].bytes, 3);
+        // The next attempt reuses script and redoes footage: voice was made before it, so it goes.
+        let (view, err) = run(vec![
+            queued(3),
+            running.clone(),
+            stage_done("script", "a"),
+            stage_done("footage", "b"),
+            stage_done("voice", "c"),
+            NewEvent::new(Kind::Error, Level::Error, "Failed to render video: boom"),
+            NewEvent::new(Kind::Queued, Level::Info, "Job queued for retry."),
+            running,
+            stage_done("footage", "b2"),
+        ]);
+        assert!(err.is_none());
+        let v = view.unwrap();
+        assert_eq!(names(&v), ["script", "footage"]);
+        assert_eq!(v.completed_stages[1].sha256, "b2");
+    }
+
     #[test]
     fn history_must_start_with_queued() {
         let job = JobId::new();
@@ -430,6 +536,7 @@ mod tests {
                 (Completed, _) | (_, Kind::Admin) => false,
                 // `retry` re-opens a failed or cancelled job, and nothing else may follow them.
                 (Failed | Cancelled, k) => k == Kind::Queued,
+                (s, Kind::StageCompleted) => s == Running,
                 (_, Kind::CancelRequested) => !self.cancel_requested,
                 (Queued, Kind::Running) => !self.cancel_requested,
                 (Queued, Kind::Queued | Kind::Progress | Kind::Complete) => false,
@@ -454,7 +561,11 @@ mod tests {
                 Kind::Cancelled => self.state = JobState::Cancelled,
                 Kind::Error => self.state = JobState::Failed,
                 Kind::Complete => self.state = JobState::Completed,
-                Kind::Log | Kind::Progress | Kind::Metadata | Kind::Admin => {}
+                Kind::Log
+                | Kind::Progress
+                | Kind::Metadata
+                | Kind::Admin
+                | Kind::StageCompleted => {}
             }
         }
     }
@@ -466,6 +577,8 @@ mod tests {
             Kind::Complete => NewEvent::new(kind, Level::Success, "done")
                 .with_payload(json!({"outputPath": "/out.mp4"})),
             Kind::Error => NewEvent::new(kind, Level::Error, "Failed to render video: boom"),
+            Kind::StageCompleted => NewEvent::new(kind, Level::Info, "Completed stage: script")
+                .with_payload(json!({"stage": "script", "result": {"bytes": 10, "sha256": "ab"}})),
             k => NewEvent::new(k, Level::Info, "m"),
         }
     }

@@ -127,6 +127,7 @@ pub(super) fn context(
         events,
         stop,
         artifacts: Artifacts::default(),
+        completed: Vec::new(),
     }
 }
 
@@ -276,11 +277,21 @@ async fn a_caller_script_becomes_a_vertical_mp4_and_tells_the_story_in_order() {
     );
 
     // The story, in order.
+    // The story is told by the log events; each stage also records `stage_completed` (below).
     let story: Vec<&str> = messages
         .iter()
-        .filter(|m| !m.starts_with("Rendering: "))
+        .filter(|m| !m.starts_with("Rendering: ") && !m.starts_with("Completed stage: "))
         .map(String::as_str)
         .collect();
+    let completed: Vec<String> = rec
+        .events
+        .borrow()
+        .iter()
+        .filter(|e| e.kind == Kind::StageCompleted)
+        .filter_map(|e| e.payload.as_ref()?["stage"].as_str().map(str::to_owned))
+        .collect();
+    let every: Vec<&str> = Stage::ALL.iter().map(|s| s.name()).collect();
+    assert_eq!(completed, every);
     let expected_prefix = [
         "Starting video generation...",
         "Generating script with model: caller script",

@@ -6,6 +6,8 @@
 //! `emit` returns only once the event is durable. No actix types live here: the job actor adapts the
 //! journal to `EventSink` and a cancel or shutdown to [`StopSignal`]. Every stage checks the stop signal
 //! between steps, and subprocesses are killed by process group when it fires (see `process`).
+//! After each stage its result is kept in the job's folder and a `stage_completed` event pins it;
+//! a run skips the stages an earlier attempt completed whose kept results are intact (`resume`).
 
 pub mod footage;
 pub mod metadata;
@@ -13,6 +15,7 @@ pub mod music;
 pub mod online;
 pub mod process;
 pub mod render;
+pub mod resume;
 pub mod script;
 pub mod sink;
 pub mod subtitles;
@@ -31,11 +34,13 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
+use tracing::warn;
 
 use crate::config::Config;
-use crate::event::{EventId, JobId, Kind, Level, NewEvent};
+use crate::event::{CompletedStage, EventId, JobId, Kind, Level, NewEvent};
 use crate::providers::llm::Metadata;
 use crate::providers::ProviderError;
 use crate::request::JobRequest;
@@ -173,7 +178,7 @@ impl From<SinkError> for StageError {
 }
 
 /// One sentence of the voiceover, with its audio and timing.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SpokenSentence {
     pub text: String,
     /// Start within the voice track, seconds.
@@ -186,8 +191,10 @@ pub struct SpokenSentence {
     pub exact_words: bool,
 }
 
-/// What the stages have made so far; each stage reads its inputs here and adds its output.
-#[derive(Clone, Debug, Default)]
+/// What the stages have made so far; each stage reads its inputs here and adds its output. Kept
+/// in the job's folder after each stage (see `resume`), so every field must serialise.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Artifacts {
     pub script: Option<String>,
     pub search_terms: Vec<String>,
@@ -207,8 +214,28 @@ pub struct Artifacts {
     pub metadata: Option<Metadata>,
 }
 
+impl Artifacts {
+    /// Every file the artifacts name, in stage order, each once.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        let all = self
+            .clips
+            .iter()
+            .chain(&self.voice_track)
+            .chain(&self.subtitles)
+            .chain(&self.music)
+            .chain(&self.output);
+        for f in all {
+            if !out.contains(f) {
+                out.push(f.clone());
+            }
+        }
+        out
+    }
+}
+
 /// A language model in use by a job.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LlmChoice {
     /// `ollama` or `openai`.
     pub provider: String,
@@ -228,6 +255,9 @@ pub struct JobContext {
     pub events: Rc<dyn EventSink>,
     pub stop: StopSignal,
     pub artifacts: Artifacts,
+    /// The stages an earlier attempt completed (from the job's view): the run reuses the ones
+    /// whose kept results are intact.
+    pub completed: Vec<CompletedStage>,
 }
 
 impl JobContext {
@@ -380,9 +410,35 @@ async fn run_inner(cx: &mut JobContext) -> Result<(), (Option<Stage>, StageError
             ),
         )
     })?;
+    let restored = resume::restore(&cx.work_dir, &cx.completed).await;
+    if let Some((stage, why)) = &restored.damaged {
+        warn!(job = %cx.job, stage = stage.name(), error = %why, "kept stage result damaged; redoing it");
+        let ev = resume::damaged_event(*stage, why);
+        cx.emit(stage.name(), ev).await.map_err(|e| (None, e))?;
+    }
+    if !restored.reused.is_empty() {
+        let ev = resume::resuming_event(&restored.reused, &restored.artifacts);
+        cx.emit("start", ev).await.map_err(|e| (None, e))?;
+        cx.artifacts = restored.artifacts;
+    }
     for stage in Stage::ALL {
+        if restored.reused.contains(&stage) {
+            continue;
+        }
         cx.stop.check().map_err(|e| (Some(stage), e))?;
+        let before = cx.artifacts.clone();
         stage.run(cx).await.map_err(|e| (Some(stage), e))?;
+        // A result that cannot be kept costs only the resume: the job goes on.
+        match resume::save(cx, stage, before).await {
+            Ok(ev) => {
+                cx.emit(stage.name(), ev)
+                    .await
+                    .map_err(|e| (Some(stage), e))?;
+            }
+            Err(e) => {
+                warn!(job = %cx.job, stage = stage.name(), error = %e, "stage result not kept")
+            }
+        }
     }
     cx.stop.check().map_err(|e| (None, e))?;
     let output = cx

@@ -358,7 +358,7 @@ fn quoted_strings(text: &str) -> Vec<String> {
 }
 
 /// Title, description and keywords for an upload.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Metadata {
     pub title: String,
     pub description: String,

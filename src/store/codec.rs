@@ -186,6 +186,22 @@ mod tests {
     }
 
     #[test]
+    fn stage_completed_is_stored_as_code_11_beside_the_old_codes() {
+        let mut ev = sample();
+        ev.kind = Kind::StageCompleted;
+        ev.payload = Some(json!({"stage": "voice", "result": {"bytes": 1, "sha256": "ab"}}));
+        let bytes = encode(&ev);
+        // Version byte, then the job id (a 17-byte varint), then the kind code.
+        assert_eq!(bytes[18], 11);
+        assert_eq!(GOLDEN_V1[18], 3, "log keeps its code");
+        assert_eq!(decode(7, &bytes).unwrap(), ev);
+        let mut out = Vec::new();
+        write_wire(7, &bytes, &mut out).unwrap();
+        let wire: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(wire["type"], "stage_completed");
+    }
+
+    #[test]
     fn wire_writer_matches_the_value_path() {
         let ev = sample();
         let mut out = Vec::new();
