@@ -1,5 +1,5 @@
-//! The command line: `serve` (the daemon), `generate` (one video, in-process, no daemon needed) and
-//! `ctl` (admin commands over the control socket).
+//! The command line: `serve` (the daemon), `generate` (one video, in-process, no daemon needed),
+//! `store check` (verify a log file) and `ctl` (admin commands over the control socket).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -82,6 +82,14 @@ pub enum StoreCommand {
         /// The PostgreSQL store, `postgres://user@host:port/database` (empty).
         #[arg(long, value_name = "URL")]
         to: String,
+    },
+    /// Verify a log: every record decodes, each job's history is legal and the job index agrees
+    /// with the events; exits 1 naming the first bad record. Stop the daemon first, or check a copy
+    /// made with `reelsmith ctl backup`.
+    Check {
+        /// The log file (default: reelsmith.redb in the state directory).
+        #[arg(value_name = "FILE")]
+        path: Option<PathBuf>,
     },
 }
 

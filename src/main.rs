@@ -58,6 +58,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load_config(&args.common)?;
             reelsmith::generate::run(cfg, args)
         }
+        Command::Store {
+            common,
+            command: StoreCommand::Check { path },
+        } => {
+            reelsmith::telemetry::init("warn");
+            let path = match path {
+                Some(p) => p,
+                None => load_config(&common)?
+                    .state_dir()
+                    .join(reelsmith::store::FILE_NAME),
+            };
+            match reelsmith::store::check::check(&path) {
+                Ok(r) => {
+                    println!(
+                        "ok: {}: {} events of {} jobs ({} bytes); every record decodes, every history is legal, the job index agrees",
+                        path.display(),
+                        r.events,
+                        r.jobs,
+                        r.bytes
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("reelsmith store check: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
         Command::Ctl { common, ctl } => {
             reelsmith::telemetry::init("warn");
             // The config only tells where the socket is: a broken file must not stop an admin

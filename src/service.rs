@@ -529,8 +529,16 @@ pub fn open_log(dir: &Path) -> anyhow::Result<(Arc<Store>, Arc<Views>)> {
     let path = dir.join(store::FILE_NAME);
     let store = Store::open(&path)?;
     let t = Instant::now();
-    let (views, report) = Views::replay(&store)
-        .with_context(|| format!("cannot replay the event log {}", path.display()))?;
+    let (views, report) = Views::replay(&store).map_err(|e| {
+        if e.is_damage() {
+            anyhow::Error::new(store::OpenError::Damaged {
+                path: path.clone(),
+                reason: e.to_string(),
+            })
+        } else {
+            anyhow::Error::new(e).context(format!("cannot replay the event log {}", path.display()))
+        }
+    })?;
     info!(
         events = report.events,
         jobs = report.jobs,

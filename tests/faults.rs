@@ -223,3 +223,122 @@ fn a_render_that_runs_out_of_space_fails_naming_the_folder() {
     d.assert_serving();
     assert!(d.terminate(Duration::from_secs(10)).success());
 }
+
+/// `reelsmith serve` on `dir` that is expected to refuse to start: its exit status and stderr.
+fn serve_refused(dir: &Path, cfg: &str) -> (std::process::ExitStatus, String) {
+    let cfg_path = dir.join("test-config.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(&cfg_path)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(dir.join("reelsmith.sock"))
+        .args(["--listen", "127.0.0.1:0", "--paused"])
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon started on a damaged log");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn store_check(path: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["store", "check"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_damaged_log_is_refused_naming_the_file_and_the_backup_and_store_check_names_the_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = offline_config("");
+    let mut d = Daemon::start_in(tmp.path(), &cfg, &["--paused"]);
+    let marker = "MARKER-of-the-damaged-record-0123456789";
+    let damaged = d.submit(&json!({ "videoSubject": marker }));
+    let kept = d.submit(&json!({ "videoSubject": "kept" }));
+    let backup = tmp.path().join("backup.redb");
+    let out = Command::new(BIN)
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("backup")
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let record = d.events(&damaged)[0]["id"].as_u64().unwrap();
+    assert!(d.terminate(Duration::from_secs(10)).success());
+    let log = d.state_dir().join("reelsmith.redb");
+
+    // One byte of the record's payload flipped to invalid UTF-8, in every copy of its page.
+    let mut bytes = std::fs::read(&log).unwrap();
+    let mut flipped = 0;
+    let mut at = 0;
+    while let Some(i) = bytes[at..]
+        .windows(marker.len())
+        .position(|w| w == marker.as_bytes())
+    {
+        bytes[at + i + 7] = 0xff;
+        flipped += 1;
+        at += i + marker.len();
+    }
+    assert!(flipped > 0, "the marker is not in the file");
+    std::fs::write(&log, &bytes).unwrap();
+
+    let (status, stderr) = serve_refused(tmp.path(), &cfg);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the event log {} is damaged", log.display()))
+            && stderr.contains(&format!("event record {record} is damaged"))
+            && stderr.contains("reelsmith ctl backup"),
+        "{stderr}"
+    );
+    let out = store_check(&log);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("event record {record} is damaged")),
+        "{err}"
+    );
+
+    // Truncated: refused too, never a panic.
+    std::fs::write(&log, &bytes[..bytes.len() / 2]).unwrap();
+    let (status, stderr) = serve_refused(tmp.path(), &cfg);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the event log {} is damaged", log.display()))
+            && stderr.contains("reelsmith ctl backup"),
+        "{stderr}"
+    );
+    assert_eq!(store_check(&log).status.code(), Some(1));
+
+    // Restored from the backup: the check passes and the daemon starts with both jobs.
+    std::fs::copy(&backup, &log).unwrap();
+    let out = store_check(&log);
+    assert!(out.status.success(), "{out:?}");
+    let ok = String::from_utf8_lossy(&out.stdout);
+    assert!(ok.starts_with("ok: ") && ok.contains("2 jobs"), "{ok}");
+    let d = Daemon::start_in(tmp.path(), &cfg, &["--paused"]);
+    assert_eq!(d.job(&damaged)["subject"], marker);
+    assert_eq!(d.job(&kept)["state"], "queued");
+}

@@ -16,12 +16,50 @@ pub use super::codec::DecodeError;
 pub enum OpenError {
     #[error("the event log {path} is in use by another reelsmith process (a running `reelsmith serve`?); stop it or use another state directory")]
     Locked { path: PathBuf },
+    #[error("the event log {path} is damaged ({reason}). {}", damage_advice(path))]
+    Damaged { path: PathBuf, reason: String },
     #[error("cannot open the event log {path}: {source}")]
     Database {
         path: PathBuf,
         #[source]
         source: redb::Error,
     },
+}
+
+impl OpenError {
+    /// `Damaged` for what a broken file causes (corruption, a truncated file, a panic of the
+    /// engine), `Database` for the rest (permissions, I/O).
+    pub(super) fn classify(path: &std::path::Path, e: redb::Error) -> OpenError {
+        let damaged = match &e {
+            redb::Error::Corrupted(_) => true,
+            redb::Error::Io(io) => matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ),
+            _ => false,
+        };
+        if damaged {
+            OpenError::Damaged {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }
+        } else {
+            OpenError::Database {
+                path: path.to_owned(),
+                source: e,
+            }
+        }
+    }
+}
+
+/// What to do about a damaged log at `path`.
+pub fn damage_advice(path: &std::path::Path) -> String {
+    format!(
+        "reelsmith will not use it. To recover: stop reelsmith, move {p} aside (keep it for \
+         inspection), copy your latest backup (made with `reelsmith ctl backup FILE`) to {p}, \
+         check it with `reelsmith store check {p}`, and start again.",
+        p = path.display()
+    )
 }
 
 /// Writing one batch (always fatal: see the module comment).
@@ -82,6 +120,15 @@ pub enum ReadError {
 impl ReadError {
     pub(super) fn storage(e: impl Into<redb::Error>) -> ReadError {
         ReadError::Storage { source: e.into() }
+    }
+
+    /// Whether the file itself is damaged (a bad record, a broken index, a corrupt page), as
+    /// opposed to a failing read.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            ReadError::Decode(_) | ReadError::MissingEvent { .. } => true,
+            ReadError::Storage { source } => matches!(source, redb::Error::Corrupted(_)),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! outside this module sees a redb type: the contract (append a batch, read a job's range after an id,
 //! scan everything) would fit another engine.
 
+pub mod check;
 pub mod codec;
 pub(crate) mod contract;
 #[cfg(test)]
@@ -15,9 +16,11 @@ mod contract_tests;
 mod error;
 #[cfg(test)]
 pub(crate) mod faulty;
+mod guard;
 pub(crate) mod local;
 pub(crate) mod postgres;
 
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -26,7 +29,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use crate::event::{Event, EventId, JobId};
 
 pub use contract::StoreFault;
-pub use error::{AppendError, BackupError, DecodeError, OpenError, ReadError};
+pub use error::{damage_advice, AppendError, BackupError, DecodeError, OpenError, ReadError};
+use guard::catch_panic;
 
 /// `reelsmith store copy`: copies the whole redb log at `from` (ids, jobs, admin events) into the
 /// empty PostgreSQL store at `to`, then checks that both hold the same events and jobs. Answers
@@ -89,7 +93,8 @@ pub const FILE_NAME: &str = "reelsmith.redb";
 
 /// The embedded event log.
 pub struct Store {
-    db: Database,
+    /// Dropped by hand, inside [`catch_panic`]: redb writes on close and may panic on a damaged file.
+    db: ManuallyDrop<Database>,
     path: PathBuf,
     /// Write transactions committed since open (one per group commit).
     commits: AtomicU64,
@@ -97,17 +102,19 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the log at `path` and makes sure every table exists.
+    /// A damaged file is refused with [`OpenError::Damaged`] (never a panic).
     pub fn open(path: &Path) -> Result<Store, OpenError> {
-        let builder = Database::builder().set_cache_size(64 << 20).create(path);
-        Store::init(path, builder)
+        Store::init(path, || {
+            Database::builder().set_cache_size(64 << 20).create(path)
+        })
     }
 
-    fn init(path: &Path, db: Result<Database, redb::DatabaseError>) -> Result<Store, OpenError> {
-        let err = |e: redb::Error| OpenError::Database {
-            path: path.to_owned(),
-            source: e,
-        };
-        let db = match db {
+    fn init(
+        path: &Path,
+        open: impl FnOnce() -> Result<Database, redb::DatabaseError>,
+    ) -> Result<Store, OpenError> {
+        let err = |e: redb::Error| OpenError::classify(path, e);
+        let db = match catch_panic(open).map_err(err)? {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(OpenError::Locked {
@@ -116,14 +123,21 @@ impl Store {
             }
             Err(e) => return Err(err(e.into())),
         };
-        let txn = db.begin_write().map_err(|e| err(e.into()))?;
-        {
-            txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
-            txn.open_table(JOB_EVENTS).map_err(|e| err(e.into()))?;
+        let tables = catch_panic(|| -> Result<(), redb::Error> {
+            let txn = db.begin_write()?;
+            {
+                txn.open_table(EVENTS)?;
+                txn.open_table(JOB_EVENTS)?;
+            }
+            txn.commit()?;
+            Ok(())
+        });
+        if let Err(e) = tables.and_then(|r| r) {
+            let _ = catch_panic(move || drop(db));
+            return Err(err(e));
         }
-        txn.commit().map_err(|e| err(e.into()))?;
         Ok(Store {
-            db,
+            db: ManuallyDrop::new(db),
             path: path.to_owned(),
             commits: AtomicU64::new(0),
         })
@@ -135,7 +149,7 @@ impl Store {
         path: &Path,
         backend: impl redb::StorageBackend,
     ) -> Result<Store, OpenError> {
-        Store::init(path, Database::builder().create_with_backend(backend))
+        Store::init(path, || Database::builder().create_with_backend(backend))
     }
 
     /// Write transactions committed since the log was opened.
@@ -149,36 +163,40 @@ impl Store {
 
     /// Appends a batch in one durable transaction. Ids must be larger than every id already stored.
     pub fn append(&self, batch: &[Event]) -> Result<(), AppendError> {
-        let err = |e: redb::Error| AppendError {
-            path: self.path.clone(),
-            source: e,
-        };
-        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
-        {
-            let mut events = txn.open_table(EVENTS).map_err(|e| err(e.into()))?;
-            let mut index = txn.open_table(JOB_EVENTS).map_err(|e| err(e.into()))?;
-            for ev in batch {
-                events
-                    .insert(ev.id, codec::encode(ev).as_slice())
-                    .map_err(|e| err(e.into()))?;
-                index
-                    .insert((ev.job.as_u128(), ev.id), ())
-                    .map_err(|e| err(e.into()))?;
+        let write = || -> Result<(), redb::Error> {
+            let txn = self.db.begin_write()?;
+            {
+                let mut events = txn.open_table(EVENTS)?;
+                let mut index = txn.open_table(JOB_EVENTS)?;
+                for ev in batch {
+                    events.insert(ev.id, codec::encode(ev).as_slice())?;
+                    index.insert((ev.job.as_u128(), ev.id), ())?;
+                }
             }
-        }
-        txn.commit().map_err(|e| err(e.into()))?;
+            txn.commit()?;
+            Ok(())
+        };
+        catch_panic(write)
+            .and_then(|r| r)
+            .map_err(|source| AppendError {
+                path: self.path.clone(),
+                source,
+            })?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     /// The largest id stored, or 0 for an empty log.
     pub fn last_id(&self) -> Result<EventId, ReadError> {
-        let txn = self.db.begin_read().map_err(ReadError::storage)?;
-        let events = txn.open_table(EVENTS).map_err(ReadError::storage)?;
-        let last = events
-            .last()
-            .map_err(ReadError::storage)?
-            .map(|(k, _)| k.value());
+        let read = || -> Result<Option<EventId>, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let events = txn.open_table(EVENTS)?;
+            let last = events.last()?.map(|(k, _)| k.value());
+            Ok(last)
+        };
+        let last = catch_panic(read)
+            .and_then(|r| r)
+            .map_err(ReadError::storage)?;
         Ok(last.unwrap_or(0))
     }
 
@@ -234,6 +252,18 @@ impl Store {
         if upto <= after || limit == 0 {
             return Ok(());
         }
+        catch_panic(|| self.for_each_in_job_unguarded(job, after, upto, limit, &mut f))
+            .map_err(ReadError::storage)?
+    }
+
+    fn for_each_in_job_unguarded(
+        &self,
+        job: JobId,
+        after: EventId,
+        upto: EventId,
+        limit: usize,
+        f: &mut impl FnMut(EventId, &[u8]) -> Result<(), ReadError>,
+    ) -> Result<(), ReadError> {
         let txn = self.db.begin_read().map_err(ReadError::storage)?;
         let index = txn.open_table(JOB_EVENTS).map_err(ReadError::storage)?;
         let events = txn.open_table(EVENTS).map_err(ReadError::storage)?;
@@ -260,6 +290,10 @@ impl Store {
 
     /// Events of every job with id > `after`, ascending, at most `limit` (the daemon-wide feed).
     pub fn read_since(&self, after: EventId, limit: usize) -> Result<Vec<Event>, ReadError> {
+        catch_panic(|| self.read_since_unguarded(after, limit)).map_err(ReadError::storage)?
+    }
+
+    fn read_since_unguarded(&self, after: EventId, limit: usize) -> Result<Vec<Event>, ReadError> {
         let txn = self.db.begin_read().map_err(ReadError::storage)?;
         let events = txn.open_table(EVENTS).map_err(ReadError::storage)?;
         let mut out = Vec::new();
@@ -276,6 +310,10 @@ impl Store {
 
     /// Calls `f` with every event in id order (start-up replay). Stops at the first damaged record.
     pub fn scan(&self, mut f: impl FnMut(Event)) -> Result<u64, ReadError> {
+        catch_panic(|| self.scan_unguarded(&mut f)).map_err(ReadError::storage)?
+    }
+
+    fn scan_unguarded(&self, f: &mut impl FnMut(Event)) -> Result<u64, ReadError> {
         let txn = self.db.begin_read().map_err(ReadError::storage)?;
         let events = txn.open_table(EVENTS).map_err(ReadError::storage)?;
         let mut n = 0;
@@ -311,10 +349,12 @@ impl Store {
                 path: dest.to_owned(),
             });
         }
-        self.copy_to(dest).map_err(|source| BackupError::Storage {
-            path: dest.to_owned(),
-            source,
-        })
+        catch_panic(|| self.copy_to(dest))
+            .and_then(|r| r)
+            .map_err(|source| BackupError::Storage {
+                path: dest.to_owned(),
+                source,
+            })
     }
 
     fn copy_to(&self, dest: &Path) -> Result<u64, redb::Error> {
@@ -339,6 +379,16 @@ impl Store {
         }
         txn.commit()?;
         Ok(copied)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // SAFETY: `db` is taken once, here, and never used again: `self` is being dropped.
+        let db = unsafe { ManuallyDrop::take(&mut self.db) };
+        if let Err(e) = catch_panic(move || drop(db)) {
+            tracing::error!(path = %self.path.display(), error = %e, "closing the event log failed");
+        }
     }
 }
 
@@ -398,5 +448,82 @@ mod tests {
         drop(store);
         let copy = Store::open(&copy).unwrap();
         assert_eq!(copy.read_job(b, 0, u64::MAX, 100).unwrap().len(), 5);
+    }
+}
+
+#[cfg(test)]
+mod damage_tests {
+    use super::*;
+    use crate::event::{Kind, Level};
+
+    /// Flipped bytes and truncations anywhere in the file: opening, replaying, reading every job and
+    /// checking the file give errors (a damaged open names the file), never a panic.
+    #[test]
+    fn a_damaged_file_is_an_error_never_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let mut jobs = Vec::new();
+        {
+            let store = Store::open(&path).unwrap();
+            for b in 0..20u64 {
+                let job = JobId::new();
+                jobs.push(job);
+                let batch: Vec<_> = (0..50)
+                    .map(|i| Event {
+                        id: b * 50 + i + 1,
+                        job,
+                        kind: if i == 0 { Kind::Queued } else { Kind::Log },
+                        level: Level::Info,
+                        message: format!("message {i} of a job, with some text"),
+                        payload: Some(serde_json::json!({"request": {"videoSubject": "x"}})),
+                        timestamp_ms: 0,
+                        stage: None,
+                    })
+                    .collect();
+                store.append(&batch).unwrap();
+            }
+        }
+        let good = std::fs::read(&path).unwrap();
+        let mut rng = fastrand::Rng::with_seed(0xda3a9e);
+        let (mut refused, mut opened) = (0, 0);
+        for trial in 0..150 {
+            let mut bytes = good.clone();
+            if trial % 3 == 0 {
+                bytes.truncate(rng.usize(0..good.len()));
+            } else {
+                for _ in 0..rng.usize(1..16) {
+                    let i = rng.usize(0..bytes.len());
+                    bytes[i] ^= 0xff;
+                }
+            }
+            std::fs::write(&path, &bytes).unwrap();
+            let outcome = std::panic::catch_unwind(|| {
+                match Store::open(&path) {
+                    Err(OpenError::Damaged { path: p, reason }) => {
+                        assert_eq!(p, path);
+                        assert!(!reason.is_empty());
+                        return false;
+                    }
+                    Err(e) => panic!("a damaged file is not a {e:?}"),
+                    Ok(store) => {
+                        let _ = store.scan(|_| {});
+                        for job in &jobs {
+                            let _ = store.read_job(*job, 0, u64::MAX, 1000);
+                        }
+                    }
+                }
+                let _ = check::check(&path);
+                true
+            });
+            match outcome {
+                Ok(true) => opened += 1,
+                Ok(false) => refused += 1,
+                Err(_) => panic!("trial {trial} panicked"),
+            }
+        }
+        assert!(
+            refused > 10 && opened > 10,
+            "{refused} refused, {opened} opened"
+        );
     }
 }
