@@ -22,8 +22,9 @@ use tracing::{info, warn};
 use crate::actors::job::{interruption_events, JobPaths};
 use crate::actors::journal::{Append, Close, Fault, Journal, JournalError, Ping};
 use crate::actors::scheduler::{
-    Caller, Cancel, CancelActive, CancelOutcome, Drain, GetStatus, RecordAdmin, Retry, Scheduler,
-    SchedulerError, SchedulerStatus, SetConcurrency, SetConfig, SetPaused, Shutdown, Submit,
+    Caller, Cancel, CancelActive, CancelOutcome, Drain, GetStatus, IdempotencyKey, RecordAdmin,
+    Retry, Scheduler, SchedulerError, SchedulerStatus, SetConcurrency, SetConfig, SetPaused,
+    Shutdown, Submit, Submitted,
 };
 use crate::config::Config;
 use crate::event::{Event, EventId, JobId, JobState, JobView, Kind, Level, NewEvent};
@@ -212,15 +213,28 @@ impl Core {
 
     /// Queues a job; answers once its `queued` event is durable.
     pub async fn submit(&self, request: &JobRequest) -> Result<JobId, CoreError> {
-        let jobs = self.submit_batch(std::slice::from_ref(request)).await?;
-        jobs.first()
+        let done = self
+            .submit_batch(std::slice::from_ref(request), None)
+            .await?;
+        done.jobs
+            .first()
             .copied()
             .ok_or_else(|| SchedulerError::Internal("a submit created no job".into()).into())
     }
 
     /// Queues jobs in one durable commit, all or none; answers their ids in the requests' order.
-    pub async fn submit_batch(&self, requests: &[JobRequest]) -> Result<Vec<JobId>, CoreError> {
-        Ok(self.inner.scheduler.send(Submit::new(requests)).await??)
+    /// Under `key` (an `Idempotency-Key` and the body's digest) a key already bound to the same
+    /// body answers that submit's jobs and creates nothing; to another body, `KeyConflict`.
+    pub async fn submit_batch(
+        &self,
+        requests: &[JobRequest],
+        key: Option<IdempotencyKey>,
+    ) -> Result<Submitted, CoreError> {
+        Ok(self
+            .inner
+            .scheduler
+            .send(Submit::new(requests, key))
+            .await??)
     }
 
     pub async fn cancel(&self, job: JobId, by: Caller) -> Result<CancelOutcome, CoreError> {

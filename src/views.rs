@@ -3,13 +3,13 @@
 //! commit, so a view never shows an event that is not durable. Readers (HTTP, control socket, the
 //! scheduler) take cheap snapshots (`Arc<JobView>`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::watch;
 
-use crate::event::{EventId, JobId, JobState, JobView};
+use crate::event::{now_ms, EventId, JobId, JobState, JobView, IDEMPOTENCY_WINDOW_MS};
 use crate::store::{ReadError, Store};
 
 struct Slot {
@@ -26,9 +26,71 @@ struct Inner {
     /// The queue: every job whose state is `queued`, keyed by the id of the event that queued it
     /// (oldest first). Derived from the views in `publish` and `replay`, never edited elsewhere.
     queue: BTreeMap<EventId, JobId>,
+    /// Idempotency keys in use: derived from the tags of the jobs' first `queued` events.
+    keys: HashMap<String, KeyEntry>,
+    /// The keys by creation time, oldest first, to forget them once their window has passed.
+    key_order: VecDeque<(i64, String)>,
+}
+
+/// The jobs one `Idempotency-Key` created.
+struct KeyEntry {
+    digest: String,
+    created_ms: i64,
+    /// By index in the submit; `None` until that job's view is known.
+    jobs: Vec<Option<JobId>>,
+}
+
+/// A key in use: the digest of the body it came with and the jobs it created, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyUse {
+    pub digest: String,
+    pub jobs: Vec<JobId>,
 }
 
 impl Inner {
+    /// Records the key of a newly created job (`now`: the current time, to forget old keys).
+    fn index_key(&mut self, view: &JobView, now: i64) {
+        let Some(tag) = view.idempotency.as_deref() else {
+            return;
+        };
+        while let Some((created, _)) = self.key_order.front() {
+            if created + IDEMPOTENCY_WINDOW_MS > now {
+                break;
+            }
+            if let Some((created, key)) = self.key_order.pop_front() {
+                if self.keys.get(&key).is_some_and(|e| e.created_ms == created) {
+                    self.keys.remove(&key);
+                }
+            }
+        }
+        if view.created_ms + IDEMPOTENCY_WINDOW_MS <= now {
+            return;
+        }
+        let entry = self
+            .keys
+            .entry(tag.key.clone())
+            .or_insert_with(|| KeyEntry {
+                digest: tag.digest.clone(),
+                created_ms: view.created_ms,
+                jobs: Vec::new(),
+            });
+        if entry.created_ms != view.created_ms || entry.digest != tag.digest {
+            // A key reused after its window (the journal refuses it within the window).
+            *entry = KeyEntry {
+                digest: tag.digest.clone(),
+                created_ms: view.created_ms,
+                jobs: Vec::new(),
+            };
+        }
+        if entry.jobs.is_empty() {
+            entry.jobs = vec![None; tag.count as usize];
+            self.key_order.push_back((view.created_ms, tag.key.clone()));
+        }
+        if let Some(slot) = entry.jobs.get_mut(tag.index as usize) {
+            *slot = Some(view.id);
+        }
+    }
+
     /// Keeps `queue` in step with one view's change (`old` is `None` for a new job).
     fn requeue(&mut self, old: Option<&JobView>, new: &JobView) {
         if let Some(o) = old.filter(|o| o.state == JobState::Queued) {
@@ -109,7 +171,15 @@ impl Views {
             jobs: HashMap::with_capacity(views.len()),
             order,
             queue: BTreeMap::new(),
+            keys: HashMap::new(),
+            key_order: VecDeque::new(),
         };
+        let now = now_ms();
+        for id in inner.order.clone() {
+            if let Some(view) = views.get(&id) {
+                inner.index_key(view, now);
+            }
+        }
         for (id, view) in views {
             inner.requeue(None, &view);
             let (tx, _) = watch::channel(view.last_event_id);
@@ -183,6 +253,28 @@ impl Views {
         inner.jobs.get(id).map(|s| s.view.clone())
     }
 
+    /// The use of `key` if it is in use at `now` (created within the window, every job known).
+    pub fn key_use(&self, key: &str, now: i64) -> Option<KeyUse> {
+        let inner = self.read();
+        let e = inner.keys.get(key)?;
+        if e.created_ms + IDEMPOTENCY_WINDOW_MS <= now {
+            return None;
+        }
+        let jobs = e.jobs.iter().copied().collect::<Option<Vec<JobId>>>()?;
+        Some(KeyUse {
+            digest: e.digest.clone(),
+            jobs,
+        })
+    }
+
+    /// Whether `key` is bound at `now`, complete or not (the journal's check).
+    pub(crate) fn key_in_use(&self, key: &str, now: i64) -> bool {
+        self.read()
+            .keys
+            .get(key)
+            .is_some_and(|e| e.created_ms + IDEMPOTENCY_WINDOW_MS > now)
+    }
+
     /// How many jobs are queued.
     pub fn queue_len(&self) -> usize {
         self.read().queue.len()
@@ -206,6 +298,7 @@ impl Views {
     /// Publishes the views changed by one commit (journal only), then wakes their followers.
     pub(crate) fn publish(&self, changed: Vec<JobView>, created: &[JobId], last: EventId) {
         let mut woken = Vec::with_capacity(changed.len());
+        let now = now_ms();
         {
             let mut inner = self.write();
             inner.order.extend_from_slice(created);
@@ -220,6 +313,7 @@ impl Views {
                         woken.push((slot.tx.clone(), last_of_job));
                     }
                     None => {
+                        inner.index_key(&view, now);
                         let (tx, _) = watch::channel(last_of_job);
                         inner.jobs.insert(
                             id,

@@ -13,7 +13,7 @@
 //! channel (the scheduler stops its jobs, `Core` answers 503 and withholds the watchdog, and the
 //! daemon exits non-zero so systemd restarts it on a freshly opened log).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, error};
 
 pub use crate::event::Refusal;
-use crate::event::{now_ms, Event, EventId, JobId, JobView, NewEvent};
+use crate::event::{now_ms, Event, EventId, IdempotencyTag, JobId, JobView, Kind, NewEvent};
 use crate::store::{AppendError, Store};
 use crate::views::Views;
 
@@ -221,9 +221,24 @@ impl Journal {
         let mut batch: Vec<Event> = Vec::new();
         let mut created: Vec<JobId> = Vec::new();
         let mut replies = Vec::with_capacity(pending.len());
+        // Idempotency keys bound by this flush so far.
+        let mut keys: HashSet<String> = HashSet::new();
         for p in pending {
             let jobs: Vec<JobId> = p.appends.iter().map(|a| a.job).collect();
-            match self.stage_all(p.appends, &mut work, now) {
+            let unit_keys = idempotency_keys(&p.appends);
+            if let Some(key) = unit_keys
+                .iter()
+                .find(|k| keys.contains(*k) || self.views.key_in_use(k, now))
+            {
+                let refusal = Refusal::KeyInUse { key: key.clone() };
+                replies.push((p.reply, Err(JournalError::Refused(refusal))));
+                continue;
+            }
+            let staged = self.stage_all(p.appends, &mut work, now);
+            if staged.is_ok() {
+                keys.extend(unit_keys);
+            }
+            match staged {
                 Ok(staged) => {
                     let mut ranges = Vec::with_capacity(staged.len());
                     for (job, (events, creates)) in jobs.into_iter().zip(staged) {
@@ -279,6 +294,26 @@ impl Journal {
             reply.send(r.as_deref().map_err(Clone::clone), &batch);
         }
     }
+}
+
+/// The idempotency keys a unit of appends binds: those of the tagged `queued` events that open
+/// its appends (only a new job's first event carries a tag).
+fn idempotency_keys(appends: &[Append]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in appends {
+        let tag = a
+            .events
+            .first()
+            .filter(|e| e.kind == Kind::Queued)
+            .and_then(|e| e.payload.as_ref())
+            .and_then(IdempotencyTag::from_payload);
+        if let Some(t) = tag {
+            if !out.contains(&t.key) {
+                out.push(t.key);
+            }
+        }
+    }
+    out
 }
 
 impl Journal {
@@ -502,6 +537,59 @@ mod tests {
         );
         let order: Vec<JobId> = views.list(None, 10).iter().rev().map(|v| v.id).collect();
         assert_eq!(order[1..], fresh[..], "jobs listed in the unit's order");
+    }
+
+    #[test]
+    fn an_idempotency_key_binds_one_submit_even_within_one_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, views) = open(dir.path());
+        let tagged = |index: u32, count: u32| {
+            let tag = IdempotencyTag {
+                key: "k".into(),
+                digest: "d".into(),
+                index,
+                count,
+            };
+            NewEvent::new(Kind::Queued, Level::Info, "Job queued.").with_payload(
+                serde_json::json!({ "maxAttempts": 1, "request": {}, "idempotency": tag.to_json() }),
+            )
+        };
+        let (a, b, c) = (JobId::new(), JobId::new(), JobId::new());
+        actix::System::new().block_on(async {
+            let journal = Journal::new(store.clone(), views.clone()).start();
+            let unit = AppendAll {
+                appends: vec![Append::one(a, tagged(0, 2)), Append::one(b, tagged(1, 2))],
+            };
+            let (first, second) = futures_util::future::join(
+                journal.send(unit),
+                journal.send(Append::one(c, tagged(0, 1))),
+            )
+            .await;
+            assert_eq!(first.unwrap().unwrap(), vec![vec![1], vec![2]]);
+            assert!(matches!(
+                second.unwrap(),
+                Err(JournalError::Refused(Refusal::KeyInUse { key })) if key == "k"
+            ));
+            // Bound in the views too, for a later flush.
+            let again = journal.send(Append::one(c, tagged(0, 1))).await.unwrap();
+            assert!(matches!(
+                again,
+                Err(JournalError::Refused(Refusal::KeyInUse { .. }))
+            ));
+        });
+        let used = views.key_use("k", now_ms()).unwrap();
+        assert_eq!(used.jobs, vec![a, b]);
+        assert!(views.view(c).is_none());
+        // Replayed from the log, and forgotten once the window has passed.
+        let (store2, views2) = {
+            drop(store);
+            open(dir.path())
+        };
+        assert_eq!(views2.key_use("k", now_ms()).unwrap().jobs, vec![a, b]);
+        let later = now_ms() + crate::event::IDEMPOTENCY_WINDOW_MS;
+        assert_eq!(views2.key_use("k", later), None);
+        assert!(!views2.key_in_use("k", later));
+        drop(store2);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 use crate::actors::job::{JobActor, JobEnded, JobPaths, Stop};
 use crate::actors::journal::{Append, AppendAll, Fault, JournalError, Refusal};
 use crate::config::Config;
-use crate::event::{JobId, JobState, Kind, Level, NewEvent};
+use crate::event::{now_ms, IdempotencyTag, JobId, JobState, Kind, Level, NewEvent};
 use crate::pipeline::StopReason;
 use crate::request::JobRequest;
 use crate::views::Views;
@@ -29,11 +29,28 @@ use crate::views::Views;
 pub type Caller = Option<u32>;
 
 /// Queues new jobs (one, or a batch) in one durable commit, all or none. Replies with the jobs'
-/// ids, in the requests' order, once their `queued` events are durable.
+/// ids, in the requests' order, once their `queued` events are durable. Under an idempotency key
+/// already bound to the same body it creates nothing and replies with that submit's jobs.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<JobId>, SchedulerError>")]
+#[rtype(result = "Result<Submitted, SchedulerError>")]
 pub struct Submit {
     jobs: Vec<NewJob>,
+    key: Option<IdempotencyKey>,
+}
+
+/// An `Idempotency-Key` and the digest of the body it came with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub digest: String,
+}
+
+/// What a submit did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    pub jobs: Vec<JobId>,
+    /// The key was bound to this body already: these are that submit's jobs, nothing was created.
+    pub replayed: bool,
 }
 
 /// One job of a [`Submit`], encoded by the caller (off the scheduler's thread).
@@ -46,7 +63,10 @@ struct NewJob {
 }
 
 impl Submit {
-    pub fn new<'a>(requests: impl IntoIterator<Item = &'a JobRequest>) -> Submit {
+    pub fn new<'a>(
+        requests: impl IntoIterator<Item = &'a JobRequest>,
+        key: Option<IdempotencyKey>,
+    ) -> Submit {
         let jobs = requests
             .into_iter()
             .map(|request| NewJob {
@@ -58,7 +78,7 @@ impl Submit {
                     .collect(),
             })
             .collect();
-        Submit { jobs }
+        Submit { jobs, key }
     }
 }
 
@@ -166,6 +186,8 @@ pub enum SchedulerError {
     ShuttingDown,
     #[error("concurrency must be between 1 and 64")]
     BadConcurrency,
+    #[error("Idempotency-Key `{key}` was already used with a different request body in the last 24 hours; use a new key for a new request.")]
+    KeyConflict { key: String },
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("internal error: {0}")]
@@ -340,35 +362,81 @@ impl Handler<LogFailed> for Scheduler {
     }
 }
 
+/// The answer to a submit under `key` when the key is bound already: its jobs for the same body,
+/// a conflict for another; `None` when the key is free.
+fn bound_key(views: &Views, key: &IdempotencyKey) -> Option<Result<Submitted, SchedulerError>> {
+    let used = views.key_use(&key.key, now_ms())?;
+    Some(if used.digest == key.digest {
+        Ok(Submitted {
+            jobs: used.jobs,
+            replayed: true,
+        })
+    } else {
+        Err(SchedulerError::KeyConflict {
+            key: key.key.clone(),
+        })
+    })
+}
+
 impl Handler<Submit> for Scheduler {
-    type Result = ResponseActFuture<Self, Result<Vec<JobId>, SchedulerError>>;
+    type Result = ResponseActFuture<Self, Result<Submitted, SchedulerError>>;
 
     fn handle(&mut self, msg: Submit, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(answer) = msg.key.as_ref().and_then(|k| bound_key(&self.views, k)) {
+            return Box::pin(fut::ready(answer));
+        }
         if let Err(e) = self.refuse_if_failed() {
             return Box::pin(fut::ready(Err(e)));
         }
         if self.shutting_down {
             return Box::pin(fut::ready(Err(SchedulerError::ShuttingDown)));
         }
+        let count = msg.jobs.len() as u32;
         let mut jobs = Vec::with_capacity(msg.jobs.len());
         let mut appends = Vec::with_capacity(msg.jobs.len());
-        for new in msg.jobs {
+        for (index, new) in (0u32..).zip(msg.jobs) {
             let job = JobId::new();
+            let mut payload = json!({
+                "maxAttempts": self.config.daemon.max_attempts,
+                "request": new.request,
+            });
+            if let Some(k) = &msg.key {
+                let tag = IdempotencyTag {
+                    key: k.key.clone(),
+                    digest: k.digest.clone(),
+                    index,
+                    count,
+                };
+                payload["idempotency"] = tag.to_json();
+            }
             let queued =
-                NewEvent::new(Kind::Queued, Level::Info, "Job queued.").with_payload(json!({
-                    "maxAttempts": self.config.daemon.max_attempts,
-                    "request": new.request,
-                }));
+                NewEvent::new(Kind::Queued, Level::Info, "Job queued.").with_payload(payload);
             let mut events = vec![queued];
             events.extend(new.warnings);
             jobs.push(job);
             appends.push(Append { job, events });
         }
+        let key = msg.key;
         let send = self.journal_all.send(AppendAll { appends });
         Box::pin(send.into_actor(self).map(move |res, act, ctx| {
-            res??;
+            match res? {
+                Ok(_) => {}
+                // Another submit bound the key first (committed before this one was staged).
+                Err(JournalError::Refused(Refusal::KeyInUse { .. })) => {
+                    let bound = key.as_ref().and_then(|k| bound_key(&act.views, k));
+                    return bound.unwrap_or_else(|| {
+                        Err(SchedulerError::Internal(
+                            "the idempotency key is being bound by a submit that did not commit; try again".into(),
+                        ))
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            }
             act.pump(ctx);
-            Ok(jobs)
+            Ok(Submitted {
+                jobs,
+                replayed: false,
+            })
         }))
     }
 }

@@ -22,6 +22,9 @@ pub enum Refusal {
         epoch: u32,
         current: String,
     },
+    /// The `Idempotency-Key` of a new job's submit is already bound to another submit.
+    #[error("Idempotency-Key `{key}` is already in use")]
+    KeyInUse { key: String },
     /// One append of a unit (a batch submit) was refused, so none of the unit was written.
     #[error("append {index} of the batch: {source}")]
     InBatch {

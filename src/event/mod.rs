@@ -14,9 +14,11 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 mod append;
+mod idempotency;
 mod view;
 
 pub use append::{interruption_events, stage, Refusal};
+pub use idempotency::{IdempotencyTag, WINDOW_MS as IDEMPOTENCY_WINDOW_MS};
 pub use view::{fold, CompletedStage, IllegalEvent, JobState, JobView};
 
 /// A job's identity: a random UUID, written on the wire in its hyphenated form.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{iso8601, Event, EventId, JobId, Kind, Level, NewEvent};
+use super::{iso8601, Event, EventId, IdempotencyTag, JobId, Kind, Level, NewEvent};
 
 /// The lifecycle states of DESIGN.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -120,6 +120,9 @@ pub struct JobView {
     /// before this field existed decode with none.)
     #[serde(default)]
     pub completed_stages: Vec<CompletedStage>,
+    /// The `Idempotency-Key` the job was submitted under, from its first `queued` event.
+    #[serde(default)]
+    pub idempotency: Option<Arc<IdempotencyTag>>,
 }
 
 impl JobView {
@@ -136,6 +139,7 @@ impl JobView {
             .and_then(Value::as_str)
             .map(str::to_owned);
         let request: Arc<str> = Arc::from(request.to_string());
+        let idempotency = IdempotencyTag::from_payload(&payload).map(Arc::new);
         Some(JobView {
             id: ev.job,
             state: JobState::Queued,
@@ -157,6 +161,7 @@ impl JobView {
             metadata: None,
             owner: None,
             completed_stages: Vec::new(),
+            idempotency,
         })
     }
 

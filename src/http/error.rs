@@ -20,6 +20,8 @@ pub enum ApiError {
     NoRoute { method: String, path: String },
     #[error("Method {method} is not allowed on {path}.")]
     MethodNotAllowed { method: String, path: String },
+    #[error("{0}")]
+    Conflict(String),
     #[error("Request body is too large: the limit is {limit} bytes.")]
     TooLarge { limit: u64 },
     #[error("{0}")]
@@ -39,6 +41,7 @@ impl ApiError {
                 StatusCode::NOT_FOUND
             }
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::LogFailed {
@@ -72,6 +75,7 @@ impl From<SchedulerError> for ApiError {
             SchedulerError::NotRetryable { .. } | SchedulerError::BadConcurrency => {
                 ApiError::BadRequest(e.to_string())
             }
+            SchedulerError::KeyConflict { .. } => ApiError::Conflict(e.to_string()),
             SchedulerError::Journal(JournalError::Fatal(f)) => ApiError::log_failed(&f),
             SchedulerError::Journal(_) | SchedulerError::Internal(_) => {
                 ApiError::Internal(e.to_string())

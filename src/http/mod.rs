@@ -6,6 +6,7 @@
 //! (MVCC: they never wait for the journal).
 
 pub mod error;
+mod idempotency;
 mod routes;
 mod upload;
 

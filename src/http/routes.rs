@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use super::error::ApiError;
+use super::idempotency;
 use super::upload;
 use crate::event::{JobId, JobState};
 use crate::request::JobRequest;
@@ -251,11 +252,17 @@ pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, ApiE
 
 async fn generate(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let config = st.config();
+    let headers = req.headers().clone();
     let bytes = read_body(req, config.server.max_body_bytes).await?;
     let body: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("The request body is not valid JSON: {e}.")))?;
+    let key = idempotency::key_of(&headers, "/api/generate", &body)?;
     let request = JobRequest::parse(&body, &config).map_err(|e| ApiError::BadRequest(e.0))?;
-    let job = st.submit(&request).await?;
+    let done = st.submit_batch(std::slice::from_ref(&request), key).await?;
+    let job = done
+        .jobs
+        .first()
+        .ok_or_else(|| ApiError::Internal("the submit created no job".into()))?;
     let mut answer = json!({
         "status": "success",
         "message": "Video generation queued.",
@@ -265,7 +272,17 @@ async fn generate(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, A
         let warnings: Vec<String> = request.warnings.iter().map(|w| w.to_string()).collect();
         answer["warnings"] = json!(warnings);
     }
-    ok(answer)
+    Ok(submitted(answer, done.replayed))
+}
+
+/// A submit's answer; a replay under an idempotency key says so in `Idempotent-Replayed: true`.
+fn submitted(answer: Value, replayed: bool) -> Response<Body> {
+    let mut r = json_response(StatusCode::OK, &answer);
+    if replayed {
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    r
 }
 
 /// `POST /api/generate/batch` `{"jobs":[{...},...]}`: every request is validated first (a refusal
@@ -276,9 +293,11 @@ async fn generate_batch(st: &Core, req: Request<Incoming>) -> Result<Response<Bo
         .server
         .max_body_bytes
         .saturating_mul(BATCH_BODY_FACTOR);
+    let headers = req.headers().clone();
     let bytes = read_body(req, limit).await?;
     let body: Value = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("The request body is not valid JSON: {e}.")))?;
+    let key = idempotency::key_of(&headers, "/api/generate/batch", &body)?;
     let shape = || {
         ApiError::BadRequest(format!(
             "jobs is required: an array of 1 to {MAX_BATCH} job requests, as POST /api/generate takes them."
@@ -303,8 +322,8 @@ async fn generate_batch(st: &Core, req: Request<Incoming>) -> Result<Response<Bo
             .map_err(|e| ApiError::BadRequest(format!("jobs[{i}]: {}", e.0)))?;
         requests.push(request);
     }
-    let jobs = st.submit_batch(&requests).await?;
-    let ids: Vec<String> = jobs.iter().map(|j| j.to_string()).collect();
+    let done = st.submit_batch(&requests, key).await?;
+    let ids: Vec<String> = done.jobs.iter().map(|j| j.to_string()).collect();
     let mut answer = json!({
         "status": "success",
         "message": format!("{} video generations queued.", ids.len()),
@@ -318,7 +337,7 @@ async fn generate_batch(st: &Core, req: Request<Incoming>) -> Result<Response<Bo
     if !warnings.is_empty() {
         answer["warnings"] = json!(warnings);
     }
-    ok(answer)
+    Ok(submitted(answer, done.replayed))
 }
 
 fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
