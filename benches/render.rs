@@ -1,11 +1,18 @@
-//! Render benchmark (issue 3): a 40-second 1080x1920 short from five 10-second 1920x1080 clips, with
+//! Render benchmark: a 38-second 1080x1920 short from five 10-second 1920x1080 clips, with
 //! subtitles and music, made by a whole reelsmith job (`reelsmith generate`, the same actors as the
-//! daemon), against one hand-written ffmpeg command doing the same work on the same inputs with the
-//! same x264 preset. Reports wall time and peak memory of each (the whole process tree: the sum of
-//! the resident sets of the process and all its descendants, sampled every 20 ms).
+//! daemon), with the default render settings and with MoneyPrinter's (MoviePy writes with libx264 at
+//! its defaults: preset medium, CRF 23), side by side. Each is measured for wall time, real-time
+//! factor (video seconds per wall second), CPU seconds (user + system of the whole process tree),
+//! SSIM against a lossless render of the same composition (`preset ultrafast`, CRF 0: x264's
+//! lossless mode, whose decoded frames are identical to `-qp 0`'s), file size and peak memory (the
+//! sum of the resident sets of the process and all its descendants, sampled every 20 ms). The
+//! composition is the same in every run: the same script, voice, clips (a local folder), song and
+//! subtitles; only the encoder settings differ.
 //!
-//! Run: `cargo build --release && cargo bench --bench render` (presets from `RENDER_BENCH_PRESETS`,
-//! default `veryfast,medium`). Inputs are made once under `target/bench-render/`.
+//! Run: `cargo build --release && cargo bench --bench render`. More settings to compare:
+//! `RENDER_BENCH_SETTINGS="ultrafast/18/2,superfast/20/2"` (preset/CRF/decoder threads). The old
+//! job-against-hand-written-ffmpeg table: `RENDER_BENCH_PRESETS=veryfast,medium`. Inputs are made
+//! once under `target/bench-render/`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +20,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use reelsmith::config::Config;
 
 const CLIP_SOURCES: [&str; 5] = [
     "testsrc2=size=1920x1080:rate=30",
@@ -113,9 +122,26 @@ fn make_inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     (clips, song, script)
 }
 
+/// User plus system CPU seconds of every descendant this process has waited for (a reaped
+/// process's own reaped descendants included).
+fn children_cpu() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct it is given and reads nothing else.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(ru.ru_utime) + secs(ru.ru_stime)
+}
+
 /// Runs `cmd`, sampling the summed RSS of its process tree. Returns (wall, peak of the tree, peak of
 /// the process itself).
-fn measure(mut cmd: Command) -> (Duration, u64, u64) {
+fn measure(cmd: Command) -> (Duration, u64, u64) {
+    let m = measure_cpu(cmd);
+    (m.0, m.1, m.2)
+}
+
+/// [`measure`], plus the CPU seconds of the process tree.
+fn measure_cpu(mut cmd: Command) -> (Duration, u64, u64, f64) {
+    let cpu_before = children_cpu();
     let start = Instant::now();
     let child = cmd
         .stdin(Stdio::null())
@@ -144,7 +170,7 @@ fn measure(mut cmd: Command) -> (Duration, u64, u64) {
         "command failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (wall, peak, own)
+    (wall, peak, own, children_cpu() - cpu_before)
 }
 
 /// Sum of VmRSS of `root` and all its descendants.
@@ -298,6 +324,91 @@ fn hand_written(dir: &Path, clips: &Path, song: &Path, preset: &str, out: &Path)
     cmd
 }
 
+/// Encoder settings of one run: x264 preset, CRF, decoder threads per clip (`None`: the defaults).
+#[derive(Clone, Debug)]
+struct Setting {
+    name: String,
+    render: Option<(String, u32, u32)>,
+}
+
+/// One measured job.
+struct Run {
+    wall: f64,
+    cpu: f64,
+    peak: u64,
+    size: u64,
+    duration: f64,
+    out: PathBuf,
+}
+
+/// Runs a whole job with `render` settings (none: the defaults) into `dir/<name>.mp4`.
+fn job(
+    bin: &Path,
+    dir: &Path,
+    clips: &Path,
+    song: &Path,
+    script: &Path,
+    name: &str,
+    render: &str,
+) -> Run {
+    let st = dir.join(format!("state-{name}"));
+    let _ = std::fs::remove_dir_all(&st);
+    std::fs::create_dir_all(st.join("songs")).expect("mkdir");
+    std::fs::copy(song, st.join("songs/song.mp3")).expect("copy song");
+    let cfg = dir.join(format!("bench-{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[footage]\nprovider = \"local\"\nlocal_dir = \"{}\"\nclips = 5\nseconds_per_clip = 8.0\n[render]\n{render}",
+            clips.display()
+        ),
+    )
+    .expect("config");
+    let out = dir.join(format!("{name}.mp4"));
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "generate",
+        "Why octopuses have three hearts",
+        "--music",
+        "--script",
+    ])
+    .arg(script)
+    .arg("--out")
+    .arg(&out)
+    .arg("--config")
+    .arg(&cfg)
+    .arg("--state-dir")
+    .arg(&st);
+    let (wall, peak, _, cpu) = measure_cpu(cmd);
+    let _ = std::fs::remove_dir_all(&st);
+    Run {
+        wall: wall.as_secs_f64(),
+        cpu,
+        peak,
+        size: std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0),
+        duration: probe_duration(&out),
+        out,
+    }
+}
+
+/// SSIM ("All") of `video` against `reference`, frame by frame.
+fn ssim(video: &Path, reference: &Path) -> f64 {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-i"])
+        .arg(video)
+        .arg("-i")
+        .arg(reference)
+        .args(["-lavfi", "[0:v][1:v]ssim", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg");
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.rsplit("All:")
+        .next()
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let bin = root.join("target/release/reelsmith");
@@ -311,8 +422,83 @@ fn main() {
     }
     let dir = root.join("target/bench-render");
     let (clips, song, script) = make_inputs(&dir);
-    let presets =
-        std::env::var("RENDER_BENCH_PRESETS").unwrap_or_else(|_| "veryfast,medium".into());
+    let defaults = Config::default().render;
+
+    let mut settings = vec![
+        Setting {
+            name: "default".into(),
+            render: None,
+        },
+        Setting {
+            name: "moneyprinter".into(),
+            render: Some(("medium".into(), 23, defaults.decoder_threads)),
+        },
+    ];
+    if let Ok(extra) = std::env::var("RENDER_BENCH_SETTINGS") {
+        for s in extra.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let parts: Vec<&str> = s.split('/').collect();
+            let preset = parts.first().copied().unwrap_or("veryfast").to_string();
+            let crf = parts.get(1).and_then(|c| c.parse().ok()).unwrap_or(23);
+            let threads = parts
+                .get(2)
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(defaults.decoder_threads);
+            settings.push(Setting {
+                name: format!("{preset}-crf{crf}-dec{threads}"),
+                render: Some((preset, crf, threads)),
+            });
+        }
+    }
+    let reference = job(
+        &bin,
+        &dir,
+        &clips,
+        &song,
+        &script,
+        "lossless",
+        "preset = \"ultrafast\"\ncrf = 0\n",
+    );
+    println!(
+        "2 cores, load average {} before the runs; lossless reference: {:.1} s of video, {:.0} MiB",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+        reference.duration,
+        reference.size as f64 / 1048576.0
+    );
+    println!("| settings | preset | CRF | decoder threads | wall s | real-time factor | CPU s | SSIM | MiB | peak MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for s in &settings {
+        let (preset, crf, threads) = s.render.clone().unwrap_or((
+            defaults.preset.to_string(),
+            defaults.crf,
+            defaults.decoder_threads,
+        ));
+        let render = format!("preset = \"{preset}\"\ncrf = {crf}\ndecoder_threads = {threads}\n");
+        let r = job(&bin, &dir, &clips, &song, &script, &s.name, &render);
+        let q = ssim(&r.out, &reference.out);
+        println!(
+            "| {} | {preset} | {crf} | {threads} | {:.1} | {:.2} | {:.1} | {q:.4} | {:.1} | {:.0} |",
+            s.name,
+            r.wall,
+            r.duration / r.wall,
+            r.cpu,
+            r.size as f64 / 1048576.0,
+            r.peak as f64 / 1048576.0
+        );
+    }
+    let _ = std::fs::remove_file(&reference.out);
+
+    if let Ok(presets) = std::env::var("RENDER_BENCH_PRESETS") {
+        hand_written_table(&bin, &dir, &clips, &song, &script, &presets);
+    }
+}
+
+/// The job against one hand-written ffmpeg command doing the same work, per preset.
+fn hand_written_table(bin: &Path, dir: &Path, clips: &Path, song: &Path, script: &Path, presets: &str) {
     println!("| preset | what | wall s | peak MiB (tree RSS) | own peak MiB | output s |");
     println!("|---|---|---|---|---|---|");
     for preset in presets.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -320,7 +506,7 @@ fn main() {
         let st = dir.join(format!("state-{preset}"));
         let _ = std::fs::remove_dir_all(&st);
         std::fs::create_dir_all(st.join("songs")).expect("mkdir");
-        std::fs::copy(&song, st.join("songs/song.mp3")).expect("copy song");
+        std::fs::copy(song, st.join("songs/song.mp3")).expect("copy song");
         let cfg = dir.join(format!("bench-{preset}.toml"));
         std::fs::write(
             &cfg,
@@ -328,14 +514,14 @@ fn main() {
         )
         .expect("config");
         let out = dir.join(format!("job-{preset}.mp4"));
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(bin);
         cmd.args([
             "generate",
             "Why octopuses have three hearts",
             "--music",
             "--script",
         ])
-        .arg(&script)
+        .arg(script)
         .arg("--out")
         .arg(&out)
         .arg("--config")
@@ -351,7 +537,7 @@ fn main() {
             jo as f64 / 1048576.0
         );
         let hout = dir.join(format!("hand-{preset}.mp4"));
-        let (hw, hp, _) = measure(hand_written(&dir, &clips, &song, preset, &hout));
+        let (hw, hp, _) = measure(hand_written(dir, clips, song, preset, &hout));
         let hd = probe_duration(&hout);
         println!(
             "| {preset} | hand-written ffmpeg | {:.1} | {:.0} | | {hd:.1} |",
