@@ -498,7 +498,14 @@ fn main() {
 }
 
 /// The job against one hand-written ffmpeg command doing the same work, per preset.
-fn hand_written_table(bin: &Path, dir: &Path, clips: &Path, song: &Path, script: &Path, presets: &str) {
+fn hand_written_table(
+    bin: &Path,
+    dir: &Path,
+    clips: &Path,
+    song: &Path,
+    script: &Path,
+    presets: &str,
+) {
     println!("| preset | what | wall s | peak MiB (tree RSS) | own peak MiB | output s |");
     println!("|---|---|---|---|---|---|");
     for preset in presets.split(',').map(str::trim).filter(|p| !p.is_empty()) {

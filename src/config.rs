@@ -398,6 +398,8 @@ pub struct ToolsConfig {
     pub ffmpeg: String,
     pub ffprobe: String,
     pub espeak: String,
+    /// espeak-ng's shared library, for word positions; empty runs `espeak` instead.
+    pub espeak_library: String,
 }
 
 impl Default for ServerConfig {
@@ -542,6 +544,7 @@ impl Default for ToolsConfig {
             ffmpeg: "ffmpeg".into(),
             ffprobe: "ffprobe".into(),
             espeak: "espeak-ng".into(),
+            espeak_library: "libespeak-ng.so.1".into(),
         }
     }
 }

@@ -169,6 +169,8 @@ async fn each_caption_style_renders_inside_the_frame_and_karaoke_moves_its_highl
         let out = cx.artifacts.output.clone().expect("output");
         let size = cx.frame();
         assert_word_cues(&cx.artifacts.sentences);
+        // espeak-ng's library times the words itself.
+        assert!(cx.artifacts.sentences.iter().all(|s| s.exact_words));
         let ass = std::fs::read_to_string(cx.artifacts.subtitles.as_ref().unwrap()).unwrap();
         // Every spoken word is a caption at its time, in every sentence, long word and CJK too.
         for s in &cx.artifacts.sentences {
@@ -210,6 +212,30 @@ async fn each_caption_style_renders_inside_the_frame_and_karaoke_moves_its_highl
             CaptionStyle::Word => assert!(ass.contains("\\t(0,100,"), "pop-in: {ass}"),
             CaptionStyle::Classic => assert!(!ass.contains("\\c&H"), "{ass}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn without_the_espeak_library_the_program_speaks_and_word_times_are_estimated() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = caption_config(root.path());
+    cfg.tools.espeak_library = String::new();
+    let body = json!({ "videoSubject": "Hearts", "script": SCRIPT, "subtitlesStyle": "karaoke" });
+    let cx = make_video(&cfg, root.path(), body).await;
+    let sentences = &cx.artifacts.sentences;
+    assert!(sentences.iter().all(|s| !s.exact_words));
+    assert_word_cues(sentences);
+    // Estimated inside the speech: the first word starts after the sentence's leading silence is
+    // cut, or at its start, and the last ends before its trailing pause.
+    for s in sentences {
+        let (first, last) = (&s.words[0], s.words.last().unwrap());
+        assert!(first.start >= s.start && last.end <= s.start + s.duration);
+        assert!(
+            last.end < s.start + s.duration - 0.03,
+            "the trailing pause of {:?} was not trimmed: {last:?}, audio ends {}",
+            s.text,
+            s.start + s.duration
+        );
     }
 }
 

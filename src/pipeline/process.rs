@@ -77,6 +77,11 @@ impl Tool {
         )
     }
 
+    /// The failure of a stage that needs this tool and cannot find it.
+    pub fn missing(&self) -> StageError {
+        StageError::failed("ToolMissing", self.missing_message())
+    }
+
     /// Whether the program can be found: an executable path, or a name on `PATH`.
     pub fn is_available(&self) -> bool {
         resolve_program(&self.program).is_some()
@@ -154,9 +159,7 @@ fn spawn(tool: &Tool, args: &[impl AsRef<OsStr>]) -> Result<Child, StageError> {
         .process_group(0)
         .kill_on_drop(true);
     cmd.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-            StageError::failed("ToolMissing", tool.missing_message())
-        }
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => tool.missing(),
         _ => StageError::retryable(
             "ToolSpawn",
             format!("could not start {} ({}): {e}", tool.name, tool.program),

@@ -233,7 +233,7 @@ pub fn word_times(
 }
 
 /// Silent stretches of an audio file, `(start, end)` in seconds, from ffmpeg's `silencedetect`
-/// (quieter than -50 dB for 0.1 s or more); a silence running to the end ends at the file's end.
+/// (quieter than -50 dB for 50 ms or more); a silence running to the end ends at the file's end.
 pub async fn silences(
     stop: &StopSignal,
     ffmpeg: &Tool,
@@ -244,7 +244,7 @@ pub async fn silences(
         "-i".into(),
         audio.into(),
         "-af".into(),
-        "silencedetect=noise=-50dB:d=0.1,ametadata=mode=print:file='pipe\\:1'".into(),
+        "silencedetect=noise=-50dB:d=0.05,ametadata=mode=print:file='pipe\\:1'".into(),
         "-f".into(),
         "null".into(),
         "-".into(),

@@ -1,22 +1,29 @@
-//! Voice stage: the voiceover, one audio file per sentence so subtitle timing is exact.
+//! Voice stage: the voiceover, one audio file per sentence so subtitle timing is exact, and the
+//! time of every word.
 //!
-//! MoneyPrinter's TikTok voice ids (the full list its page offers) map to espeak-ng voices through the
-//! catalogue in `crate::voices` (an id not in it is refused at submit time). Providers behind the [`VoiceProvider`]
-//! trait: espeak-ng (offline) and TikTok TTS ([`TikTokVoice`]: MP3 per sentence, converted to WAV;
-//! espeak-ng stands in, with a warning, when TikTok is not configured or fails for good, unless
-//! `voice.fallback` is off). At most [`PARALLEL_SYNTHESIS`] sentences
-//! are spoken at once; the per-sentence WAVs are measured from their headers and joined, with a short
-//! pause between sentences, into one PCM WAV whose sentence starts are exact. Event:
-//! `Generating voiceover with <provider>` {voice}.
+//! MoneyPrinter's TikTok voice ids (the full list its page offers) map to espeak-ng voices through
+//! the catalogue in `crate::voices` (an id not in it is refused at submit time). Providers behind
+//! the [`VoiceProvider`] trait: espeak-ng (offline; through its library, which reports where each
+//! word starts, else the program) and TikTok TTS ([`TikTokVoice`]: MP3 per sentence, converted to
+//! WAV; espeak-ng stands in, with a warning, when TikTok is not configured or fails for good, unless
+//! `voice.fallback` is off). At most [`PARALLEL_SYNTHESIS`] sentences are spoken at once; the
+//! per-sentence WAVs are measured from their headers and joined, with a short pause between
+//! sentences, into one PCM WAV whose sentence starts are exact. Word times: the engine's where it
+//! reports them (espeak-ng's library), else estimated inside each sentence's speech (its audio with
+//! the silence at either end cut, found by one `silencedetect` pass over the track); see `timing`.
+//! Event: `Generating voiceover with <provider>` {voice}.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
 use tracing::info;
 
+use super::espeak::{self, EspeakError};
 use super::online::{self, CallSite, Failover};
 use super::process::{self, Tool};
 use super::text::{has_words, split_sentences};
@@ -46,10 +53,13 @@ pub trait VoiceProvider {
     ) -> LocalBoxFuture<'a, Result<Option<Vec<WordMark>>, StageError>>;
 }
 
-/// espeak-ng, offline.
+/// espeak-ng, offline: through its library (`tools.espeak_library`) when it loads, which reports
+/// where each word starts, else by running the program (`tools.espeak`; word times then
+/// estimated). Either way the program must be installed: it names the installation.
 #[derive(Clone, Debug)]
 pub struct Espeak {
     tool: Tool,
+    library: String,
     speed_wpm: u32,
 }
 
@@ -57,8 +67,61 @@ impl Espeak {
     pub fn new(cfg: &Config) -> Espeak {
         Espeak {
             tool: Tool::espeak(cfg),
+            library: cfg.tools.espeak_library.clone(),
             speed_wpm: cfg.voice.speed_wpm,
         }
+    }
+
+    /// Speaks `text` through the library into `out`; its word marks.
+    async fn speak_with_library(
+        &self,
+        stop: &StopSignal,
+        espeak_voice: &str,
+        text: &str,
+        out: &Path,
+    ) -> Result<Vec<WordMark>, StageError> {
+        let abort = Arc::new(AtomicBool::new(false));
+        let (library, voice, text_owned, rate, flag) = (
+            self.library.clone(),
+            espeak_voice.to_string(),
+            text.to_string(),
+            self.speed_wpm,
+            abort.clone(),
+        );
+        let mut task = tokio::task::spawn_blocking(move || {
+            espeak::speak(&library, &voice, rate, &text_owned, flag)
+        });
+        let spoken = tokio::select! {
+            r = &mut task => r,
+            reason = stop.stopped() => {
+                abort.store(true, Ordering::Relaxed);
+                let _ = task.await;
+                return Err(StageError::Stopped(reason));
+            }
+        };
+        let speech = spoken
+            .map_err(|e| StageError::failed("ToolFailed", format!("espeak-ng stopped: {e}")))?
+            .map_err(|e| match e {
+                EspeakError::Aborted => stop
+                    .check()
+                    .err()
+                    .unwrap_or_else(|| StageError::failed("ToolFailed", "espeak-ng stopped early")),
+                e => StageError::failed("ToolFailed", format!("espeak-ng: {e}")),
+            })?;
+        let wav = Wav {
+            channels: 1,
+            sample_rate: speech.sample_rate,
+            bits_per_sample: 16,
+            data: speech
+                .samples
+                .iter()
+                .flat_map(|s| s.to_le_bytes())
+                .collect(),
+        };
+        tokio::fs::write(out, wav.to_bytes())
+            .await
+            .map_err(|e| io_failed(out, e))?;
+        Ok(speech.marks)
     }
 }
 
@@ -81,6 +144,15 @@ impl VoiceProvider for Espeak {
                     format!("voice `{voice}` has no espeak-ng voice"),
                 )
             })?;
+            if !self.tool.is_available() {
+                return Err(self.tool.missing());
+            }
+            if !self.library.is_empty() && espeak::available(&self.library) {
+                return self
+                    .speak_with_library(stop, espeak_voice, text, out)
+                    .await
+                    .map(Some);
+            }
             // The text goes through a file, so nothing in it can be read as an option.
             let text_path = out.with_extension("txt");
             tokio::fs::write(&text_path, text)
@@ -453,12 +525,9 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
     tokio::fs::write(&track_path, track.to_bytes())
         .await
         .map_err(|e| io_failed(&track_path, e))?;
-    // The speech inside each sentence's audio, for the words the engine did not time.
-    let silent = if marks.iter().any(Option::is_none) {
-        timing::silences(&cx.stop, &Tool::ffmpeg(&cfg), &track_path).await?
-    } else {
-        Vec::new()
-    };
+    // The speech inside each sentence's audio: where the engine's last word ends, and the span
+    // the words are estimated over when the engine did not time them.
+    let silent = timing::silences(&cx.stop, &Tool::ffmpeg(&cfg), &track_path).await?;
     cx.artifacts.sentences = sentences
         .into_iter()
         .zip(timings)
