@@ -186,9 +186,12 @@ pub struct SpokenSentence {
     pub start: f64,
     /// Duration of its audio, seconds.
     pub duration: f64,
-    /// Its words with their times in the voice track (see `timing`), inside its audio.
+    /// Its words with their times in the voice track (see `timing`), inside its audio. A kept
+    /// result written before words had times reads as none (the captions fall back to classic).
+    #[serde(default)]
     pub words: Vec<SpokenWord>,
     /// Whether the voice engine reported the word times (else they are estimated).
+    #[serde(default)]
     pub exact_words: bool,
 }
 
