@@ -181,6 +181,12 @@ async fn recover(journal: &Recipient<Append>, views: &Views) -> anyhow::Result<(
 }
 
 impl CoreTasks {
+    /// The journal itself, for tests that write behind the scheduler's back.
+    #[cfg(test)]
+    pub(crate) fn journal(&self) -> Recipient<Append> {
+        self.journal.clone().recipient()
+    }
+
     /// Shutdown step 2: the scheduler admits nothing and running jobs record their interruption
     /// (waiting at most `deadline`; the next start recovers jobs still running then).
     pub async fn stop_jobs(&self, deadline: Duration) {

@@ -9,7 +9,7 @@
 //! `admin` events of the daemon pseudo-job, with the caller's uid: the scheduler is the one path by
 //! which the rest of the daemon writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -216,6 +216,9 @@ pub struct Scheduler {
     config: Arc<Config>,
     paths: Arc<JobPaths>,
     running: HashMap<JobId, Addr<JobActor>>,
+    /// Queued jobs whose cancel is being recorded: not started meanwhile (a start racing the
+    /// cancel would run a job the log says was cancelled before execution).
+    cancelling: HashSet<JobId>,
     paused: bool,
     concurrency: u32,
     draining: bool,
@@ -247,6 +250,7 @@ impl Scheduler {
             draining: false,
             shutting_down: false,
             idle_waiters: Vec::new(),
+            cancelling: HashSet::new(),
         }
     }
 
@@ -271,8 +275,9 @@ impl Scheduler {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let free = (self.concurrency as usize).saturating_sub(self.running.len());
         if self.admits() && free > 0 {
-            let running = &self.running;
-            for view in self.views.queued(free, |j| running.contains_key(&j)) {
+            let (running, cancelling) = (&self.running, &self.cancelling);
+            let busy = |j| running.contains_key(&j) || cancelling.contains(&j);
+            for view in self.views.queued(free, busy) {
                 if view.cancel_requested {
                     continue;
                 }
@@ -281,6 +286,7 @@ impl Scheduler {
                 let actor = JobActor::new(
                     view,
                     self.journal.clone(),
+                    self.views.clone(),
                     ctx.address().recipient(),
                     self.config.clone(),
                     self.paths.clone(),
@@ -478,11 +484,15 @@ impl Handler<Cancel> for Scheduler {
             Level::Warning,
             "Job cancelled before execution.",
         );
+        self.cancelling.insert(job);
         let send = self.journal.send(Append {
             job,
             events: vec![requested, cancelled],
         });
-        Box::pin(send.into_actor(self).map(move |res, _act, _ctx| {
+        Box::pin(send.into_actor(self).map(move |res, act, ctx| {
+            act.cancelling.remove(&job);
+            // Held back while the cancel was written: startable again if it did not commit.
+            act.pump(ctx);
             match res? {
                 Ok(_) => Ok(CancelOutcome::CancelledQueued),
                 // It ended (or started and was cancelled) meanwhile.
