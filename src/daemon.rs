@@ -67,8 +67,15 @@ async fn serve(
     let local = listener.local_addr()?;
     // Bound before the core starts, so that a second daemon on the same socket stops here.
     let control = crate::control::bind(&config)?;
-    let (core, tasks) =
-        service::start(config.clone(), state_dir, store, views, opts.paused).await?;
+    let (core, tasks) = service::start(
+        config.clone(),
+        state_dir,
+        store,
+        views,
+        opts.paused,
+        service::Scope::All,
+    )
+    .await?;
     let control = crate::control::start(control, core.clone(), opts.source.clone());
     let http = tokio::spawn(crate::http::serve(listener, core.clone(), HTTP_GRACE));
     info!(

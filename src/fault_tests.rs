@@ -58,7 +58,7 @@ pub(crate) async fn faulty_core_with(
     let (disk, switch) = FaultyDisk::open(&path);
     let store = Arc::new(Store::open_with_backend(&path, disk).unwrap());
     let views = Arc::new(Views::new());
-    let (core, tasks) = service::start(cfg.clone(), state, store, views, true)
+    let (core, tasks) = service::start(cfg.clone(), state, store, views, true, service::Scope::All)
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -99,25 +99,41 @@ pub struct CoreTasks {
 
 /// Starts the journal (on its own Arbiter thread) and the scheduler, inside a running actix
 /// System, after recording the end of every job a previous run left running.
+/// Which jobs a core runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The daemon: every queued job, after recovering the jobs a previous run left running.
+    All,
+    /// `reelsmith generate`: only the jobs submitted through this core. The state directory's
+    /// other jobs (queued, or left running by a daemon that died) are left as they are, for the
+    /// daemon to run or recover, and the daemon's recorded pause does not apply.
+    Own,
+}
+
 pub async fn start(
     config: Arc<Config>,
     state_dir: PathBuf,
     store: Arc<Store>,
     views: Arc<Views>,
     paused: bool,
+    scope: Scope,
 ) -> anyhow::Result<(Core, CoreTasks)> {
     // Pause is recorded in the log; a restart keeps it (as do the `--paused` flag and config).
     let admin = store.read_job(JobId::DAEMON, 0, u64::MAX, usize::MAX)?;
-    let was_paused = admin
-        .iter()
-        .filter_map(crate::store::contract::pause_state)
-        .next_back()
-        .unwrap_or(false);
+    let was_paused = scope == Scope::All
+        && (config.daemon.paused
+            || admin
+                .iter()
+                .filter_map(crate::store::contract::pause_state)
+                .next_back()
+                .unwrap_or(false));
     let journal_arbiter = Arbiter::new();
     let journal = Journal::new(store.clone(), views.clone());
     let faults = journal.faults();
     let journal = Journal::start_in_arbiter(&journal_arbiter.handle(), move |_| journal);
-    recover(&journal.clone().recipient(), &views).await?;
+    if scope == Scope::All {
+        recover(&journal.clone().recipient(), &views).await?;
+    }
     let paths = JobPaths {
         state_dir: state_dir.clone(),
         songs_dir: config.songs_dir(),
@@ -129,8 +145,12 @@ pub async fn start(
         views.clone(),
         config.clone(),
         paths,
-        paused || config.daemon.paused || was_paused,
-    )
+        paused || was_paused,
+    );
+    let scheduler = match scope {
+        Scope::All => scheduler,
+        Scope::Own => scheduler.own_jobs_only(),
+    }
     .start();
     let (stop, stopping) = watch::channel(false);
     let core = Core {

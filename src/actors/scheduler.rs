@@ -219,6 +219,8 @@ pub struct Scheduler {
     /// Queued jobs whose cancel is being recorded: not started meanwhile (a start racing the
     /// cancel would run a job the log says was cancelled before execution).
     cancelling: HashSet<JobId>,
+    /// `Some`: run only these jobs (the ones submitted here: `reelsmith generate`); `None`: all.
+    own: Option<HashSet<JobId>>,
     paused: bool,
     concurrency: u32,
     draining: bool,
@@ -238,6 +240,7 @@ impl Scheduler {
         paused: bool,
     ) -> Scheduler {
         Scheduler {
+            own: None,
             journal,
             faults,
             journal_all,
@@ -252,6 +255,12 @@ impl Scheduler {
             idle_waiters: Vec::new(),
             cancelling: HashSet::new(),
         }
+    }
+
+    /// Runs only the jobs submitted through this scheduler (`reelsmith generate`).
+    pub fn own_jobs_only(mut self) -> Scheduler {
+        self.own = Some(HashSet::new());
+        self
     }
 
     fn admits(&self) -> bool {
@@ -275,8 +284,12 @@ impl Scheduler {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let free = (self.concurrency as usize).saturating_sub(self.running.len());
         if self.admits() && free > 0 {
-            let (running, cancelling) = (&self.running, &self.cancelling);
-            let busy = |j| running.contains_key(&j) || cancelling.contains(&j);
+            let (running, cancelling, own) = (&self.running, &self.cancelling, &self.own);
+            let busy = |j| {
+                running.contains_key(&j)
+                    || cancelling.contains(&j)
+                    || own.as_ref().is_some_and(|o| !o.contains(&j))
+            };
             for view in self.views.queued(free, busy) {
                 if view.cancel_requested {
                     continue;
@@ -419,6 +432,9 @@ impl Handler<Submit> for Scheduler {
                 NewEvent::new(Kind::Queued, Level::Info, "Job queued.").with_payload(payload);
             let mut events = vec![queued];
             events.extend(new.warnings);
+            if let Some(own) = self.own.as_mut() {
+                own.insert(job);
+            }
             jobs.push(job);
             appends.push(Append { job, events });
         }
