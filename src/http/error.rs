@@ -14,6 +14,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("Job not found.")]
     JobNotFound,
+    /// A job exists but what was asked of it is not there (yet): its media before completion.
+    #[error("{0}")]
+    NotReady(String),
     #[error("No active job found.")]
     NoActiveJob,
     #[error("Not found: {method} {path}")]
@@ -37,9 +40,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::JobNotFound | ApiError::NoActiveJob | ApiError::NoRoute { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::JobNotFound
+            | ApiError::NotReady(_)
+            | ApiError::NoActiveJob
+            | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -7,6 +7,7 @@
 
 pub mod error;
 mod idempotency;
+mod media;
 mod routes;
 mod upload;
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -14,12 +15,20 @@ use tracing::{debug, warn};
 
 use super::error::ApiError;
 use super::idempotency;
-use super::upload;
+use super::{media, upload};
 use crate::event::{JobId, JobState};
 use crate::request::JobRequest;
 use crate::service::Core;
 
-pub type Body = Full<Bytes>;
+/// Every answer's body: a whole buffer (`full`) or a stream (files, event streams).
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A body that is one buffer.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// Default and largest page of events.
 const DEFAULT_LIMIT: u64 = 200;
@@ -66,7 +75,7 @@ fn preflight(req: &Request<Incoming>) -> Response<Body> {
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("Content-Type"));
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
     h.insert(
@@ -82,7 +91,7 @@ fn preflight(req: &Request<Incoming>) -> Response<Body> {
 }
 
 pub fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut r = Response::new(full(body.to_string()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -115,6 +124,9 @@ pub(crate) enum Endpoint {
     Models,
     UploadSongs,
     Health,
+    Video,
+    Thumbnail,
+    Subtitles,
 }
 
 /// One served route: a method and a path template whose `:name` segments match any one segment.
@@ -147,6 +159,12 @@ pub(crate) const ROUTES: &[Route] = &[
     r("GET", "/api/models", Endpoint::Models),
     r("POST", "/api/upload-songs", Endpoint::UploadSongs),
     r("GET", "/healthz", Endpoint::Health),
+    r("GET", "/api/jobs/:id/video", Endpoint::Video),
+    r("HEAD", "/api/jobs/:id/video", Endpoint::Video),
+    r("GET", "/api/jobs/:id/thumbnail", Endpoint::Thumbnail),
+    r("HEAD", "/api/jobs/:id/thumbnail", Endpoint::Thumbnail),
+    r("GET", "/api/jobs/:id/subtitles", Endpoint::Subtitles),
+    r("HEAD", "/api/jobs/:id/subtitles", Endpoint::Subtitles),
 ];
 
 /// The `:name` segments of `template` taken from `segs`, if the path matches the template.
@@ -216,6 +234,9 @@ async fn route(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         Endpoint::Models => models(st).await,
         Endpoint::UploadSongs => upload::upload_songs(st, req).await,
         Endpoint::Health => health(st).await,
+        Endpoint::Video => media::video(st, &req, id, &query).await,
+        Endpoint::Thumbnail => media::thumbnail(st, &req, id).await,
+        Endpoint::Subtitles => media::subtitles(st, &req, id, &query).await,
     }
 }
 
@@ -340,7 +361,7 @@ async fn generate_batch(st: &Core, req: Request<Incoming>) -> Result<Response<Bo
     Ok(submitted(answer, done.replayed))
 }
 
-fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
+pub(crate) fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
     // An id that is not a UUID cannot name a job: MoneyPrinter answers 404 for it.
     id.parse::<JobId>()
         .ok()
@@ -478,7 +499,7 @@ async fn events_page(
     let mut out = std::mem::take(&mut page.body);
     page.write_tail(&mut out);
     out.push(b'}');
-    let mut r = Response::new(Full::new(Bytes::from(out)));
+    let mut r = Response::new(full(out));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
