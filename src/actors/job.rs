@@ -35,6 +35,10 @@ pub struct Stop(pub StopReason);
 #[rtype(result = "()")]
 pub struct JobEnded {
     pub job: JobId,
+    /// The attempt the actor ran (its `running` event's), whether or not that event committed.
+    pub attempt: u32,
+    /// Why the `running` event could not be recorded, when it could not (nothing ran).
+    pub start_failed: Option<String>,
 }
 
 /// The job's events, through the journal: `emit` resolves after the durable commit.
@@ -115,6 +119,7 @@ async fn cancel_committed(views: Arc<Views>, job: JobId, attempt: u32) {
     }
 }
 
+/// Runs one attempt; answers why its start could not be recorded, if it could not.
 async fn drive(
     view: Arc<JobView>,
     journal: Recipient<Append>,
@@ -122,7 +127,7 @@ async fn drive(
     config: Arc<Config>,
     paths: Arc<JobPaths>,
     signal: StopSignal,
-) {
+) -> Option<String> {
     let job = view.id;
     // Ownership is explicit in the log: which daemon runs this attempt.
     let running = NewEvent::new(Kind::Running, Level::Info, "Job started.").with_payload(json!({
@@ -140,10 +145,16 @@ async fn drive(
                 "Job cancelled before execution.",
             );
             let _ = journal.send(Append::one(job, ev)).await;
-            return;
+            return None;
         }
-        Ok(Err(e)) => return warn!(job = %job, error = %e, "could not start job"),
-        Err(e) => return warn!(job = %job, error = %e, "journal unreachable"),
+        Ok(Err(e)) => {
+            warn!(job = %job, error = %e, "could not record the job's start");
+            return Some(e.to_string());
+        }
+        Err(e) => {
+            warn!(job = %job, error = %e, "journal unreachable");
+            return Some(format!("the journal is unreachable: {e}"));
+        }
     }
     let stored = serde_json::from_str(&view.request).unwrap_or(serde_json::Value::Null);
     let request = match JobRequest::from_json(&stored) {
@@ -156,7 +167,7 @@ async fn drive(
             )
             .with_payload(json!({ "error": "BadRequest", "retryable": false, "stage": "start" }));
             let _ = journal.send(Append::one(job, ev)).await;
-            return;
+            return None;
         }
     };
     let sink: Rc<dyn EventSink> = Rc::new(JournalSink {
@@ -214,6 +225,7 @@ async fn drive(
     if outcome_done {
         let _ = tokio::fs::remove_dir_all(&cx.work_dir).await;
     }
+    None
 }
 
 impl Actor for JobActor {
@@ -233,8 +245,12 @@ impl Actor for JobActor {
             self.paths.clone(),
             self.signal.clone(),
         );
-        ctx.spawn(fut.into_actor(self).map(|(), act, ctx| {
-            act.scheduler.do_send(JobEnded { job: act.view.id });
+        ctx.spawn(fut.into_actor(self).map(|start_failed, act, ctx| {
+            act.scheduler.do_send(JobEnded {
+                job: act.view.id,
+                attempt: act.view.attempt + 1,
+                start_failed,
+            });
             ctx.stop();
         }));
     }
