@@ -210,6 +210,15 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// Largest song upload request, in bytes.
     pub max_upload_bytes: u64,
+    /// HTTP connections open at once. At the cap the longest-waiting connection that is not
+    /// serving a request (idle, or still sending its head) is closed for the newcomer; when every
+    /// one is serving a request, the newcomer gets 503.
+    pub max_connections: u32,
+    /// Time a client has to send a request's head (from the moment one may start), in seconds: a
+    /// client trickling bytes is cut off then.
+    pub header_read_timeout_secs: u64,
+    /// Time an idle keep-alive connection stays open, in seconds.
+    pub keep_alive_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -409,6 +418,9 @@ impl Default for ServerConfig {
             cors_origin: "*".into(),
             max_body_bytes: 1 << 20,
             max_upload_bytes: 100 << 20,
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
+            keep_alive_timeout_secs: 5,
         }
     }
 }
@@ -610,6 +622,26 @@ impl Config {
         }
         if self.server.max_upload_bytes == 0 {
             return Err(invalid("server.max_upload_bytes", "must be at least 1"));
+        }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            return Err(invalid(
+                "server.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        for (key, v) in [
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            (
+                "server.keep_alive_timeout_secs",
+                self.server.keep_alive_timeout_secs,
+            ),
+        ] {
+            if !(1..=3600).contains(&v) {
+                return Err(invalid(key, "must be between 1 and 3600"));
+            }
         }
         if !(1..=64).contains(&self.daemon.concurrency) {
             return Err(invalid("daemon.concurrency", "must be between 1 and 64"));

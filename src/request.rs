@@ -770,7 +770,7 @@ mod tests {
     fn a_stored_request_from_a_newer_daemon_is_refused_naming_its_version() {
         let mut v: Value = serde_json::from_str(GOLDEN_V1).unwrap();
         v["version"] = json!(REQUEST_VERSION + 1);
-        v["aspectRatio"] = json!("16:9");
+        v["futureField"] = json!("only version 2 knows me");
         let err = JobRequest::from_json(&v).unwrap_err().0;
         assert!(
             err.contains(&format!("version {}", REQUEST_VERSION + 1)),

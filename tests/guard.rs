@@ -189,7 +189,7 @@ fn a_version_1_queued_job_starts_and_a_newer_one_is_refused_naming_its_version()
     let tmp2 = tempfile::tempdir().unwrap();
     let mut v2 = v1;
     v2["version"] = json!(2);
-    v2["aspectRatio"] = json!("16:9");
+    v2["futureField"] = json!("only version 2 knows me");
     let job = log_with_queued_job(&tmp2.path().join("state"), v2);
     let d = Daemon::start_in(tmp2.path(), &offline_config(common::SMALL_RENDER), &[]);
     let id = job.to_string();
@@ -204,6 +204,251 @@ fn a_version_1_queued_job_starts_and_a_newer_one_is_refused_naming_its_version()
             .any(|e| e["message"] == "Starting video generation..."),
         "{evs:?}"
     );
+}
+
+/// Reads one HTTP/1.1 response (head, then Content-Length bytes) from `c`.
+fn read_response(c: &mut TcpStream) -> std::io::Result<(u16, String, Value)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if c.read(&mut byte)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("closed after {:?}", String::from_utf8_lossy(&head)),
+            ));
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let len: usize = head
+        .to_ascii_lowercase()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    c.read_exact(&mut body)?;
+    let v = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| json!({ "raw": String::from_utf8_lossy(&body) }));
+    Ok((status, head, v))
+}
+
+/// A client that sends its request head one byte a second; records when the server closed it.
+struct Slowloris {
+    opened: Instant,
+    closed: Arc<Mutex<Option<Instant>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Slowloris {
+    fn start(addr: std::net::SocketAddr) -> Slowloris {
+        let c = TcpStream::connect(addr).unwrap();
+        let opened = Instant::now();
+        let closed = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut reader = c.try_clone().unwrap();
+        let cl = closed.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            // Returns on EOF or an error: the server closed the connection.
+            while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+            *cl.lock().unwrap() = Some(Instant::now());
+        });
+        let (st, cl) = (stop.clone(), closed.clone());
+        std::thread::spawn(move || {
+            let mut c = c;
+            let head = b"GET /api/jobs?limit=1&padding=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\nHost: localhost\r\n\r\n";
+            for b in head {
+                if st.load(Ordering::Relaxed) || cl.lock().unwrap().is_some() {
+                    return;
+                }
+                if c.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        Slowloris {
+            opened,
+            closed,
+            stop,
+        }
+    }
+
+    fn closed_after(&self) -> Option<Duration> {
+        self.closed.lock().unwrap().map(|t| t - self.opened)
+    }
+}
+
+impl Drop for Slowloris {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn slowloris_clients_hold_no_more_than_their_share_and_others_are_answered() {
+    let (d, _tmp) = Daemon::start(
+        &offline_config(
+            "[server]\nmax_connections = 4\nheader_read_timeout_secs = 3\nkeep_alive_timeout_secs = 1\n",
+        ),
+        &["--paused"],
+    );
+    // More slow clients than there are connections.
+    let slow: Vec<Slowloris> = (0..6).map(|_| Slowloris::start(d.addr)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Others are answered at once all along, each on a fresh connection.
+    let t0 = Instant::now();
+    let mut answered = 0;
+    while t0.elapsed() < Duration::from_secs(5) {
+        let t = Instant::now();
+        let (s, v) = d.get("/api/jobs?limit=1");
+        assert_eq!(s, 200, "{v}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a request waited {:?} behind slow clients",
+            t.elapsed()
+        );
+        answered += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(answered >= 10);
+    // Every slow client was cut off: evicted for a newcomer, or at the header read timeout.
+    for (i, s) in slow.iter().enumerate() {
+        let after = s.closed_after();
+        assert!(
+            after.is_some_and(|a| a < Duration::from_millis(4500)),
+            "slow client {i} still open (or closed late: {after:?})"
+        );
+    }
+
+    // A keep-alive connection serves several requests, then is closed once idle for 1 s.
+    let mut c = TcpStream::connect(d.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for i in 0..3 {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let (s, _, _) = read_response(&mut c).unwrap();
+        assert_eq!(s, 200);
+    }
+    // Idle from the last answer on.
+    let idle = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = c.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the idle connection got data");
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_millis(2500),
+        "idle connection closed after {waited:?}"
+    );
+    d.assert_serving();
+}
+
+#[test]
+fn at_the_cap_with_every_connection_busy_a_newcomer_gets_503() {
+    let (d, _tmp) = Daemon::start(
+        &offline_config("[server]\nmax_connections = 2\n"),
+        &["--paused"],
+    );
+    let id = d.submit(&json!({ "videoSubject": "held" }));
+    let last = d.job(&id)["lastEventId"].as_u64().unwrap();
+    // Two long polls hold both connections.
+    let polls: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = TcpStream::connect(d.addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            write!(
+                c,
+                "GET /api/jobs/{id}/events?after={last}&wait=4 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+            )
+            .unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (s, v) = d.get("/healthz");
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["status"], "error");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("server.max_connections"),
+        "{v}"
+    );
+    // The long polls are answered, and the daemon serves again.
+    for mut c in polls {
+        let (s, _, v) = read_response(&mut c).unwrap();
+        assert_eq!(s, 200, "{v}");
+    }
+    d.assert_serving();
+}
+
+/// Writes a request whose body is `body_len` bytes, all of it, before reading anything (as Python's
+/// `urllib` and `requests` do); returns whether the whole body was written and the answer.
+fn send_whole_body_then_read(
+    addr: std::net::SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (std::io::Result<()>, std::io::Result<(u16, String, Value)>) {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let wrote = c.write_all(head.as_bytes()).and_then(|_| c.write_all(body));
+    (wrote, read_response(&mut c))
+}
+
+#[test]
+fn an_oversized_body_sent_whole_before_reading_gets_a_readable_413() {
+    let (d, _tmp) = Daemon::start(
+        &offline_config("[server]\nmax_upload_bytes = 65536\n"),
+        &["--paused"],
+    );
+    // 8 MiB of JSON against the 1 MiB limit.
+    let big = json!({ "videoSubject": "x", "customPrompt": "a".repeat(8 << 20) }).to_string();
+    let (wrote, answer) =
+        send_whole_body_then_read(d.addr, "/api/generate", "application/json", big.as_bytes());
+    wrote.expect("the client could not send its whole body");
+    let (s, _, v) = answer.expect("no readable answer");
+    assert_eq!(s, 413, "{v}");
+    assert_eq!(v["status"], "error");
+    assert!(v["message"].as_str().unwrap().contains("1048576"), "{v}");
+
+    // An 8 MiB song upload against a 64 KiB limit.
+    let boundary = "guardBoundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"songs\"; filename=\"big.mp3\"\r\nContent-Type: audio/mpeg\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(std::iter::repeat_n(b'x', 8 << 20));
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (wrote, answer) = send_whole_body_then_read(
+        d.addr,
+        "/api/upload-songs",
+        &format!("multipart/form-data; boundary={boundary}"),
+        &body,
+    );
+    wrote.expect("the client could not send its whole upload");
+    let (s, _, v) = answer.expect("no readable answer");
+    assert_eq!(s, 413, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("65536"), "{v}");
+    d.assert_serving();
 }
 
 #[allow(dead_code)]
