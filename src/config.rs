@@ -204,8 +204,15 @@ pub struct Config {
 pub struct ServerConfig {
     /// HTTP listen address.
     pub listen: String,
-    /// `Access-Control-Allow-Origin` value; empty disables CORS headers.
+    /// Origins whose pages may call the API: `scheme://host[:port]`, `scheme://host:*` (any port),
+    /// `null` (a page opened from a file) or `*` (any). A state-changing request from another
+    /// origin is refused (403); answers to allowed origins carry `Access-Control-Allow-Origin`.
+    pub cors_origins: Vec<String>,
+    /// Former single-origin key, kept as an alias: when set it replaces `cors_origins` with itself.
     pub cors_origin: String,
+    /// Bearer token every `/api/` request must carry (`Authorization: Bearer ...`; env
+    /// `REELSMITH_API_TOKEN`); empty: none. Never printed.
+    pub api_token: Secret,
     /// Largest JSON request body, in bytes.
     pub max_body_bytes: u64,
     /// Largest song upload request, in bytes.
@@ -415,7 +422,14 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
-            cors_origin: "*".into(),
+            cors_origins: vec![
+                "http://localhost:*".into(),
+                "http://127.0.0.1:*".into(),
+                "http://[::1]:*".into(),
+                "null".into(),
+            ],
+            cors_origin: String::new(),
+            api_token: Secret::default(),
             max_body_bytes: 1 << 20,
             max_upload_bytes: 100 << 20,
             max_connections: 1024,
@@ -623,6 +637,16 @@ impl Config {
         if self.server.max_upload_bytes == 0 {
             return Err(invalid("server.max_upload_bytes", "must be at least 1"));
         }
+        for o in self.allowed_origins() {
+            if let Err(why) = check_origin_pattern(&o) {
+                let key = if self.server.cors_origin.trim().is_empty() {
+                    "server.cors_origins"
+                } else {
+                    "server.cors_origin"
+                };
+                return Err(invalid(key, format!("`{o}` {why}")));
+            }
+        }
         if !(1..=1_000_000).contains(&self.server.max_connections) {
             return Err(invalid(
                 "server.max_connections",
@@ -764,6 +788,16 @@ impl Config {
         Ok(())
     }
 
+    /// The origins allowed to call the API: `server.cors_origin` when that alias is set, else
+    /// `server.cors_origins`.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        if self.server.cors_origin.trim().is_empty() {
+            self.server.cors_origins.clone()
+        } else {
+            vec![self.server.cors_origin.trim().to_string()]
+        }
+    }
+
     pub fn listen_addr(&self) -> SocketAddr {
         // validate() has checked that it parses.
         self.server
@@ -822,8 +856,27 @@ impl Config {
     }
 }
 
-/// Environment names other than `REELSMITH_<SECTION>_<KEY>` that set a key: MoneyPrinter's own.
-const ENV_ALIASES: [(&str, &str, &str); 8] = [
+/// Why `o` is not an origin pattern (`*`, `null`, `scheme://host[:port]` or `scheme://host:*`).
+fn check_origin_pattern(o: &str) -> Result<(), &'static str> {
+    if o == "*" || o == "null" {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return Err("is not an origin: use scheme://host[:port], scheme://host:*, null or *");
+    };
+    if !matches!(scheme, "http" | "https") {
+        return Err("is not an origin: the scheme must be http or https");
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Err("is not an origin: no path, query or spaces after the host");
+    }
+    Ok(())
+}
+
+/// Environment names other than `REELSMITH_<SECTION>_<KEY>` that set a key: MoneyPrinter's own, and
+/// the API token's short name.
+const ENV_ALIASES: [(&str, &str, &str); 9] = [
+    ("REELSMITH_API_TOKEN", "server", "api_token"),
     ("OLLAMA_BASE_URL", "llm", "ollama_base_url"),
     ("OLLAMA_MODEL", "llm", "model"),
     ("PEXELS_API_KEY", "footage", "pexels_api_key"),
@@ -863,7 +916,13 @@ fn apply_env(tree: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
     let defaults = toml::Value::try_from(Config::default())
         .map_err(|e| invalid("(defaults)", e.to_string()))?;
     for (name, value) in env {
-        let target = if let Some(rest) = name.strip_prefix("REELSMITH_") {
+        let alias = aliases
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, s, k)| (s.to_string(), k.to_string()));
+        let target = if alias.is_some() {
+            alias
+        } else if let Some(rest) = name.strip_prefix("REELSMITH_") {
             let rest = rest.to_ascii_lowercase();
             let Some((section, key)) = rest.split_once('_') else {
                 continue;
@@ -873,10 +932,7 @@ fn apply_env(tree: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
             }
             Some((section.to_string(), key.to_string()))
         } else {
-            aliases
-                .iter()
-                .find(|(n, _, _)| n == name)
-                .map(|(_, s, k)| (s.to_string(), k.to_string()))
+            None
         };
         let Some((section, key)) = target else {
             continue;
@@ -971,6 +1027,8 @@ mod tests {
                 ("OLLAMA_MODEL", "mistral"),
                 ("PEXELS_API_KEY", "k"),
                 ("REELSMITH_VOICE_TIKTOK_ENDPOINTS", "http://a, http://b"),
+                ("REELSMITH_API_TOKEN", "token-from-env"),
+                ("REELSMITH_SERVER_CORS_ORIGINS", "https://a.example, null"),
             ]),
         )
         .unwrap();
@@ -979,6 +1037,8 @@ mod tests {
         assert_eq!(cfg.llm.model, "mistral");
         assert_eq!(cfg.footage.pexels_api_key, "k");
         assert_eq!(cfg.voice.tiktok_endpoints, vec!["http://a", "http://b"]);
+        assert_eq!(cfg.server.api_token, "token-from-env");
+        assert_eq!(cfg.allowed_origins(), vec!["https://a.example", "null"]);
     }
 
     #[test]

@@ -32,6 +32,17 @@ pub enum ApiError {
     /// The event log cannot be written: 507 when its disk is full, else 503.
     #[error("{message}")]
     LogFailed { message: String, disk_full: bool },
+    /// The request's origin may not call the API (`http::guard`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request's host is not this daemon's (DNS rebinding, `http::guard`).
+    #[error("{0}")]
+    Misdirected(String),
+    /// No or a wrong bearer token (`server.api_token`).
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("Internal error: {0}")]
     Internal(String),
 }
@@ -52,6 +63,10 @@ impl ApiError {
                 disk_full: true, ..
             } => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::LogFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

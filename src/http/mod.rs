@@ -8,6 +8,7 @@
 //! (MVCC: they never wait for the journal).
 
 pub mod error;
+mod guard;
 mod idempotency;
 mod limits;
 mod media;
@@ -51,7 +52,13 @@ type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infalli
 /// (`server.max_connections`, `header_read_timeout_secs`, `keep_alive_timeout_secs`) are read once,
 /// here.
 pub async fn serve(listener: TcpListener, core: Core, grace: Duration) {
-    let limits = Limits::from_config(&core.config().server);
+    let config = core.config();
+    let limits = Limits::from_config(&config.server);
+    if let Ok(bound) = listener.local_addr() {
+        if let Some(w) = guard::exposure_warning(&config, bound) {
+            warn!(listen = %bound, "{w}");
+        }
+    }
     let table = ConnTable::new(limits.max_connections);
     let refusing = Arc::new(AtomicUsize::new(0));
     let mut connections = JoinSet::new();

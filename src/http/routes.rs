@@ -44,8 +44,11 @@ pub async fn handle(st: Core, req: Request<Incoming>, peer: SocketAddr) -> Respo
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let config = st.config();
-    let origin_ok = !config.server.cors_origin.is_empty();
-    let mut resp = if method == Method::OPTIONS {
+    let origin = super::guard::request_origin(&req);
+    let mut resp = if let Err(e) = super::guard::check(&config, &req) {
+        debug!(%method, %path, %peer, error = %e, "request refused by a guard");
+        error_response(&e)
+    } else if method == Method::OPTIONS {
         preflight(&req)
     } else {
         match route(&st, req).await {
@@ -60,12 +63,7 @@ pub async fn handle(st: Core, req: Request<Incoming>, peer: SocketAddr) -> Respo
             }
         }
     };
-    if origin_ok {
-        if let Ok(v) = HeaderValue::from_str(&config.server.cors_origin) {
-            resp.headers_mut()
-                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        }
-    }
+    super::guard::cors_headers(&config, origin.as_deref(), resp.headers_mut());
     resp
 }
 
@@ -105,10 +103,17 @@ fn ok(body: Value) -> Result<Response<Body>, ApiError> {
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {
-    json_response(
+    let mut r = json_response(
         e.status(),
         &json!({ "status": "error", "message": e.to_string() }),
-    )
+    );
+    if matches!(e, ApiError::Unauthorized(_)) {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"reelsmith\""),
+        );
+    }
+    r
 }
 
 /// What a route does; [`ROUTES`] names each one's method and path.
