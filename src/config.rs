@@ -197,6 +197,58 @@ pub struct Config {
     pub render: RenderConfig,
     pub tools: ToolsConfig,
     pub youtube: YoutubeConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// Webhooks: a POST to the job's `webhookUrl` (else `url`) when it ends, or on every event.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// The URL for jobs whose request names none; empty: only those that do get webhooks.
+    pub url: String,
+    /// Key of the `X-Reelsmith-Signature` HMAC; never printed. Empty: no signature header.
+    pub secret: Secret,
+    /// Deliver every event of the job, not only `complete`, `error` and `cancelled`.
+    pub all_events: bool,
+    /// Deadline of one delivery attempt, seconds.
+    pub timeout_secs: u64,
+    /// Wait before the first retry, milliseconds; it doubles after each failed attempt.
+    pub retry_base_ms: u64,
+    /// Longest wait between two attempts, seconds.
+    pub retry_max_secs: u64,
+    /// An event whose delivery keeps failing is abandoned this long after it happened, seconds.
+    pub give_up_secs: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            url: String::new(),
+            secret: Secret::default(),
+            all_events: false,
+            timeout_secs: 10,
+            retry_base_ms: 1000,
+            retry_max_secs: 3600,
+            give_up_secs: 86_400,
+        }
+    }
+}
+
+/// Why `url` cannot be a webhook URL (only absolute `http://` and `https://` URLs can), if it cannot.
+pub fn webhook_url_problem(url: &str) -> Option<String> {
+    const MAX: usize = 2048;
+    if url.len() > MAX {
+        return Some(format!("is longer than {MAX} characters"));
+    }
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Some("must be an http:// or https:// URL".into());
+    }
+    match url.parse::<hyper::Uri>() {
+        Ok(u) if u.host().is_some_and(|h| !h.is_empty()) => None,
+        Ok(_) => Some("has no host".into()),
+        Err(e) => Some(format!("is not a valid URL ({e})")),
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -575,19 +627,6 @@ impl Default for ToolsConfig {
     }
 }
 
-const SECTIONS: [&str; 10] = [
-    "server",
-    "daemon",
-    "llm",
-    "footage",
-    "voice",
-    "subtitles",
-    "music",
-    "render",
-    "tools",
-    "youtube",
-];
-
 impl Config {
     /// Loads defaults, then `file`, then the environment; validates the result.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -776,6 +815,32 @@ impl Config {
         if r.crf > 51 {
             return Err(invalid("render.crf", "must be between 0 and 51"));
         }
+        let w = &self.webhooks;
+        if !w.url.is_empty() {
+            if let Some(problem) = webhook_url_problem(&w.url) {
+                return Err(invalid("webhooks.url", problem));
+            }
+        }
+        if !(1..=300).contains(&w.timeout_secs) {
+            return Err(invalid(
+                "webhooks.timeout_secs",
+                "must be between 1 and 300",
+            ));
+        }
+        if !(1..=3_600_000).contains(&w.retry_base_ms) {
+            return Err(invalid(
+                "webhooks.retry_base_ms",
+                "must be between 1 and 3600000",
+            ));
+        }
+        if w.retry_max_secs == 0 || w.give_up_secs == 0 {
+            let key = if w.retry_max_secs == 0 {
+                "webhooks.retry_max_secs"
+            } else {
+                "webhooks.give_up_secs"
+            };
+            return Err(invalid(key, "must be at least 1"));
+        }
         for (key, v) in [
             ("tools.ffmpeg", &self.tools.ffmpeg),
             ("tools.ffprobe", &self.tools.ffprobe),
@@ -927,7 +992,8 @@ fn apply_env(tree: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
             let Some((section, key)) = rest.split_once('_') else {
                 continue;
             };
-            if !SECTIONS.contains(&section) {
+            // Every section of the config takes overrides (the defaults list them all).
+            if defaults.get(section).is_none() {
                 continue;
             }
             Some((section.to_string(), key.to_string()))

@@ -13,12 +13,13 @@
 //! - `pipeline/`  The media stages: script, footage, voice, music, subtitles, render, metadata.
 //! - `actors/`    `journal` (the only writer, group commit), `scheduler` (limits, routing), `job`.
 //! - `service`    `Core`: the one face of the core (submit, cancel, retry, pause, reads, pages...).
+//! - `webhooks`   The webhook dispatcher: follows the log, POSTs job events, records each attempt.
 //! - `http/`      The hyper server: MoneyPrinter's API plus long polling, through `Core`.
 //! - `control/`   The Unix control socket (through `Core`) and the `ctl` client.
 //! - `generate`   The one-shot `reelsmith generate` command, through `Core`.
 //! - `daemon`     The boot and shutdown sequences of `serve`.
 //! - `fault_tests` (tests only) Store faults against the in-process core, HTTP and control socket.
-//! - Edges: `config` (read once, passed down; imports `secret` only), `cli` (clap), `telemetry`,
+//! - Edges: `config` (read once, passed down; imports `secret` only, and hyper's URI parser), `cli` (clap), `telemetry`,
 //!   `systemd` (sd_notify). `cli` mounts `control::cli`'s `ctl` subcommands.
 
 pub(crate) mod actors;
@@ -42,6 +43,7 @@ pub(crate) mod systemd;
 pub mod telemetry;
 pub mod views;
 pub(crate) mod voices;
+pub(crate) mod webhooks;
 
 /// Resolves once `rx` holds `true` (or its sender is gone). Holds no lock across an await, so the
 /// future is `Send`.

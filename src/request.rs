@@ -67,6 +67,9 @@ pub struct JobRequest {
     /// The video's shape (`aspectRatio`). Requests stored before it existed read as 9:16.
     #[serde(default)]
     pub aspect_ratio: AspectRatio,
+    /// Where the job's webhooks go (`webhookUrl`, an http(s) URL); `None`: `webhooks.url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
     /// What the body held that the parser ignored: told to the caller and recorded as the job's
     /// first log event, not stored with the request.
     #[serde(skip)]
@@ -321,6 +324,15 @@ impl JobRequest {
             })?,
             _ => cfg.render.aspect_ratio,
         };
+        let webhook_url = opt_string(obj, "webhookUrl")?
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        if let Some(problem) = webhook_url
+            .as_deref()
+            .and_then(crate::config::webhook_url_problem)
+        {
+            return Err(RequestError(format!("webhookUrl {problem}.")));
+        }
         // MoneyPrinter's page always sends it, empty: only a real archive is worth a warning.
         let zip_url = match obj.get("zipUrl") {
             None | Some(Value::Null) => false,
@@ -347,6 +359,7 @@ impl JobRequest {
             warnings,
             subtitles_style,
             aspect_ratio,
+            webhook_url,
         })
     }
 
@@ -620,6 +633,7 @@ mod tests {
             "subtitlesPosition",
             "color",
             "zipUrl",
+            "webhookUrl",
         ];
         let body: Map<String, Value> = known
             .iter()
@@ -683,6 +697,19 @@ mod tests {
                 json!({"videoSubject": "x", "aspectRatio": 1}),
                 "aspectRatio",
             ),
+            (
+                json!({"videoSubject": "x", "webhookUrl": "ftp://example.com/hook"}),
+                "webhookUrl must be an http:// or https:// URL",
+            ),
+            (
+                json!({"videoSubject": "x", "webhookUrl": "file:///etc/passwd"}),
+                "webhookUrl",
+            ),
+            (
+                json!({"videoSubject": "x", "webhookUrl": "http://"}),
+                "webhookUrl",
+            ),
+            (json!({"videoSubject": "x", "webhookUrl": 7}), "webhookUrl"),
             (json!([1, 2]), "JSON object"),
         ];
         for (body, needle) in cases {

@@ -23,8 +23,8 @@ use crate::actors::job::{interruption_events, JobPaths};
 use crate::actors::journal::{Append, Close, Fault, Journal, JournalError, Ping};
 use crate::actors::scheduler::{
     Caller, Cancel, CancelActive, CancelOutcome, Drain, GetStatus, IdempotencyKey, RecordAdmin,
-    Retry, Scheduler, SchedulerError, SchedulerStatus, SetConcurrency, SetConfig, SetPaused,
-    Shutdown, Submit, Submitted,
+    RecordWebhook, Retry, Scheduler, SchedulerError, SchedulerStatus, SetConcurrency, SetConfig,
+    SetPaused, Shutdown, Submit, Submitted,
 };
 use crate::config::Config;
 use crate::event::{Event, EventId, JobId, JobState, JobView, Kind, Level, NewEvent};
@@ -312,6 +312,15 @@ impl Core {
         Ok(self.inner.scheduler.send(msg).await??)
     }
 
+    /// Records one webhook attempt of `job` (a `webhook` event); answers its id.
+    pub async fn record_webhook(&self, job: JobId, event: NewEvent) -> Result<EventId, CoreError> {
+        Ok(self
+            .inner
+            .scheduler
+            .send(RecordWebhook { job, event })
+            .await??)
+    }
+
     /// Makes `config` the one new jobs and handlers use.
     pub async fn set_config(&self, config: Arc<Config>) -> Result<(), CoreError> {
         self.inner
@@ -410,6 +419,13 @@ impl Core {
             return Ok(Vec::new());
         }
         self.blocking_read(limit, move |store| store.read_job(job, after, upto, limit))
+            .await
+    }
+
+    /// Decoded events of every job with id > `after`, ascending, at most `limit` (the daemon-wide
+    /// feed followers such as the webhook dispatcher read).
+    pub async fn read_since(&self, after: EventId, limit: usize) -> Result<Vec<Event>, CoreError> {
+        self.blocking_read(limit, move |store| store.read_since(after, limit))
             .await
     }
 

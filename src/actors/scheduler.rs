@@ -21,7 +21,7 @@ use tracing::{error, info, warn};
 use crate::actors::job::{interruption_events, JobActor, JobEnded, JobPaths, Stop};
 use crate::actors::journal::{Append, AppendAll, Fault, JournalError, Refusal};
 use crate::config::Config;
-use crate::event::{now_ms, IdempotencyTag, JobId, JobState, Kind, Level, NewEvent};
+use crate::event::{now_ms, EventId, IdempotencyTag, JobId, JobState, Kind, Level, NewEvent};
 use crate::pipeline::StopReason;
 use crate::request::JobRequest;
 use crate::views::Views;
@@ -141,6 +141,14 @@ pub struct RecordAdmin {
     /// The event's payload; `by` is added to it.
     pub payload: Value,
     pub by: Caller,
+}
+
+/// Records one webhook attempt (a `webhook` event) of a job; the reply is its event id.
+#[derive(Message)]
+#[rtype(result = "Result<EventId, SchedulerError>")]
+pub struct RecordWebhook {
+    pub job: JobId,
+    pub event: NewEvent,
 }
 
 /// A snapshot of the scheduler's own state (also the watchdog's liveness ping).
@@ -819,6 +827,28 @@ impl Handler<RecordAdmin> for Scheduler {
         Box::pin(async move {
             send.await??;
             Ok(())
+        })
+    }
+}
+
+impl Handler<RecordWebhook> for Scheduler {
+    type Result = ResponseFuture<Result<EventId, SchedulerError>>;
+
+    fn handle(&mut self, msg: RecordWebhook, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.refuse_if_failed() {
+            return Box::pin(async move { Err(e) });
+        }
+        if msg.event.kind != Kind::Webhook {
+            return Box::pin(async {
+                Err(SchedulerError::Internal(
+                    "only webhook events are recorded here".into(),
+                ))
+            });
+        }
+        let send = self.journal.send(Append::one(msg.job, msg.event));
+        Box::pin(async move {
+            let ids = send.await??;
+            Ok(ids.last().copied().unwrap_or_default())
         })
     }
 }
