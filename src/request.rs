@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{AspectRatio, CaptionStyle, Config};
+use crate::voices;
 
 /// Why a request was refused; the message names the field and is shown to the caller as is.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -260,9 +261,22 @@ impl JobRequest {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| cfg.voice.default_voice.clone());
-        if !crate::voices::is_known_voice(&voice) {
+        if let Some(model) = voices::piper_model_name(&voice) {
+            let models = voices::piper_models(&cfg.tools.piper, &cfg.voice.piper_model);
+            if !models.iter().any(|m| m.name == model) {
+                let installed: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+                return Err(RequestError(if installed.is_empty() {
+                    format!("voice `{voice}`: no Piper model is installed (tools.piper, voice.piper_model).")
+                } else {
+                    format!(
+                        "voice `{voice}`: no Piper model `{model}` is installed (installed: {}).",
+                        installed.join(", ")
+                    )
+                }));
+            }
+        } else if !voices::is_known_voice(&voice) {
             return Err(RequestError(format!(
-                "voice `{voice}` is not a known voice id (for example en_us_001, fr_001, de_001, br_001, jp_001)."
+                "voice `{voice}` is not a known voice id (for example en_us_001, fr_001, de_001, br_001, jp_001, or piper:<model name>)."
             )));
         }
         // MoneyPrinter's page allows 1 to 100 for both.

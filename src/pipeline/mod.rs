@@ -15,6 +15,7 @@ pub mod footage;
 pub mod metadata;
 pub mod music;
 pub mod online;
+pub mod piper;
 pub mod process;
 pub mod render;
 pub mod resume;
