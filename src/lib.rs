@@ -7,6 +7,7 @@
 //! - `views`      In-memory job views and the queue, derived from the log after each commit.
 //! - `voices`     The voice catalogue (MoneyPrinter ids, espeak-ng voices, TikTok's). A leaf.
 //! - `percent`    Percent-encoding of URL components. A leaf.
+//! - `metrics`    The process's instruments and the `/metrics` scrape (prometheus-client). A leaf.
 //! - `secret`     `Secret` (never printed) and the redactor that hides secrets in any text.
 //! - `request`    The `POST /api/generate` body, parsed and validated.
 //! - `providers/` Clients of outside services (Ollama, OpenAI-compatible, Pexels, TikTok, YouTube).
@@ -32,6 +33,7 @@ pub mod event;
 mod fault_tests;
 pub mod generate;
 pub(crate) mod http;
+pub(crate) mod metrics;
 pub(crate) mod percent;
 pub(crate) mod pipeline;
 pub(crate) mod providers;

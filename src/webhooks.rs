@@ -304,6 +304,7 @@ async fn expire_and_start(
         let Some(d) = q.queue.pop_front() else {
             continue;
         };
+        crate::metrics::get().webhook("gave_up");
         let record = record(&q.url, &d, "gave_up", None, Some("expired"), None);
         if let Err(e) = core.record_webhook(job, record).await {
             warn!(job = %job, error = %e, "cannot record an abandoned webhook");
@@ -328,6 +329,7 @@ async fn settle(
     let url = redact_url(&q.url);
     let event = if attempt.delivered() {
         debug!(job = %job, event = d.event.id, url = %url, "webhook delivered");
+        crate::metrics::get().webhook("delivered");
         let ev = record(&q.url, d, "delivered", attempt.status, None, None);
         q.queue.pop_front();
         ev
@@ -339,11 +341,13 @@ async fn settle(
         let error = attempt.error.as_deref();
         if next_ms > d.event.timestamp_ms.saturating_add(window) {
             warn!(job = %job, event = d.event.id, url = %url, attempts = d.failed, "webhook abandoned");
+            crate::metrics::get().webhook("gave_up");
             let ev = record(&q.url, d, "gave_up", attempt.status, error, None);
             q.queue.pop_front();
             ev
         } else {
             info!(job = %job, event = d.event.id, url = %url, attempt = d.failed, error = error.unwrap_or(""), retry_in_ms = delay.as_millis() as u64, "webhook delivery failed");
+            crate::metrics::get().webhook("failed");
             d.due = Instant::now() + delay;
             record(&q.url, d, "failed", attempt.status, error, Some(next_ms))
         }

@@ -41,6 +41,7 @@ pub(crate) const MAX_BATCH: usize = 100;
 const BATCH_BODY_FACTOR: u64 = 16;
 
 pub async fn handle(st: Core, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let config = st.config();
@@ -64,6 +65,13 @@ pub async fn handle(st: Core, req: Request<Incoming>, peer: SocketAddr) -> Respo
         }
     };
     super::guard::cors_headers(&config, origin.as_deref(), resp.headers_mut());
+    let route = template_of(path.trim_end_matches('/')).unwrap_or("unmatched");
+    crate::metrics::get().http(
+        route,
+        method.as_str(),
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
     resp
 }
 
@@ -129,6 +137,7 @@ pub(crate) enum Endpoint {
     Models,
     UploadSongs,
     Health,
+    Metrics,
     Video,
     Thumbnail,
     Subtitles,
@@ -164,6 +173,7 @@ pub(crate) const ROUTES: &[Route] = &[
     r("GET", "/api/models", Endpoint::Models),
     r("POST", "/api/upload-songs", Endpoint::UploadSongs),
     r("GET", "/healthz", Endpoint::Health),
+    r("GET", "/metrics", Endpoint::Metrics),
     r("GET", "/api/jobs/:id/video", Endpoint::Video),
     r("HEAD", "/api/jobs/:id/video", Endpoint::Video),
     r("GET", "/api/jobs/:id/thumbnail", Endpoint::Thumbnail),
@@ -187,6 +197,15 @@ fn match_template<'a>(template: &str, segs: &[&'a str]) -> Option<Vec<&'a str>> 
         }
     }
     Some(params)
+}
+
+/// The template of the route(s) serving `path`, whatever the method (the metrics' `route` label).
+pub(crate) fn template_of(path: &str) -> Option<&'static str> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    ROUTES
+        .iter()
+        .find(|r| match_template(r.path, &segs).is_some())
+        .map(|r| r.path)
 }
 
 /// The route serving `method` on `path` with its path parameters; `Err(true)` when the path exists
@@ -239,6 +258,7 @@ async fn route(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         Endpoint::Models => models(st).await,
         Endpoint::UploadSongs => upload::upload_songs(st, req).await,
         Endpoint::Health => health(st).await,
+        Endpoint::Metrics => metrics(st).await,
         Endpoint::Video => media::video(st, &req, id, &query).await,
         Endpoint::Thumbnail => media::thumbnail(st, &req, id).await,
         Endpoint::Subtitles => media::subtitles(st, &req, id, &query).await,
@@ -566,6 +586,25 @@ async fn models(st: &Core) -> Result<Response<Body>, ApiError> {
 
 /// 200 while the daemon works (`degraded` when a media tool is missing); 503 with the reason once
 /// the event log has failed.
+/// `GET /metrics`: the scrape, with the state gauges read from the views now.
+async fn metrics(st: &Core) -> Result<Response<Body>, ApiError> {
+    let c = st.counts();
+    let depth = match st.scheduler_status().await {
+        Ok(s) => s.queue_depth as u64,
+        Err(_) => c.queued,
+    };
+    let text = crate::metrics::get().render(
+        [c.queued, c.running, c.completed, c.failed, c.cancelled],
+        depth,
+    );
+    let mut r = Response::new(full(text));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    Ok(r)
+}
+
 async fn health(st: &Core) -> Result<Response<Body>, ApiError> {
     let missing = crate::pipeline::process::check_tools(&st.config());
     let counts = st.counts();

@@ -433,7 +433,9 @@ async fn run_inner(cx: &mut JobContext) -> Result<(), (Option<Stage>, StageError
         }
         cx.stop.check().map_err(|e| (Some(stage), e))?;
         let before = cx.artifacts.clone();
+        let started = std::time::Instant::now();
         stage.run(cx).await.map_err(|e| (Some(stage), e))?;
+        crate::metrics::get().stage(stage.name(), started.elapsed());
         // A result that cannot be kept costs only the resume: the job goes on.
         match resume::save(cx, stage, before).await {
             Ok(ev) => {

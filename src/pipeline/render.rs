@@ -501,6 +501,7 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
 
     let ffmpeg = Tool::ffmpeg(&cfg);
     let cxr: &JobContext = cx;
+    let encoding = std::time::Instant::now();
     let encoded = encode_reporting(&cx.stop, &ffmpeg, &args, duration, |f| async move {
         cxr.emit("render", NewEvent::progress(f)).await.map(|_| ())
     })
@@ -508,6 +509,10 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
     if let Err(e) = encoded {
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(out_of_space(e, &cx.work_dir));
+    }
+    let took = encoding.elapsed().as_secs_f64();
+    if took > 0.0 {
+        crate::metrics::get().render_speed.observe(duration / took);
     }
     cx.stop.check()?;
 
