@@ -12,6 +12,7 @@ mod guard;
 mod idempotency;
 mod limits;
 mod media;
+mod openapi;
 mod routes;
 mod upload;
 
