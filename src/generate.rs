@@ -1,6 +1,8 @@
 //! `reelsmith generate "<subject>"`: one video, now, in this process. It runs the same actors as the
 //! daemon (journal, scheduler, job) on the same state directory, follows the job's events as they
 //! commit, draws a progress bar, and copies the MP4 to `--out`. Ctrl-C cancels the job cleanly.
+//! It runs only its own job (`service::Scope::Own`): the directory's queued jobs stay queued and
+//! jobs a dead daemon left running stay as they are, for the daemon to run or recover.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -66,7 +68,8 @@ pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let system = service::system();
     let json_out = args.json;
     let result = system.block_on(async move {
-        let (core, tasks) = service::start(config, state_dir, store, views, false).await?;
+        let (core, tasks) =
+            service::start(config, state_dir, store, views, false, service::Scope::Own).await?;
         let job = core.submit(&request).await?;
         if !json_out {
             eprintln!("Job {job} queued (state: {})", core.state_dir().display());

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{AspectRatio, CaptionStyle, Config};
+use crate::voices;
 
 /// Why a request was refused; the message names the field and is shown to the caller as is.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -67,6 +68,9 @@ pub struct JobRequest {
     /// The video's shape (`aspectRatio`). Requests stored before it existed read as 9:16.
     #[serde(default)]
     pub aspect_ratio: AspectRatio,
+    /// Where the job's webhooks go (`webhookUrl`, an http(s) URL); `None`: `webhooks.url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
     /// What the body held that the parser ignored: told to the caller and recorded as the job's
     /// first log event, not stored with the request.
     #[serde(skip)]
@@ -257,9 +261,22 @@ impl JobRequest {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| cfg.voice.default_voice.clone());
-        if !crate::voices::is_known_voice(&voice) {
+        if let Some(model) = voices::piper_model_name(&voice) {
+            let models = voices::piper_models(&cfg.tools.piper, &cfg.voice.piper_model);
+            if !models.iter().any(|m| m.name == model) {
+                let installed: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+                return Err(RequestError(if installed.is_empty() {
+                    format!("voice `{voice}`: no Piper model is installed (tools.piper, voice.piper_model).")
+                } else {
+                    format!(
+                        "voice `{voice}`: no Piper model `{model}` is installed (installed: {}).",
+                        installed.join(", ")
+                    )
+                }));
+            }
+        } else if !voices::is_known_voice(&voice) {
             return Err(RequestError(format!(
-                "voice `{voice}` is not a known voice id (for example en_us_001, fr_001, de_001, br_001, jp_001)."
+                "voice `{voice}` is not a known voice id (for example en_us_001, fr_001, de_001, br_001, jp_001, or piper:<model name>)."
             )));
         }
         // MoneyPrinter's page allows 1 to 100 for both.
@@ -321,6 +338,15 @@ impl JobRequest {
             })?,
             _ => cfg.render.aspect_ratio,
         };
+        let webhook_url = opt_string(obj, "webhookUrl")?
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        if let Some(problem) = webhook_url
+            .as_deref()
+            .and_then(crate::config::webhook_url_problem)
+        {
+            return Err(RequestError(format!("webhookUrl {problem}.")));
+        }
         // MoneyPrinter's page always sends it, empty: only a real archive is worth a warning.
         let zip_url = match obj.get("zipUrl") {
             None | Some(Value::Null) => false,
@@ -347,6 +373,7 @@ impl JobRequest {
             warnings,
             subtitles_style,
             aspect_ratio,
+            webhook_url,
         })
     }
 
@@ -620,6 +647,7 @@ mod tests {
             "subtitlesPosition",
             "color",
             "zipUrl",
+            "webhookUrl",
         ];
         let body: Map<String, Value> = known
             .iter()
@@ -683,6 +711,19 @@ mod tests {
                 json!({"videoSubject": "x", "aspectRatio": 1}),
                 "aspectRatio",
             ),
+            (
+                json!({"videoSubject": "x", "webhookUrl": "ftp://example.com/hook"}),
+                "webhookUrl must be an http:// or https:// URL",
+            ),
+            (
+                json!({"videoSubject": "x", "webhookUrl": "file:///etc/passwd"}),
+                "webhookUrl",
+            ),
+            (
+                json!({"videoSubject": "x", "webhookUrl": "http://"}),
+                "webhookUrl",
+            ),
+            (json!({"videoSubject": "x", "webhookUrl": 7}), "webhookUrl"),
             (json!([1, 2]), "JSON object"),
         ];
         for (body, needle) in cases {
@@ -770,7 +811,7 @@ mod tests {
     fn a_stored_request_from_a_newer_daemon_is_refused_naming_its_version() {
         let mut v: Value = serde_json::from_str(GOLDEN_V1).unwrap();
         v["version"] = json!(REQUEST_VERSION + 1);
-        v["aspectRatio"] = json!("16:9");
+        v["futureField"] = json!("only version 2 knows me");
         let err = JobRequest::from_json(&v).unwrap_err().0;
         assert!(
             err.contains(&format!("version {}", REQUEST_VERSION + 1)),

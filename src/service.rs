@@ -23,8 +23,8 @@ use crate::actors::job::{interruption_events, JobPaths};
 use crate::actors::journal::{Append, Close, Fault, Journal, JournalError, Ping};
 use crate::actors::scheduler::{
     Caller, Cancel, CancelActive, CancelOutcome, Drain, GetStatus, IdempotencyKey, RecordAdmin,
-    Retry, Scheduler, SchedulerError, SchedulerStatus, SetConcurrency, SetConfig, SetPaused,
-    Shutdown, Submit, Submitted,
+    RecordWebhook, Retry, Scheduler, SchedulerError, SchedulerStatus, SetConcurrency, SetConfig,
+    SetPaused, Shutdown, Submit, Submitted,
 };
 use crate::config::Config;
 use crate::event::{Event, EventId, JobId, JobState, JobView, Kind, Level, NewEvent};
@@ -99,25 +99,41 @@ pub struct CoreTasks {
 
 /// Starts the journal (on its own Arbiter thread) and the scheduler, inside a running actix
 /// System, after recording the end of every job a previous run left running.
+/// Which jobs a core runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// The daemon: every queued job, after recovering the jobs a previous run left running.
+    All,
+    /// `reelsmith generate`: only the jobs submitted through this core. The state directory's
+    /// other jobs (queued, or left running by a daemon that died) are left as they are, for the
+    /// daemon to run or recover, and the daemon's recorded pause does not apply.
+    Own,
+}
+
 pub async fn start(
     config: Arc<Config>,
     state_dir: PathBuf,
     store: Arc<Store>,
     views: Arc<Views>,
     paused: bool,
+    scope: Scope,
 ) -> anyhow::Result<(Core, CoreTasks)> {
     // Pause is recorded in the log; a restart keeps it (as do the `--paused` flag and config).
     let admin = store.read_job(JobId::DAEMON, 0, u64::MAX, usize::MAX)?;
-    let was_paused = admin
-        .iter()
-        .filter_map(crate::store::contract::pause_state)
-        .next_back()
-        .unwrap_or(false);
+    let was_paused = scope == Scope::All
+        && (config.daemon.paused
+            || admin
+                .iter()
+                .filter_map(crate::store::contract::pause_state)
+                .next_back()
+                .unwrap_or(false));
     let journal_arbiter = Arbiter::new();
     let journal = Journal::new(store.clone(), views.clone());
     let faults = journal.faults();
     let journal = Journal::start_in_arbiter(&journal_arbiter.handle(), move |_| journal);
-    recover(&journal.clone().recipient(), &views).await?;
+    if scope == Scope::All {
+        recover(&journal.clone().recipient(), &views).await?;
+    }
     let paths = JobPaths {
         state_dir: state_dir.clone(),
         songs_dir: config.songs_dir(),
@@ -129,8 +145,12 @@ pub async fn start(
         views.clone(),
         config.clone(),
         paths,
-        paused || config.daemon.paused || was_paused,
-    )
+        paused || was_paused,
+    );
+    let scheduler = match scope {
+        Scope::All => scheduler,
+        Scope::Own => scheduler.own_jobs_only(),
+    }
     .start();
     let (stop, stopping) = watch::channel(false);
     let core = Core {
@@ -181,6 +201,12 @@ async fn recover(journal: &Recipient<Append>, views: &Views) -> anyhow::Result<(
 }
 
 impl CoreTasks {
+    /// The journal itself, for tests that write behind the scheduler's back.
+    #[cfg(test)]
+    pub(crate) fn journal(&self) -> Recipient<Append> {
+        self.journal.clone().recipient()
+    }
+
     /// Shutdown step 2: the scheduler admits nothing and running jobs record their interruption
     /// (waiting at most `deadline`; the next start recovers jobs still running then).
     pub async fn stop_jobs(&self, deadline: Duration) {
@@ -286,6 +312,15 @@ impl Core {
         Ok(self.inner.scheduler.send(msg).await??)
     }
 
+    /// Records one webhook attempt of `job` (a `webhook` event); answers its id.
+    pub async fn record_webhook(&self, job: JobId, event: NewEvent) -> Result<EventId, CoreError> {
+        Ok(self
+            .inner
+            .scheduler
+            .send(RecordWebhook { job, event })
+            .await??)
+    }
+
     /// Makes `config` the one new jobs and handlers use.
     pub async fn set_config(&self, config: Arc<Config>) -> Result<(), CoreError> {
         self.inner
@@ -384,6 +419,13 @@ impl Core {
             return Ok(Vec::new());
         }
         self.blocking_read(limit, move |store| store.read_job(job, after, upto, limit))
+            .await
+    }
+
+    /// Decoded events of every job with id > `after`, ascending, at most `limit` (the daemon-wide
+    /// feed followers such as the webhook dispatcher read).
+    pub async fn read_since(&self, after: EventId, limit: usize) -> Result<Vec<Event>, CoreError> {
+        self.blocking_read(limit, move |store| store.read_since(after, limit))
             .await
     }
 

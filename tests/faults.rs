@@ -342,3 +342,63 @@ fn a_damaged_log_is_refused_naming_the_file_and_the_backup_and_store_check_names
     assert_eq!(d.job(&damaged)["subject"], marker);
     assert_eq!(d.job(&kept)["state"], "queued");
 }
+
+/// Waits (at most 5 s from now) until `id` is cancelled and no process mentions it.
+fn assert_stops_within_5s(d: &Daemon, id: &str, round: usize) {
+    let t0 = Instant::now();
+    loop {
+        let state = d.job(id)["state"].clone();
+        let tools = processes_mentioning(id);
+        if state == "cancelled" && tools.is_empty() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "round {round}: job {id} is {state} with tools {tools:?} 5 s after its cancel:\n{:?}",
+            d.events(id)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn cancels_racing_starts_stop_every_job_and_its_tools_within_5s() {
+    require_media_tools();
+    let (d, _tmp) = Daemon::start(&offline_config(SMALL_RENDER), &[]);
+    let mut rng = fastrand::Rng::with_seed(0xcace1);
+    let mut started = 0;
+    for round in 0..20 {
+        // A runs (concurrency 1), B waits; A's cancel frees the slot, so B starts while its own
+        // cancel is being recorded.
+        let a =
+            d.submit(&json!({ "videoSubject": format!("a{round}"), "script": long_script(60) }));
+        let b =
+            d.submit(&json!({ "videoSubject": format!("b{round}"), "script": long_script(60) }));
+        std::thread::sleep(Duration::from_millis(rng.u64(0..400)));
+        let gap = Duration::from_millis(rng.u64(0..30));
+        let addr = d.addr;
+        let cancel_a = if round % 2 == 0 {
+            format!("/api/jobs/{a}/cancel")
+        } else {
+            "/api/cancel".to_string()
+        };
+        let ta = std::thread::spawn(move || try_http(addr, "POST", &cancel_a, b"{}").unwrap());
+        std::thread::sleep(gap);
+        let (s, v) = d.post(&format!("/api/jobs/{b}/cancel"), &json!({}));
+        assert_eq!(s, 200, "{v}");
+        let (s, raw) = ta.join().unwrap();
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&raw));
+        assert_stops_within_5s(&d, &a, round);
+        assert_stops_within_5s(&d, &b, round);
+        for id in [&a, &b] {
+            let events = d.events(id);
+            if events.iter().any(|e| e["type"] == "running") {
+                started += 1;
+            }
+            // The story ends with the cancellation: nothing is recorded after it.
+            assert_eq!(events.last().unwrap()["type"], "cancelled", "{events:?}");
+        }
+    }
+    eprintln!("40 jobs cancelled, {started} of them after they had started");
+    d.assert_serving();
+}

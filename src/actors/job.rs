@@ -1,6 +1,11 @@
 //! `JobActor`: one per running job. It records the start of an attempt, drives the pipeline stages
 //! through a journal-backed `EventSink`, turns a stop into the right terminal events, and tells the
 //! scheduler when it is done. The stage work itself lives in `pipeline` (no actix types there).
+//!
+//! A cancel reaches the job two ways: the scheduler's `Stop`, and the log itself: the actor follows
+//! its job's committed view and stops as soon as it shows `cancel_requested` (or `cancelled`) for
+//! this attempt, whichever path wrote it. So a cancel committed in any interleaving with the start
+//! stops the job and kills its subprocesses.
 
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -12,12 +17,13 @@ use tracing::{info, warn};
 
 use crate::actors::journal::{Append, JournalError, Refusal};
 use crate::config::Config;
-use crate::event::{EventId, JobId, JobView, Kind, Level, NewEvent};
+use crate::event::{EventId, JobId, JobState, JobView, Kind, Level, NewEvent};
 use crate::pipeline::{
     self, Artifacts, EventSink, JobContext, LocalBoxFuture, Outcome, SinkError, StopHandle,
     StopReason, StopSignal,
 };
 use crate::request::JobRequest;
+use crate::views::Views;
 
 /// Asks the job to stop at its next check (and kills its subprocesses).
 #[derive(Message)]
@@ -29,6 +35,10 @@ pub struct Stop(pub StopReason);
 #[rtype(result = "()")]
 pub struct JobEnded {
     pub job: JobId,
+    /// The attempt the actor ran (its `running` event's), whether or not that event committed.
+    pub attempt: u32,
+    /// Why the `running` event could not be recorded, when it could not (nothing ran).
+    pub start_failed: Option<String>,
 }
 
 /// The job's events, through the journal: `emit` resolves after the durable commit.
@@ -58,6 +68,7 @@ pub struct JobPaths {
 pub struct JobActor {
     view: Arc<JobView>,
     journal: Recipient<Append>,
+    views: Arc<Views>,
     scheduler: Recipient<JobEnded>,
     config: Arc<Config>,
     paths: Arc<JobPaths>,
@@ -69,6 +80,7 @@ impl JobActor {
     pub fn new(
         view: Arc<JobView>,
         journal: Recipient<Append>,
+        views: Arc<Views>,
         scheduler: Recipient<JobEnded>,
         config: Arc<Config>,
         paths: Arc<JobPaths>,
@@ -77,6 +89,7 @@ impl JobActor {
         JobActor {
             view,
             journal,
+            views,
             scheduler,
             config,
             paths,
@@ -88,13 +101,33 @@ impl JobActor {
 
 pub use crate::event::interruption_events;
 
+/// Resolves once the log shows a cancel of `attempt` of `job` (committed by any path).
+async fn cancel_committed(views: Arc<Views>, job: JobId, attempt: u32) {
+    let Some(mut rx) = views.subscribe(job) else {
+        return std::future::pending().await;
+    };
+    loop {
+        let cancelled = views.view(job).is_some_and(|v| {
+            v.attempt == attempt && (v.cancel_requested || v.state == JobState::Cancelled)
+        });
+        if cancelled {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Runs one attempt; answers why its start could not be recorded, if it could not.
 async fn drive(
     view: Arc<JobView>,
     journal: Recipient<Append>,
+    views: Arc<Views>,
     config: Arc<Config>,
     paths: Arc<JobPaths>,
     signal: StopSignal,
-) {
+) -> Option<String> {
     let job = view.id;
     // Ownership is explicit in the log: which daemon runs this attempt.
     let running = NewEvent::new(Kind::Running, Level::Info, "Job started.").with_payload(json!({
@@ -112,10 +145,16 @@ async fn drive(
                 "Job cancelled before execution.",
             );
             let _ = journal.send(Append::one(job, ev)).await;
-            return;
+            return None;
         }
-        Ok(Err(e)) => return warn!(job = %job, error = %e, "could not start job"),
-        Err(e) => return warn!(job = %job, error = %e, "journal unreachable"),
+        Ok(Err(e)) => {
+            warn!(job = %job, error = %e, "could not record the job's start");
+            return Some(e.to_string());
+        }
+        Err(e) => {
+            warn!(job = %job, error = %e, "journal unreachable");
+            return Some(format!("the journal is unreachable: {e}"));
+        }
     }
     let stored = serde_json::from_str(&view.request).unwrap_or(serde_json::Value::Null);
     let request = match JobRequest::from_json(&stored) {
@@ -128,7 +167,7 @@ async fn drive(
             )
             .with_payload(json!({ "error": "BadRequest", "retryable": false, "stage": "start" }));
             let _ = journal.send(Append::one(job, ev)).await;
-            return;
+            return None;
         }
     };
     let sink: Rc<dyn EventSink> = Rc::new(JournalSink {
@@ -167,7 +206,9 @@ async fn drive(
             interruption_events(&v, "Job interrupted by a daemon shutdown.")
         }
     };
-    if !closing.is_empty() {
+    // A cancel recorded for the job as a whole (`cancelled` already committed) needs no closing.
+    let ended = views.view(job).is_some_and(|v| v.state.is_terminal());
+    if !closing.is_empty() && !ended {
         if let Ok(Err(e)) = journal
             .send(Append {
                 job,
@@ -184,21 +225,32 @@ async fn drive(
     if outcome_done {
         let _ = tokio::fs::remove_dir_all(&cx.work_dir).await;
     }
+    None
 }
 
 impl Actor for JobActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        let watch = cancel_committed(self.views.clone(), self.view.id, self.view.attempt + 1);
+        ctx.spawn(watch.into_actor(self).map(|(), act, _ctx| {
+            info!(job = %act.view.id, "cancel found in the log; stopping the job");
+            act.stop.stop(StopReason::Cancelled);
+        }));
         let fut = drive(
             self.view.clone(),
             self.journal.clone(),
+            self.views.clone(),
             self.config.clone(),
             self.paths.clone(),
             self.signal.clone(),
         );
-        ctx.spawn(fut.into_actor(self).map(|(), act, ctx| {
-            act.scheduler.do_send(JobEnded { job: act.view.id });
+        ctx.spawn(fut.into_actor(self).map(|start_failed, act, ctx| {
+            act.scheduler.do_send(JobEnded {
+                job: act.view.id,
+                attempt: act.view.attempt + 1,
+                start_failed,
+            });
             ctx.stop();
         }));
     }

@@ -281,6 +281,7 @@ impl Journal {
             }
             return;
         }
+        crate::metrics::get().commit(batch.len(), replies.len(), started.elapsed());
         debug!(
             events = batch.len(),
             appends = replies.len(),

@@ -9,18 +9,19 @@
 //! `admin` events of the daemon pseudo-job, with the caller's uid: the scheduler is the one path by
 //! which the rest of the daemon writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
-use crate::actors::job::{JobActor, JobEnded, JobPaths, Stop};
+use crate::actors::job::{interruption_events, JobActor, JobEnded, JobPaths, Stop};
 use crate::actors::journal::{Append, AppendAll, Fault, JournalError, Refusal};
 use crate::config::Config;
-use crate::event::{now_ms, IdempotencyTag, JobId, JobState, Kind, Level, NewEvent};
+use crate::event::{now_ms, EventId, IdempotencyTag, JobId, JobState, Kind, Level, NewEvent};
 use crate::pipeline::StopReason;
 use crate::request::JobRequest;
 use crate::views::Views;
@@ -142,6 +143,14 @@ pub struct RecordAdmin {
     pub by: Caller,
 }
 
+/// Records one webhook attempt (a `webhook` event) of a job; the reply is its event id.
+#[derive(Message)]
+#[rtype(result = "Result<EventId, SchedulerError>")]
+pub struct RecordWebhook {
+    pub job: JobId,
+    pub event: NewEvent,
+}
+
 /// A snapshot of the scheduler's own state (also the watchdog's liveness ping).
 #[derive(Message)]
 #[rtype(result = "SchedulerStatus")]
@@ -200,6 +209,31 @@ impl From<MailboxError> for SchedulerError {
     }
 }
 
+/// The first wait after a failed start or an end that could not be recorded; it doubles each time.
+const RETRY_BASE: Duration = Duration::from_secs(1);
+/// The longest wait between two tries.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The wait before try number `tries + 1`.
+fn backoff(tries: u32) -> Duration {
+    RETRY_BASE
+        .saturating_mul(1 << tries.saturating_sub(1).min(16))
+        .min(RETRY_MAX)
+}
+
+/// A job whose `running` event could not be recorded.
+struct StartFailures {
+    tries: u32,
+    /// When it may be started again; `None`: never in this run (given up).
+    not_before: Option<Instant>,
+}
+
+/// An attempt that ended without its end being recorded (the log still shows it `running`).
+struct Unrecorded {
+    attempt: u32,
+    tries: u32,
+}
+
 /// The event log failed (sent by the scheduler's fault watcher to itself).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -216,6 +250,17 @@ pub struct Scheduler {
     config: Arc<Config>,
     paths: Arc<JobPaths>,
     running: HashMap<JobId, Addr<JobActor>>,
+    /// Queued jobs whose cancel is being recorded: not started meanwhile (a start racing the
+    /// cancel would run a job the log says was cancelled before execution).
+    cancelling: HashSet<JobId>,
+    /// `Some`: run only these jobs (the ones submitted here: `reelsmith generate`); `None`: all.
+    own: Option<HashSet<JobId>>,
+    /// Jobs whose start could not be recorded: held back with a growing wait, and failed once
+    /// they have had as many tries as attempts (no hot loop of starts).
+    start_failures: HashMap<JobId, StartFailures>,
+    /// Attempts whose end could not be recorded: recorded here (interrupted, or cancelled) as soon
+    /// as the log accepts it; until then they count as running for `CancelActive`.
+    unrecorded: HashMap<JobId, Unrecorded>,
     paused: bool,
     concurrency: u32,
     draining: bool,
@@ -235,6 +280,9 @@ impl Scheduler {
         paused: bool,
     ) -> Scheduler {
         Scheduler {
+            own: None,
+            start_failures: HashMap::new(),
+            unrecorded: HashMap::new(),
             journal,
             faults,
             journal_all,
@@ -247,7 +295,14 @@ impl Scheduler {
             draining: false,
             shutting_down: false,
             idle_waiters: Vec::new(),
+            cancelling: HashSet::new(),
         }
+    }
+
+    /// Runs only the jobs submitted through this scheduler (`reelsmith generate`).
+    pub fn own_jobs_only(mut self) -> Scheduler {
+        self.own = Some(HashSet::new());
+        self
     }
 
     fn admits(&self) -> bool {
@@ -271,8 +326,17 @@ impl Scheduler {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let free = (self.concurrency as usize).saturating_sub(self.running.len());
         if self.admits() && free > 0 {
-            let running = &self.running;
-            for view in self.views.queued(free, |j| running.contains_key(&j)) {
+            let (running, cancelling, own) = (&self.running, &self.cancelling, &self.own);
+            let (failures, now) = (&self.start_failures, Instant::now());
+            let busy = |j| {
+                running.contains_key(&j)
+                    || cancelling.contains(&j)
+                    || own.as_ref().is_some_and(|o| !o.contains(&j))
+                    || failures
+                        .get(&j)
+                        .is_some_and(|f| f.not_before.is_none_or(|t| t > now))
+            };
+            for view in self.views.queued(free, busy) {
                 if view.cancel_requested {
                     continue;
                 }
@@ -281,6 +345,7 @@ impl Scheduler {
                 let actor = JobActor::new(
                     view,
                     self.journal.clone(),
+                    self.views.clone(),
                     ctx.address().recipient(),
                     self.config.clone(),
                     self.paths.clone(),
@@ -312,6 +377,90 @@ impl Scheduler {
                 let _ = w.send(());
             }
         }
+    }
+
+    /// A job's `running` event could not be recorded: try again after a growing wait, and fail
+    /// the job once it has had as many tries as it has attempts left.
+    fn start_failed(&mut self, job: JobId, cause: String, ctx: &mut Context<Self>) {
+        let Some(view) = self.views.view(job) else {
+            return;
+        };
+        let allowed = view.max_attempts.saturating_sub(view.attempt).max(1);
+        let f = self.start_failures.entry(job).or_insert(StartFailures {
+            tries: 0,
+            not_before: None,
+        });
+        f.tries += 1;
+        if f.tries < allowed {
+            let wait = backoff(f.tries);
+            f.not_before = Some(Instant::now() + wait);
+            warn!(job = %job, tries = f.tries, wait_ms = wait.as_millis() as u64, %cause, "the job's start could not be recorded; trying again later");
+            ctx.run_later(wait, |act, ctx| act.pump(ctx));
+            return;
+        }
+        f.not_before = None;
+        let tries = f.tries;
+        error!(job = %job, tries, %cause, "the job's start could not be recorded; giving up");
+        let ev = NewEvent::new(
+            Kind::Error,
+            Level::Error,
+            format!("Failed to start job: its start could not be recorded ({cause}); gave up after {tries} tries."),
+        )
+        .with_payload(json!({ "error": "StartNotRecorded", "retryable": true, "stage": "start" }));
+        let send = self.journal.send(Append::one(job, ev));
+        ctx.spawn(send.into_actor(self).map(move |res, act, _ctx| match res {
+            Ok(Ok(_)) => {
+                act.start_failures.remove(&job);
+            }
+            // Held back for the rest of this run; a restart tries again.
+            _ => warn!(job = %job, "the job's failure could not be recorded either"),
+        }));
+    }
+
+    /// Records the end of an attempt whose actor could not (`Job interrupted: ...`, back to the
+    /// queue while attempts remain; or `cancelled` when a cancel was requested), retrying with a
+    /// growing wait until the log accepts it.
+    fn record_unrecorded(&mut self, job: JobId, ctx: &mut Context<Self>) {
+        let Some(u) = self.unrecorded.get(&job) else {
+            return;
+        };
+        let view = match self.views.view(job) {
+            Some(v) if v.state == JobState::Running && v.attempt == u.attempt => v,
+            // Someone recorded an end meanwhile (a cancel, another daemon).
+            _ => {
+                self.unrecorded.remove(&job);
+                return;
+            }
+        };
+        if self.shutting_down || self.fault().is_some() {
+            // The next start's recovery records it.
+            return;
+        }
+        let events = if view.cancel_requested {
+            vec![NewEvent::new(
+                Kind::Cancelled,
+                Level::Warning,
+                "Job cancelled.",
+            )]
+        } else {
+            interruption_events(&view, "Job interrupted: its outcome could not be recorded.")
+        };
+        let send = self.journal.send(Append { job, events });
+        ctx.spawn(send.into_actor(self).map(move |res, act, ctx| {
+            if let Ok(Ok(_)) = res {
+                info!(job = %job, "recorded the end of an attempt that could not record it");
+                act.unrecorded.remove(&job);
+                act.pump(ctx);
+                return;
+            }
+            let Some(u) = act.unrecorded.get_mut(&job) else {
+                return;
+            };
+            u.tries += 1;
+            let wait = backoff(u.tries);
+            warn!(job = %job, tries = u.tries, wait_ms = wait.as_millis() as u64, "the end of the attempt is still not recorded; trying again later");
+            ctx.run_later(wait, move |act, ctx| act.record_unrecorded(job, ctx));
+        }));
     }
 
     fn admin_event(&self, message: String, payload: Value) -> Append {
@@ -413,6 +562,9 @@ impl Handler<Submit> for Scheduler {
                 NewEvent::new(Kind::Queued, Level::Info, "Job queued.").with_payload(payload);
             let mut events = vec![queued];
             events.extend(new.warnings);
+            if let Some(own) = self.own.as_mut() {
+                own.insert(job);
+            }
             jobs.push(job);
             appends.push(Append { job, events });
         }
@@ -473,16 +625,25 @@ impl Handler<Cancel> for Scheduler {
             }));
         }
         // Not running: it is queued (or about to be). Cancel it in one append, then drop it.
-        let cancelled = NewEvent::new(
-            Kind::Cancelled,
-            Level::Warning,
-            "Job cancelled before execution.",
-        );
+        // (Or its attempt ended without recording its end: then it ran.)
+        let cancelled = if view.state == JobState::Running {
+            NewEvent::new(Kind::Cancelled, Level::Warning, "Job cancelled.")
+        } else {
+            NewEvent::new(
+                Kind::Cancelled,
+                Level::Warning,
+                "Job cancelled before execution.",
+            )
+        };
+        self.cancelling.insert(job);
         let send = self.journal.send(Append {
             job,
             events: vec![requested, cancelled],
         });
-        Box::pin(send.into_actor(self).map(move |res, _act, _ctx| {
+        Box::pin(send.into_actor(self).map(move |res, act, ctx| {
+            act.cancelling.remove(&job);
+            // Held back while the cancel was written: startable again if it did not commit.
+            act.pump(ctx);
             match res? {
                 Ok(_) => Ok(CancelOutcome::CancelledQueued),
                 // It ended (or started and was cancelled) meanwhile.
@@ -500,6 +661,7 @@ impl Handler<CancelActive> for Scheduler {
         let running = self
             .running
             .keys()
+            .chain(self.unrecorded.keys())
             .filter_map(|j| self.views.view(*j))
             .filter(|v| !v.cancel_requested)
             .max_by_key(|v| v.first_event_id)
@@ -624,13 +786,30 @@ impl Handler<JobEnded> for Scheduler {
     type Result = ();
 
     fn handle(&mut self, msg: JobEnded, ctx: &mut Self::Context) {
-        self.running.remove(&msg.job);
-        // A job re-queued by its attempt's end is back in the (derived) queue already; during a
-        // shutdown it waits there for the next run.
-        if let Some(v) = self.views.view(msg.job) {
-            info!(job = %msg.job, state = v.state.as_str(), "job ended");
+        let job = msg.job;
+        self.running.remove(&job);
+        if let Some(cause) = msg.start_failed {
+            self.start_failed(job, cause, ctx);
+        } else if let Some(v) = self.views.view(job) {
+            // A job re-queued by its attempt's end is back in the (derived) queue already; during a
+            // shutdown it waits there for the next run.
+            info!(job = %job, state = v.state.as_str(), "job ended");
+            if v.attempt == msg.attempt {
+                self.start_failures.remove(&job);
+            }
+            if v.state == JobState::Running && v.attempt == msg.attempt {
+                warn!(job = %job, "the attempt ended without recording its end");
+                self.unrecorded.insert(
+                    job,
+                    Unrecorded {
+                        attempt: msg.attempt,
+                        tries: 0,
+                    },
+                );
+                self.record_unrecorded(job, ctx);
+            }
         } else {
-            warn!(job = %msg.job, "ended job has no view");
+            warn!(job = %job, "ended job has no view");
         }
         self.pump(ctx);
     }
@@ -648,6 +827,28 @@ impl Handler<RecordAdmin> for Scheduler {
         Box::pin(async move {
             send.await??;
             Ok(())
+        })
+    }
+}
+
+impl Handler<RecordWebhook> for Scheduler {
+    type Result = ResponseFuture<Result<EventId, SchedulerError>>;
+
+    fn handle(&mut self, msg: RecordWebhook, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.refuse_if_failed() {
+            return Box::pin(async move { Err(e) });
+        }
+        if msg.event.kind != Kind::Webhook {
+            return Box::pin(async {
+                Err(SchedulerError::Internal(
+                    "only webhook events are recorded here".into(),
+                ))
+            });
+        }
+        let send = self.journal.send(Append::one(msg.job, msg.event));
+        Box::pin(async move {
+            let ids = send.await??;
+            Ok(ids.last().copied().unwrap_or_default())
         })
     }
 }
@@ -671,5 +872,185 @@ impl Handler<GetStatus> for Scheduler {
             queue_depth: self.queue_depth(),
             running: self.running.keys().copied().collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use super::*;
+    use crate::actors::journal::Journal;
+    use crate::store::{Store, FILE_NAME};
+
+    /// Stands in front of the real journal and refuses, while `refuse` is set, every append of a
+    /// kind in `kinds` (answering `Closed`, a failure that is not the log's), counting them.
+    struct Gate {
+        inner: Addr<Journal>,
+        kinds: Vec<Kind>,
+        refuse: Arc<AtomicBool>,
+        refused: Arc<AtomicU32>,
+    }
+
+    impl Actor for Gate {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Append> for Gate {
+        type Result = ResponseFuture<Result<Vec<crate::event::EventId>, JournalError>>;
+
+        fn handle(&mut self, msg: Append, _ctx: &mut Self::Context) -> Self::Result {
+            let gated = msg.events.iter().any(|e| self.kinds.contains(&e.kind));
+            if gated && self.refuse.load(Ordering::SeqCst) {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                return Box::pin(async { Err(JournalError::Closed) });
+            }
+            let send = self.inner.send(msg);
+            Box::pin(async move { send.await.unwrap_or(Err(JournalError::Closed)) })
+        }
+    }
+
+    struct Rig {
+        scheduler: Addr<Scheduler>,
+        views: Arc<Views>,
+        refuse: Arc<AtomicBool>,
+        refused: Arc<AtomicU32>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn rig(kinds: Vec<Kind>, max_attempts: u32) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join(FILE_NAME)).unwrap());
+        let views = Arc::new(Views::new());
+        let journal = Journal::new(store, views.clone());
+        let faults = journal.faults();
+        let journal = journal.start();
+        let (refuse, refused) = (Arc::new(AtomicBool::new(true)), Arc::default());
+        let gate = Gate {
+            inner: journal.clone(),
+            kinds,
+            refuse: Arc::clone(&refuse),
+            refused: Arc::clone(&refused),
+        }
+        .start();
+        let mut cfg = crate::fault_tests::test_config(dir.path());
+        cfg.daemon.max_attempts = max_attempts;
+        let paths = JobPaths {
+            state_dir: dir.path().join("state"),
+            songs_dir: dir.path().join("songs"),
+        };
+        let scheduler = Scheduler::new(
+            gate.recipient(),
+            faults,
+            journal.recipient(),
+            views.clone(),
+            Arc::new(cfg),
+            paths,
+            false,
+        )
+        .start();
+        Rig {
+            scheduler,
+            views,
+            refuse,
+            refused,
+            _dir: dir,
+        }
+    }
+
+    async fn submit(r: &Rig) -> JobId {
+        let cfg = crate::config::Config::default();
+        let req = JobRequest::parse(&json!({ "videoSubject": "gated" }), &cfg).unwrap();
+        let done = r.scheduler.send(Submit::new([&req], None)).await.unwrap();
+        done.unwrap().jobs[0]
+    }
+
+    async fn wait_state(r: &Rig, job: JobId, state: JobState, within: Duration) {
+        let t0 = Instant::now();
+        while r.views.view(job).map(|v| v.state) != Some(state) {
+            assert!(
+                t0.elapsed() < within,
+                "job still {:?}",
+                r.views.view(job).map(|v| v.state)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The `running` append keeps failing: the job is started again after a growing wait, not at
+    /// once, and failed once it has had as many tries as attempts.
+    #[test]
+    fn a_start_that_cannot_be_recorded_backs_off_and_gives_up_after_its_attempts() {
+        actix::System::new().block_on(async {
+            let r = rig(vec![Kind::Running], 2);
+            let job = submit(&r).await;
+            wait_state(&r, job, JobState::Failed, Duration::from_secs(10)).await;
+            let v = r.views.view(job).unwrap();
+            assert_eq!(r.refused.load(Ordering::SeqCst), 2, "one try per attempt");
+            let msg = v.error_message.clone().unwrap();
+            assert!(
+                msg.starts_with("Failed to start job: its start could not be recorded (")
+                    && msg.ends_with("gave up after 2 tries."),
+                "{msg}"
+            );
+            // Nothing more is tried.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert_eq!(r.refused.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    /// Every event of the attempt after its start is refused: the attempt ends unrecorded. It is
+    /// recorded (here: failed, no attempts left) as soon as the log takes it, not left `running`.
+    #[test]
+    fn an_outcome_that_could_not_be_recorded_is_recorded_once_the_log_takes_it() {
+        actix::System::new().block_on(async {
+            let r = rig(vec![Kind::Log, Kind::Error, Kind::Queued], 1);
+            r.refuse.store(false, Ordering::SeqCst);
+            let job = submit(&r).await;
+            r.refuse.store(true, Ordering::SeqCst);
+            let t0 = Instant::now();
+            while r.refused.load(Ordering::SeqCst) < 3 {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "nothing was refused"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(r.views.view(job).unwrap().state, JobState::Running);
+            r.refuse.store(false, Ordering::SeqCst);
+            wait_state(&r, job, JobState::Failed, Duration::from_secs(10)).await;
+            let v = r.views.view(job).unwrap();
+            assert!(
+                v.error_message
+                    .as_deref()
+                    .unwrap()
+                    .contains("Job interrupted: its outcome could not be recorded."),
+                "{v:?}"
+            );
+        });
+    }
+
+    /// Until then it counts as running: `POST /api/cancel` finds it and cancels it.
+    #[test]
+    fn an_attempt_whose_end_was_not_recorded_is_still_found_by_cancel_active() {
+        actix::System::new().block_on(async {
+            let r = rig(vec![Kind::Log, Kind::Error, Kind::Queued], 2);
+            r.refuse.store(false, Ordering::SeqCst);
+            let job = submit(&r).await;
+            r.refuse.store(true, Ordering::SeqCst);
+            let t0 = Instant::now();
+            loop {
+                let st = r.scheduler.send(GetStatus).await.unwrap();
+                if st.running.is_empty() && r.refused.load(Ordering::SeqCst) >= 3 {
+                    break;
+                }
+                assert!(t0.elapsed() < Duration::from_secs(10), "{st:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert_eq!(r.views.view(job).unwrap().state, JobState::Running);
+            let cancelled = r.scheduler.send(CancelActive { by: None }).await.unwrap();
+            assert_eq!(cancelled.unwrap(), job);
+            wait_state(&r, job, JobState::Cancelled, Duration::from_secs(5)).await;
+        });
     }
 }

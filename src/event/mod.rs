@@ -90,10 +90,13 @@ pub enum Kind {
     /// A pipeline stage finished and kept its result in the job's folder: `payload.stage`, the
     /// size and digest of the kept result (`payload.result`), and a summary of what it made.
     StageCompleted,
+    /// One attempt to deliver a webhook and its outcome (`payload.eventId`, `outcome`: delivered,
+    /// failed or gave_up). Legal in every state of a job, and changes none.
+    Webhook,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Queued,
         Kind::Running,
         Kind::Log,
@@ -105,6 +108,7 @@ impl Kind {
         Kind::Metadata,
         Kind::Admin,
         Kind::StageCompleted,
+        Kind::Webhook,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -120,6 +124,7 @@ impl Kind {
             Kind::Metadata => "metadata",
             Kind::Admin => "admin",
             Kind::StageCompleted => "stage_completed",
+            Kind::Webhook => "webhook",
         }
     }
 
@@ -137,6 +142,7 @@ impl Kind {
             Kind::Metadata => 9,
             Kind::Admin => 10,
             Kind::StageCompleted => 11,
+            Kind::Webhook => 12,
         }
     }
 

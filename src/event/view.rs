@@ -123,6 +123,28 @@ pub struct JobView {
     /// The `Idempotency-Key` the job was submitted under, from its first `queued` event.
     #[serde(default)]
     pub idempotency: Option<Arc<IdempotencyTag>>,
+    /// Where the job's webhook deliveries stand (for the dispatcher's resume at start-up).
+    #[serde(default)]
+    pub webhooks: WebhookMarks,
+}
+
+/// What the fold knows of a job's webhooks: the last events that may need a delivery, and how
+/// far deliveries are settled. Deliveries of one job go in event order, so one id says it all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WebhookMarks {
+    /// The last `complete`, `error` or `cancelled` event: (id, Unix ms).
+    pub terminal: Option<(EventId, i64)>,
+    /// The last event that is not a `webhook` record: (id, Unix ms).
+    pub any: Option<(EventId, i64)>,
+    /// Deliveries of the events up to this id are settled (delivered or given up).
+    pub settled: EventId,
+}
+
+impl Kind {
+    /// Whether an event of this kind ends a job's attempt for good (a webhook's default trigger).
+    pub fn ends_job(&self) -> bool {
+        matches!(self, Kind::Complete | Kind::Error | Kind::Cancelled)
+    }
 }
 
 impl JobView {
@@ -162,6 +184,10 @@ impl JobView {
             owner: None,
             completed_stages: Vec::new(),
             idempotency,
+            webhooks: WebhookMarks {
+                any: Some((ev.id, ev.timestamp_ms)),
+                ..WebhookMarks::default()
+            },
         })
     }
 
@@ -169,6 +195,8 @@ impl JobView {
     pub fn check(&self, ev: &NewEvent) -> Result<(), IllegalEvent> {
         use JobState::*;
         let ok = match (self.state, ev.kind) {
+            // A webhook attempt records a delivery: legal whatever the state, and changes none.
+            (_, Kind::Webhook) => true,
             (Completed, _) => false,
             // A retry re-opens a failed or cancelled job.
             (Failed | Cancelled, Kind::Queued) => true,
@@ -198,6 +226,12 @@ impl JobView {
     /// Folds one more event in. The caller has checked it (or is replaying a log that was checked).
     pub fn apply(&mut self, ev: &Event) {
         self.last_event_id = ev.id;
+        if ev.kind != Kind::Webhook {
+            self.webhooks.any = Some((ev.id, ev.timestamp_ms));
+        }
+        if ev.kind.ends_job() {
+            self.webhooks.terminal = Some((ev.id, ev.timestamp_ms));
+        }
         if let Some(stage) = &ev.stage {
             self.stage = Some(stage.clone());
         }
@@ -262,6 +296,17 @@ impl JobView {
                         self.completed_stages.truncate(i);
                     }
                     self.completed_stages.push(done);
+                }
+            }
+            Kind::Webhook => {
+                let p = ev.payload.as_ref();
+                let settled = p
+                    .and_then(|p| p.get("outcome"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|o| o == "delivered" || o == "gave_up");
+                let of = p.and_then(|p| p.get("eventId")).and_then(Value::as_u64);
+                if let (true, Some(id)) = (settled, of) {
+                    self.webhooks.settled = self.webhooks.settled.max(id);
                 }
             }
             Kind::Log | Kind::Admin => {
@@ -537,6 +582,8 @@ mod tests {
         fn allows(&self, kind: Kind) -> bool {
             use JobState::*;
             match (self.state, kind) {
+                // A webhook record is legal in every state, after the end too.
+                (_, Kind::Webhook) => true,
                 // A completed job never changes; admin events belong to the daemon only.
                 (Completed, _) | (_, Kind::Admin) => false,
                 // `retry` re-opens a failed or cancelled job, and nothing else may follow them.
@@ -570,7 +617,8 @@ mod tests {
                 | Kind::Progress
                 | Kind::Metadata
                 | Kind::Admin
-                | Kind::StageCompleted => {}
+                | Kind::StageCompleted
+                | Kind::Webhook => {}
             }
         }
     }
@@ -584,8 +632,62 @@ mod tests {
             Kind::Error => NewEvent::new(kind, Level::Error, "Failed to render video: boom"),
             Kind::StageCompleted => NewEvent::new(kind, Level::Info, "Completed stage: script")
                 .with_payload(json!({"stage": "script", "result": {"bytes": 10, "sha256": "ab"}})),
+            Kind::Webhook => NewEvent::new(kind, Level::Success, "Webhook delivered.")
+                .with_payload(json!({"eventId": 1, "outcome": "delivered"})),
             k => NewEvent::new(k, Level::Info, "m"),
         }
+    }
+
+    #[test]
+    fn webhook_records_follow_the_end_without_changing_the_job_and_settle_deliveries() {
+        let job = JobId::new();
+        let mut view = JobView::create(&ev(1, job, queued(1))).unwrap();
+        let hook = |event: u64, outcome: &str| {
+            NewEvent::new(Kind::Webhook, Level::Info, "Webhook attempt.")
+                .with_payload(json!({"eventId": event, "outcome": outcome}))
+        };
+        let mut id = 1;
+        let mut push = |view: &mut JobView, new: NewEvent| {
+            view.check(&new).unwrap();
+            id += 1;
+            view.apply(&ev(id, job, new));
+        };
+        push(
+            &mut view,
+            NewEvent::new(Kind::Running, Level::Info, "Job started."),
+        );
+        push(&mut view, new_event(Kind::Complete));
+        let done = view.clone();
+        assert_eq!(view.webhooks.terminal, Some((3, 3000)));
+        push(&mut view, hook(3, "failed"));
+        assert_eq!(view.webhooks.settled, 0, "a failed attempt settles nothing");
+        push(&mut view, hook(3, "delivered"));
+        assert_eq!(view.webhooks.settled, 3);
+        assert_eq!(
+            view.webhooks.any,
+            Some((3, 3000)),
+            "webhook records are not triggers"
+        );
+        // Nothing else of the job changed.
+        let mut same = view.clone();
+        same.last_event_id = done.last_event_id;
+        same.webhooks = done.webhooks;
+        assert_eq!(same, done);
+        assert!(
+            view.check(&NewEvent::info("late")).is_err(),
+            "still completed"
+        );
+        // A daemon job takes none.
+        let mut daemon = None;
+        assert!(crate::event::stage(
+            &mut daemon,
+            JobId::DAEMON,
+            vec![hook(1, "delivered")],
+            None,
+            1,
+            0
+        )
+        .is_err());
     }
 
     #[test]

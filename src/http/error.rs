@@ -14,6 +14,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("Job not found.")]
     JobNotFound,
+    /// A job exists but what was asked of it is not there (yet): its media before completion.
+    #[error("{0}")]
+    NotReady(String),
     #[error("No active job found.")]
     NoActiveJob,
     #[error("Not found: {method} {path}")]
@@ -29,6 +32,17 @@ pub enum ApiError {
     /// The event log cannot be written: 507 when its disk is full, else 503.
     #[error("{message}")]
     LogFailed { message: String, disk_full: bool },
+    /// The request's origin may not call the API (`http::guard`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request's host is not this daemon's (DNS rebinding, `http::guard`).
+    #[error("{0}")]
+    Misdirected(String),
+    /// No or a wrong bearer token (`server.api_token`).
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("Internal error: {0}")]
     Internal(String),
 }
@@ -37,9 +51,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::JobNotFound | ApiError::NoActiveJob | ApiError::NoRoute { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::JobNotFound
+            | ApiError::NotReady(_)
+            | ApiError::NoActiveJob
+            | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -48,6 +63,10 @@ impl ApiError {
                 disk_full: true, ..
             } => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::LogFailed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Misdirected(_) => StatusCode::MISDIRECTED_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -14,12 +15,20 @@ use tracing::{debug, warn};
 
 use super::error::ApiError;
 use super::idempotency;
-use super::upload;
+use super::{media, upload};
 use crate::event::{JobId, JobState};
 use crate::request::JobRequest;
 use crate::service::Core;
 
-pub type Body = Full<Bytes>;
+/// Every answer's body: a whole buffer (`full`) or a stream (files, event streams).
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A body that is one buffer.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 /// Default and largest page of events.
 const DEFAULT_LIMIT: u64 = 200;
@@ -32,11 +41,15 @@ pub(crate) const MAX_BATCH: usize = 100;
 const BATCH_BODY_FACTOR: u64 = 16;
 
 pub async fn handle(st: Core, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let config = st.config();
-    let origin_ok = !config.server.cors_origin.is_empty();
-    let mut resp = if method == Method::OPTIONS {
+    let origin = super::guard::request_origin(&req);
+    let mut resp = if let Err(e) = super::guard::check(&config, &req) {
+        debug!(%method, %path, %peer, error = %e, "request refused by a guard");
+        error_response(&e)
+    } else if method == Method::OPTIONS {
         preflight(&req)
     } else {
         match route(&st, req).await {
@@ -51,12 +64,14 @@ pub async fn handle(st: Core, req: Request<Incoming>, peer: SocketAddr) -> Respo
             }
         }
     };
-    if origin_ok {
-        if let Ok(v) = HeaderValue::from_str(&config.server.cors_origin) {
-            resp.headers_mut()
-                .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        }
-    }
+    super::guard::cors_headers(&config, origin.as_deref(), resp.headers_mut());
+    let route = template_of(path.trim_end_matches('/')).unwrap_or("unmatched");
+    crate::metrics::get().http(
+        route,
+        method.as_str(),
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
     resp
 }
 
@@ -66,7 +81,7 @@ fn preflight(req: &Request<Incoming>) -> Response<Body> {
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("Content-Type"));
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(full(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
     h.insert(
@@ -82,7 +97,7 @@ fn preflight(req: &Request<Incoming>) -> Response<Body> {
 }
 
 pub fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    let mut r = Response::new(full(body.to_string()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -96,10 +111,17 @@ fn ok(body: Value) -> Result<Response<Body>, ApiError> {
 }
 
 pub fn error_response(e: &ApiError) -> Response<Body> {
-    json_response(
+    let mut r = json_response(
         e.status(),
         &json!({ "status": "error", "message": e.to_string() }),
-    )
+    );
+    if matches!(e, ApiError::Unauthorized(_)) {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"reelsmith\""),
+        );
+    }
+    r
 }
 
 /// What a route does; [`ROUTES`] names each one's method and path.
@@ -115,6 +137,11 @@ pub(crate) enum Endpoint {
     Models,
     UploadSongs,
     Health,
+    Metrics,
+    OpenApi,
+    Video,
+    Thumbnail,
+    Subtitles,
 }
 
 /// One served route: a method and a path template whose `:name` segments match any one segment.
@@ -147,6 +174,14 @@ pub(crate) const ROUTES: &[Route] = &[
     r("GET", "/api/models", Endpoint::Models),
     r("POST", "/api/upload-songs", Endpoint::UploadSongs),
     r("GET", "/healthz", Endpoint::Health),
+    r("GET", "/metrics", Endpoint::Metrics),
+    r("GET", "/api/openapi.json", Endpoint::OpenApi),
+    r("GET", "/api/jobs/:id/video", Endpoint::Video),
+    r("HEAD", "/api/jobs/:id/video", Endpoint::Video),
+    r("GET", "/api/jobs/:id/thumbnail", Endpoint::Thumbnail),
+    r("HEAD", "/api/jobs/:id/thumbnail", Endpoint::Thumbnail),
+    r("GET", "/api/jobs/:id/subtitles", Endpoint::Subtitles),
+    r("HEAD", "/api/jobs/:id/subtitles", Endpoint::Subtitles),
 ];
 
 /// The `:name` segments of `template` taken from `segs`, if the path matches the template.
@@ -164,6 +199,15 @@ fn match_template<'a>(template: &str, segs: &[&'a str]) -> Option<Vec<&'a str>> 
         }
     }
     Some(params)
+}
+
+/// The template of the route(s) serving `path`, whatever the method (the metrics' `route` label).
+pub(crate) fn template_of(path: &str) -> Option<&'static str> {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    ROUTES
+        .iter()
+        .find(|r| match_template(r.path, &segs).is_some())
+        .map(|r| r.path)
 }
 
 /// The route serving `method` on `path` with its path parameters; `Err(true)` when the path exists
@@ -216,6 +260,11 @@ async fn route(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         Endpoint::Models => models(st).await,
         Endpoint::UploadSongs => upload::upload_songs(st, req).await,
         Endpoint::Health => health(st).await,
+        Endpoint::Metrics => metrics(st).await,
+        Endpoint::OpenApi => ok(super::openapi::document().clone()),
+        Endpoint::Video => media::video(st, &req, id, &query).await,
+        Endpoint::Thumbnail => media::thumbnail(st, &req, id).await,
+        Endpoint::Subtitles => media::subtitles(st, &req, id, &query).await,
     }
 }
 
@@ -340,7 +389,7 @@ async fn generate_batch(st: &Core, req: Request<Incoming>) -> Result<Response<Bo
     Ok(submitted(answer, done.replayed))
 }
 
-fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
+pub(crate) fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
     // An id that is not a UUID cannot name a job: MoneyPrinter answers 404 for it.
     id.parse::<JobId>()
         .ok()
@@ -478,7 +527,7 @@ async fn events_page(
     let mut out = std::mem::take(&mut page.body);
     page.write_tail(&mut out);
     out.push(b'}');
-    let mut r = Response::new(Full::new(Bytes::from(out)));
+    let mut r = Response::new(full(out));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -540,6 +589,25 @@ async fn models(st: &Core) -> Result<Response<Body>, ApiError> {
 
 /// 200 while the daemon works (`degraded` when a media tool is missing); 503 with the reason once
 /// the event log has failed.
+/// `GET /metrics`: the scrape, with the state gauges read from the views now.
+async fn metrics(st: &Core) -> Result<Response<Body>, ApiError> {
+    let c = st.counts();
+    let depth = match st.scheduler_status().await {
+        Ok(s) => s.queue_depth as u64,
+        Err(_) => c.queued,
+    };
+    let text = crate::metrics::get().render(
+        [c.queued, c.running, c.completed, c.failed, c.cancelled],
+        depth,
+    );
+    let mut r = Response::new(full(text));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    Ok(r)
+}
+
 async fn health(st: &Core) -> Result<Response<Body>, ApiError> {
     let missing = crate::pipeline::process::check_tools(&st.config());
     let counts = st.counts();

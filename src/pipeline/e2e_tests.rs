@@ -280,7 +280,11 @@ async fn a_caller_script_becomes_a_vertical_mp4_and_tells_the_story_in_order() {
     // The story is told by the log events; each stage also records `stage_completed` (below).
     let story: Vec<&str> = messages
         .iter()
-        .filter(|m| !m.starts_with("Rendering: ") && !m.starts_with("Completed stage: "))
+        .filter(|m| {
+            !m.starts_with("Rendering: ")
+                && !m.starts_with("Completed stage: ")
+                && !m.starts_with("Voice: ")
+        })
         .map(String::as_str)
         .collect();
     let completed: Vec<String> = rec

@@ -9,11 +9,13 @@
 //! After each stage its result is kept in the job's folder and a `stage_completed` event pins it;
 //! a run skips the stages an earlier attempt completed whose kept results are intact (`resume`).
 
+pub mod captions;
 pub mod espeak;
 pub mod footage;
 pub mod metadata;
 pub mod music;
 pub mod online;
+pub mod piper;
 pub mod process;
 pub mod render;
 pub mod resume;
@@ -431,7 +433,9 @@ async fn run_inner(cx: &mut JobContext) -> Result<(), (Option<Stage>, StageError
         }
         cx.stop.check().map_err(|e| (Some(stage), e))?;
         let before = cx.artifacts.clone();
+        let started = std::time::Instant::now();
         stage.run(cx).await.map_err(|e| (Some(stage), e))?;
+        crate::metrics::get().stage(stage.name(), started.elapsed());
         // A result that cannot be kept costs only the resume: the job goes on.
         match resume::save(cx, stage, before).await {
             Ok(ev) => {

@@ -49,16 +49,21 @@ where
     site.stop.check()?;
     let attempts = policy.attempts.max(1);
     let on_retry = |retry: u32, e: &ProviderError, delay: Duration| {
+        crate::metrics::get().provider_retry(site.provider);
         let ev = retry_event(site, e, retry + 1, attempts, delay);
         async move {
             // A lost journal shows at the stage's next emit; a retry warning is not worth failing on.
             let _ = site.events.emit(ev).await;
         }
     };
-    tokio::select! {
-        r = retry::retry(policy, op, on_retry) => Ok(r),
-        reason = site.stop.stopped() => Err(StageError::Stopped(reason)),
+    let r = tokio::select! {
+        r = retry::retry(policy, op, on_retry) => r,
+        reason = site.stop.stopped() => return Err(StageError::Stopped(reason)),
+    };
+    if r.is_err() {
+        crate::metrics::get().provider_failure(site.provider);
     }
+    Ok(r)
 }
 
 /// The warning recorded before attempt `next` of `attempts`.

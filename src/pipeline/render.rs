@@ -392,6 +392,57 @@ async fn move_file(from: &Path, to: &Path) -> Result<(), StageError> {
     }
 }
 
+/// Runs ffmpeg (`args` hold `-progress pipe:1`) and reports its progress as fractions of
+/// `duration` through `report`: monotonic, below 1.0 (sent once the file is in place), at most one
+/// per [`PROGRESS_INTERVAL`]. A report that fails (the event was refused: the job was cancelled or
+/// taken over) stops ffmpeg at once: its future is dropped, which kills its process group.
+async fn encode_reporting<F, Fut>(
+    stop: &StopSignal,
+    ffmpeg: &Tool,
+    args: &[OsString],
+    duration: f64,
+    mut report: F,
+) -> Result<(), StageError>
+where
+    F: FnMut(f64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), StageError>>,
+{
+    let (tx, mut rx) = mpsc::unbounded_channel::<f64>();
+    let encode = async move {
+        let mut on_time = |t: f64| {
+            let _ = tx.send(t);
+        };
+        process::run_with_progress(stop, ffmpeg, args, &mut on_time).await
+    };
+    let reporter = async move {
+        let mut last = 0.0_f64;
+        let mut last_at = Instant::now();
+        while let Some(t) = rx.recv().await {
+            let f = (t / duration).clamp(0.0, 0.99);
+            if f >= last + 0.001 && last_at.elapsed() >= PROGRESS_INTERVAL {
+                report(f).await?;
+                last = f;
+                last_at = Instant::now();
+            }
+        }
+        Ok::<(), StageError>(())
+    };
+    tokio::pin!(encode);
+    tokio::pin!(reporter);
+    tokio::select! {
+        encoded = &mut encode => {
+            encoded?;
+            // ffmpeg is done, so the channel is closed: the reporter ends after what is queued.
+            reporter.await
+        }
+        reported = &mut reporter => match reported {
+            // Dropping `encode` kills ffmpeg's group (the run's guard).
+            Err(e) => Err(e),
+            Ok(()) => encode.await.map(|_| ()),
+        },
+    }
+}
+
 /// The render stage.
 pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
     let cfg = cx.config.clone();
@@ -448,36 +499,21 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
     let args = build_args(&plan);
     cx.emit("render", NewEvent::progress(0.0)).await?;
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<f64>();
     let ffmpeg = Tool::ffmpeg(&cfg);
-    let stop = cx.stop.clone();
-    let encode = async move {
-        let mut report = |t: f64| {
-            let _ = tx.send(t);
-        };
-        process::run_with_progress(&stop, &ffmpeg, &args, &mut report).await
-    };
     let cxr: &JobContext = cx;
-    let reporter = async move {
-        let mut last = 0.0_f64;
-        let mut last_at = Instant::now();
-        while let Some(t) = rx.recv().await {
-            // 1.0 is sent once the file is in place, so the render never claims it early.
-            let f = (t / duration).clamp(0.0, 0.99);
-            if f >= last + 0.001 && last_at.elapsed() >= PROGRESS_INTERVAL {
-                cxr.emit("render", NewEvent::progress(f)).await?;
-                last = f;
-                last_at = Instant::now();
-            }
-        }
-        Ok::<(), StageError>(())
-    };
-    let (encoded, reported) = tokio::join!(encode, reporter);
+    let encoding = std::time::Instant::now();
+    let encoded = encode_reporting(&cx.stop, &ffmpeg, &args, duration, |f| async move {
+        cxr.emit("render", NewEvent::progress(f)).await.map(|_| ())
+    })
+    .await;
     if let Err(e) = encoded {
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(out_of_space(e, &cx.work_dir));
     }
-    reported?;
+    let took = encoding.elapsed().as_secs_f64();
+    if took > 0.0 {
+        crate::metrics::get().render_speed.observe(duration / took);
+    }
     cx.stop.check()?;
 
     if let Some(parent) = cx.output_path.parent() {
@@ -497,6 +533,59 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A refused progress event (the job was cancelled behind the stage's back) stops the encoder
+    /// at once instead of letting it run to the end.
+    #[tokio::test]
+    async fn a_refused_progress_report_kills_the_encoder() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let script = format!(
+            "echo $$ > '{}'; i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo out_time_us=$((i*100000)); sleep 0.05; done",
+            pidfile.display()
+        );
+        let fake = Tool {
+            name: "ffmpeg",
+            program: "sh".into(),
+            key: "tools.ffmpeg",
+            package: "ffmpeg",
+        };
+        let args: Vec<OsString> = vec!["-c".into(), script.into()];
+        let (_h, stop) = StopSignal::pair();
+        let mut reports = 0;
+        let t0 = Instant::now();
+        let r = encode_reporting(&stop, &fake, &args, 60.0, |_| {
+            reports += 1;
+            let refuse = reports > 1;
+            async move {
+                if refuse {
+                    Err(StageError::failed("JournalUnavailable", "event refused"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert!(r.unwrap_err().to_string().contains("event refused"));
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the encoder outlived the refusal: {stat}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     #[test]
     fn a_full_disk_is_named_instead_of_quoting_ffmpeg() {

@@ -678,6 +678,20 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
     tokio::fs::write(&path, doc)
         .await
         .map_err(|e| StageError::failed("Io", format!("{}: {e}", path.display())))?;
+    // The captions as a file for people and players (`GET /api/jobs/:id/subtitles`), next to the
+    // video: the cues of the classic style, whatever style is burnt in.
+    let cues = build_cues(
+        &cx.artifacts.sentences,
+        cfg.subtitles.max_line_chars as usize,
+        cx.artifacts.duration,
+    );
+    let srt = cx.output_path.with_extension("srt");
+    if let Some(dir) = srt.parent() {
+        let _ = tokio::fs::create_dir_all(dir).await;
+    }
+    tokio::fs::write(&srt, super::captions::srt_document(&cues))
+        .await
+        .map_err(|e| StageError::failed("Io", format!("{}: {e}", srt.display())))?;
     info!(job = %cx.job.0, stage = "subtitles", style = %style.style, events, "subtitles written");
     cx.artifacts.subtitles = Some(path);
     Ok(())

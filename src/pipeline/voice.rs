@@ -2,16 +2,21 @@
 //! time of every word.
 //!
 //! MoneyPrinter's TikTok voice ids (the full list its page offers) map to espeak-ng voices through
-//! the catalogue in `crate::voices` (an id not in it is refused at submit time). Providers behind
-//! the [`VoiceProvider`] trait: espeak-ng (offline; through its library, which reports where each
-//! word starts, else the program) and TikTok TTS ([`TikTokVoice`]: MP3 per sentence, converted to
-//! WAV; espeak-ng stands in, with a warning, when TikTok is not configured or fails for good, unless
-//! `voice.fallback` is off). At most [`PARALLEL_SYNTHESIS`] sentences are spoken at once; the
-//! per-sentence WAVs are measured from their headers and joined, with a short pause between
-//! sentences, into one PCM WAV whose sentence starts are exact. Word times: the engine's where it
-//! reports them (espeak-ng's library), else estimated inside each sentence's speech (its audio with
-//! the silence at either end cut, found by one `silencedetect` pass over the track); see `timing`.
-//! Event: `Generating voiceover with <provider>` {voice}.
+//! the catalogue in `crate::voices` (an id not in it is refused at submit time), and to a Piper
+//! model of their language; `piper:<model>` names a Piper model. Providers behind the
+//! [`VoiceProvider`] trait: Piper (`piper`: the neural offline voice, one process for all
+//! sentences), espeak-ng (offline; through its library, which reports where each word starts, else
+//! the program) and TikTok TTS ([`TikTokVoice`]: MP3 per sentence, converted to WAV; espeak-ng
+//! stands in, with a warning, when TikTok is not configured or fails for good, unless
+//! `voice.fallback` is off). `voice.provider = "auto"` (the default) uses Piper when its executable
+//! and a model for the voice's language are installed, else espeak-ng, and an info event
+//! `Voice: ...` names the choice and why; an explicit `piper` (or a `piper:<model>` voice) that is
+//! not installed fails the stage. Other engines speak at most [`PARALLEL_SYNTHESIS`] sentences at
+//! once; the per-sentence WAVs are measured from their headers and joined, with a short pause
+//! between sentences, into one PCM WAV whose sentence starts are exact. Word times: the engine's
+//! where it reports them (espeak-ng's library), else estimated inside each sentence's speech (its
+//! audio with the silence at either end cut, found by one `silencedetect` pass over the track); see
+//! `timing`. Event: `Generating voiceover with <provider>` {voice, model}.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -25,6 +30,7 @@ use tracing::info;
 
 use super::espeak::{self, EspeakError};
 use super::online::{self, CallSite, Failover};
+use super::piper::Piper;
 use super::process::{self, Tool};
 use super::text::{has_words, split_sentences};
 use super::timing::{self, WordMark};
@@ -33,7 +39,7 @@ use crate::config::{Config, VoiceEngine};
 use crate::event::NewEvent;
 use crate::providers::tiktok::TikTok;
 use crate::providers::RetryPolicy;
-use crate::voices::espeak_voice;
+use crate::voices::{espeak_voice, piper_model_for, piper_model_name, piper_models};
 
 /// Sentences synthesised at once.
 pub const PARALLEL_SYNTHESIS: usize = 2;
@@ -51,6 +57,28 @@ pub trait VoiceProvider {
         text: &'a str,
         out: &'a Path,
     ) -> LocalBoxFuture<'a, Result<Option<Vec<WordMark>>, StageError>>;
+
+    /// Speaks every sentence, `sentences[i]` into `out[i]`; returns each one's word marks. By
+    /// default [`PARALLEL_SYNTHESIS`] calls of `speak` at a time; an engine with a costly start
+    /// (Piper loads its model for seconds) speaks them all in one run instead.
+    fn speak_all<'a>(
+        &'a self,
+        stop: &'a StopSignal,
+        voice: &'a str,
+        sentences: &'a [String],
+        out: &'a [PathBuf],
+    ) -> LocalBoxFuture<'a, Result<Vec<Option<Vec<WordMark>>>, StageError>> {
+        Box::pin(async move {
+            let jobs = sentences.iter().zip(out).map(|(text, out)| async move {
+                stop.check()?;
+                self.speak(stop, voice, text, out).await
+            });
+            stream::iter(jobs)
+                .buffered(PARALLEL_SYNTHESIS)
+                .try_collect()
+                .await
+        })
+    }
 }
 
 /// espeak-ng, offline: through its library (`tools.espeak_library`) when it loads, which reports
@@ -418,15 +446,99 @@ impl VoiceProvider for TikTokVoice {
     }
 }
 
-/// The provider for this job and, when it is a fallback, the warning to record.
+/// The engine that speaks a job, and what to say about the choice.
+struct Chosen {
+    provider: Box<dyn VoiceProvider>,
+    /// The Piper model, when Piper speaks.
+    model: Option<String>,
+    /// Events recorded after `Generating voiceover with ...`: why `auto` chose what it chose, or
+    /// the warning of a fallback.
+    notes: Vec<NewEvent>,
+}
+
+impl Chosen {
+    fn one(provider: Box<dyn VoiceProvider>, note: Option<NewEvent>) -> Chosen {
+        Chosen {
+            provider,
+            model: None,
+            notes: note.into_iter().collect(),
+        }
+    }
+}
+
+/// Piper with the model that speaks `voice`, or why there is none.
+fn piper_for(cfg: &Config, voice: &str) -> Result<Piper, String> {
+    let tool = Tool::piper(cfg);
+    if !tool.is_available() {
+        return Err(format!(
+            "Piper is not installed ({} = \"{}\" was not found)",
+            tool.key, tool.program
+        ));
+    }
+    let models = piper_models(&cfg.tools.piper, &cfg.voice.piper_model);
+    let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    match piper_model_for(&models, voice) {
+        Some(m) => Ok(Piper::new(tool, m.clone())),
+        None if models.is_empty() => Err(match cfg.voice.piper_model.as_str() {
+            "" => format!(
+                "Piper has no voice model (none installed beside {}; set voice.piper_model)",
+                tool.program
+            ),
+            m => format!("the Piper model {m} (voice.piper_model) was not found, or its .onnx.json is missing"),
+        }),
+        None => Err(format!(
+            "Piper has no model for voice `{voice}` (installed: {})",
+            names.join(", ")
+        )),
+    }
+}
+
+/// The provider for this job (`voice.provider`, or Piper for a `piper:<model>` voice).
 fn choose_provider(
     cfg: &Config,
+    voice: &str,
     events: &Rc<dyn EventSink>,
-) -> Result<(Box<dyn VoiceProvider>, Option<NewEvent>), StageError> {
-    match cfg.voice.provider {
-        VoiceEngine::Espeak => Ok((Box::new(Espeak::new(cfg)), None)),
+) -> Result<Chosen, StageError> {
+    let piper = |p: Piper, note: Option<NewEvent>| Chosen {
+        model: Some(p.model().name.clone()),
+        provider: Box::new(p),
+        notes: note.into_iter().collect(),
+    };
+    let engine = if piper_model_name(voice).is_some() {
+        VoiceEngine::Piper
+    } else {
+        cfg.voice.provider
+    };
+    match engine {
+        VoiceEngine::Espeak => Ok(Chosen::one(Box::new(Espeak::new(cfg)), None)),
+        VoiceEngine::Piper => match piper_for(cfg, voice) {
+            Ok(p) => Ok(piper(p, None)),
+            Err(why) if !Tool::piper(cfg).is_available() => Err(StageError::failed(
+                "ToolMissing",
+                format!("{why}. {}", Tool::piper(cfg).missing_message()),
+            )),
+            Err(why) => Err(StageError::failed("UnknownVoice", why)),
+        },
+        VoiceEngine::Auto => match piper_for(cfg, voice) {
+            Ok(p) => {
+                let name = p.model().name.clone();
+                let note = NewEvent::info(format!(
+                    "Voice: Piper with the model {name} (voice.provider = auto)."
+                ))
+                .with_payload(json!({ "provider": "piper", "model": name, "choice": "auto" }));
+                Ok(piper(p, Some(note)))
+            }
+            Err(why) => {
+                info!(reason = %why, "voice: espeak-ng instead of Piper");
+                let note = NewEvent::info(format!(
+                    "Voice: espeak-ng (voice.provider = auto): {why}. Install Piper for a natural voice (see the README)."
+                ))
+                .with_payload(json!({ "provider": "espeak-ng", "choice": "auto", "reason": why }));
+                Ok(Chosen::one(Box::new(Espeak::new(cfg)), Some(note)))
+            }
+        },
         VoiceEngine::Tiktok => match TikTok::from_config(&cfg.voice, &cfg.tools) {
-            Ok(tts) => Ok((
+            Ok(tts) => Ok(Chosen::one(
                 Box::new(TikTokVoice {
                     tts,
                     ffmpeg: Tool::ffmpeg(cfg),
@@ -446,7 +558,7 @@ fn choose_provider(
                 }),
                 None,
             )),
-            Err(e) if cfg.voice.fallback => Ok((
+            Err(e) if cfg.voice.fallback => Ok(Chosen::one(
                 Box::new(Espeak::new(cfg)),
                 Some(online::fallback_warning(
                     &e,
@@ -463,16 +575,21 @@ fn choose_provider(
 /// The voice stage.
 pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
     let cfg = cx.config.clone();
-    let (provider, warning) = choose_provider(&cfg, &cx.events)?;
     let voice = cx.request.voice.clone();
+    let chosen = choose_provider(&cfg, &voice, &cx.events)?;
+    let provider = chosen.provider;
+    let mut payload = json!({ "voice": voice });
+    if let Some(model) = &chosen.model {
+        payload["model"] = json!(model);
+    }
     cx.emit(
         "voice",
         NewEvent::info(format!("Generating voiceover with {}", provider.name()))
-            .with_payload(json!({ "voice": voice })),
+            .with_payload(payload),
     )
     .await?;
-    if let Some(w) = warning {
-        cx.emit("voice", w).await?;
+    for ev in chosen.notes {
+        cx.emit("voice", ev).await?;
     }
     let script = cx.artifacts.script.clone().unwrap_or_default();
     let sentences: Vec<String> = split_sentences(&script)
@@ -490,33 +607,27 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
         .await
         .map_err(|e| io_failed(&dir, e))?;
 
-    let stop = cx.stop.clone();
-    let provider = provider.as_ref();
-    let jobs = sentences.iter().enumerate().map(|(i, text)| {
-        let out = dir.join(format!("sentence-{i:04}.wav"));
-        let stop = &stop;
-        let voice = voice.as_str();
-        async move {
-            stop.check()?;
-            let marks = provider.speak(stop, voice, text, &out).await?;
-            let bytes = tokio::fs::read(&out)
-                .await
-                .map_err(|e| io_failed(&out, e))?;
-            let wav = Wav::parse(&bytes).map_err(|e| {
-                StageError::failed(
-                    "BadAudio",
-                    format!("{} wrote {}: {e}", provider.name(), out.display()),
-                )
-            })?;
-            Ok::<_, StageError>((wav, marks.filter(|m| !m.is_empty())))
-        }
-    });
-    let spoken: Vec<(Wav, Option<Vec<WordMark>>)> = stream::iter(jobs)
-        .buffered(PARALLEL_SYNTHESIS)
-        .try_collect()
+    let files: Vec<PathBuf> = (0..sentences.len())
+        .map(|i| dir.join(format!("sentence-{i:04}.wav")))
+        .collect();
+    let marks = provider
+        .speak_all(&cx.stop, &voice, &sentences, &files)
         .await?;
     cx.stop.check()?;
-    let (parts, marks): (Vec<Wav>, Vec<Option<Vec<WordMark>>>) = spoken.into_iter().unzip();
+    let marks: Vec<Option<Vec<WordMark>>> = marks
+        .into_iter()
+        .map(|m| m.filter(|m| !m.is_empty()))
+        .collect();
+    let mut parts: Vec<Wav> = Vec::with_capacity(files.len());
+    for out in &files {
+        let bytes = tokio::fs::read(out).await.map_err(|e| io_failed(out, e))?;
+        parts.push(Wav::parse(&bytes).map_err(|e| {
+            StageError::failed(
+                "BadAudio",
+                format!("{} wrote {}: {e}", provider.name(), out.display()),
+            )
+        })?);
+    }
 
     let pause = f64::from(cfg.voice.sentence_pause_ms) / 1000.0;
     let (track, timings) =

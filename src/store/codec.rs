@@ -181,6 +181,38 @@ mod tests {
     }
 
     #[test]
+    fn kind_codes_never_change_and_webhook_records_round_trip() {
+        let codes: Vec<(Kind, u8)> = Kind::ALL.iter().map(|k| (*k, k.code())).collect();
+        assert_eq!(
+            codes,
+            vec![
+                (Kind::Queued, 1),
+                (Kind::Running, 2),
+                (Kind::Log, 3),
+                (Kind::Progress, 4),
+                (Kind::Error, 5),
+                (Kind::CancelRequested, 6),
+                (Kind::Cancelled, 7),
+                (Kind::Complete, 8),
+                (Kind::Metadata, 9),
+                (Kind::Admin, 10),
+                (Kind::StageCompleted, 11),
+                (Kind::Webhook, 12),
+            ]
+        );
+        let mut hook = sample();
+        hook.kind = Kind::Webhook;
+        hook.payload = Some(json!({"eventId": 6, "outcome": "delivered", "status": 200}));
+        let bytes = encode(&hook);
+        assert_eq!(bytes[..17], GOLDEN_V1[..17], "version and job as before");
+        assert_eq!(decode(7, &bytes).unwrap(), hook);
+        let mut out = Vec::new();
+        write_wire(7, &bytes, &mut out).unwrap();
+        let wire: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(wire["type"], "webhook");
+    }
+
+    #[test]
     fn encoding_is_stable() {
         assert_eq!(encode(&sample()), GOLDEN_V1);
     }

@@ -499,3 +499,32 @@ pub fn require_media_tools() {
         );
     }
 }
+
+/// The Piper executable the tests use: `$REELSMITH_TEST_PIPER`, else `/opt/reelsmith-piper/bin/piper`
+/// (where `.ci/install-piper` puts it). Fails the test (never skips it) when it is missing.
+pub fn piper_program() -> String {
+    let p = std::env::var("REELSMITH_TEST_PIPER")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/opt/reelsmith-piper/bin/piper".to_string());
+    assert!(
+        Path::new(&p).is_file(),
+        "Piper is missing at {p}: install it with `sudo bash .ci/install-piper` (or set REELSMITH_TEST_PIPER)"
+    );
+    p
+}
+
+/// The mean volume (dB) of a media file's audio, from ffmpeg's `volumedetect`.
+pub fn mean_volume_db(path: &Path) -> f64 {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-i"])
+        .arg(path)
+        .args(["-vn", "-af", "volumedetect", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg must be installed");
+    let text = String::from_utf8_lossy(&out.stderr);
+    text.lines()
+        .find_map(|l| l.split("mean_volume:").nth(1))
+        .and_then(|v| v.trim().trim_end_matches("dB").trim().parse().ok())
+        .unwrap_or(-100.0)
+}
