@@ -921,3 +921,82 @@ fn an_exposed_daemon_warns_and_an_api_token_guards_every_api_route() {
     assert!(!logs.contains("no authentication"), "{logs}");
     assert!(!logs.contains(TOKEN), "the token was logged:\n{logs}");
 }
+
+/// One control-socket request on a fresh connection.
+fn ctl(d: &Daemon, req: Value) -> Value {
+    let s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    writeln!(w, "{req}").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+/// The request a job was queued with, as stored (`ctl show`).
+fn stored_request(d: &Daemon, id: &str) -> Value {
+    let r = ctl(d, json!({ "cmd": "show", "id": id }));
+    assert_eq!(r["ok"], true, "{r}");
+    r["job"]["request"].clone()
+}
+
+#[test]
+fn a_reload_reaches_the_http_layer_job_defaults_and_the_model_list() {
+    let base = "[llm]\nollama_base_url = \"http://127.0.0.1:1\"\nprovider = \"offline\"\nmodel = \"llama3.1:8b\"\n";
+    let (d, tmp) = Daemon::start(base, &["--paused"]);
+    let before = d.submit(&json!({ "videoSubject": "before the reload" }));
+    let r = stored_request(&d, &before);
+    assert_eq!(
+        (&r["voice"], &r["color"], &r["subtitlesPosition"]),
+        (
+            &json!("en_us_001"),
+            &json!("#FFFF00"),
+            &json!(["center", "bottom"])
+        ),
+        "{r}"
+    );
+    assert_eq!(d.get("/api/models").1["default"], "llama3.1:8b");
+
+    std::fs::write(
+        tmp.path().join("test-config.toml"),
+        base.replace("llama3.1:8b", "qwen2.5:0.5b")
+            + "[voice]\ndefault_voice = \"fr_001\"\n[subtitles]\ncolor = \"red\"\nposition = \"left,top\"\n",
+    )
+    .unwrap();
+    let reply = ctl(&d, json!({ "cmd": "reload" }));
+    assert_eq!(reply["ok"], true, "{reply}");
+    for key in [
+        "voice.default_voice",
+        "subtitles.color",
+        "subtitles.position",
+        "llm.model",
+    ] {
+        assert!(
+            reply["applied"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k == key),
+            "{key} not applied: {reply}"
+        );
+    }
+    assert!(reply.get("note").is_none(), "{reply}");
+
+    // What the reload says it applied, a submission over HTTP gets.
+    let after = d.submit(&json!({ "videoSubject": "after the reload" }));
+    let r = stored_request(&d, &after);
+    assert_eq!(
+        (&r["voice"], &r["color"], &r["subtitlesPosition"]),
+        (&json!("fr_001"), &json!("red"), &json!(["left", "top"])),
+        "{r}"
+    );
+    // The caller's own values still win, and the job queued before keeps its request.
+    let own = d.submit(&json!({ "videoSubject": "own", "voice": "en_us_001", "color": "#00FF00" }));
+    let r = stored_request(&d, &own);
+    assert_eq!(
+        (&r["voice"], &r["color"]),
+        (&json!("en_us_001"), &json!("#00FF00"))
+    );
+    assert_eq!(stored_request(&d, &before)["voice"], "en_us_001");
+    assert_eq!(d.get("/api/models").1["default"], "qwen2.5:0.5b");
+}
