@@ -14,7 +14,6 @@ mod limits;
 mod media;
 mod openapi;
 mod routes;
-mod sse;
 mod upload;
 
 use std::convert::Infallible;

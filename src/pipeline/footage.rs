@@ -1,9 +1,9 @@
 //! Footage stage: one clip per search term, from a [`FootageProvider`].
 //!
 //! Providers here: `local` (video files of `footage.local_dir`, matched to terms by file name, never
-//! the same file twice) and `generated` (moving backgrounds made by ffmpeg's lavfi sources:
-//! gradients, fractals, cellular automata, noise, plasma; colours and pattern seeded by the term, so
-//! a term always gives the same clip). With `generated` and a `local_dir`, local clips come first and
+//! the same file twice) and `generated` (moving backgrounds made by ffmpeg, see `backgrounds`:
+//! gradients, moving light, aurora, bokeh, in a palette chosen from the subject; the recipe and its
+//! motion seeded by the term, so a subject and term always give the same clip). With `generated` and a `local_dir`, local clips come first and
 //! generated ones fill the rest. `pexels` ([`PexelsFootage`]) searches Pexels per term, downloads
 //! through the shared clip cache and places each clip into the job's folder; it falls back to
 //! generated backgrounds (with a warning) when Pexels is not configured or fails for good, unless
@@ -24,6 +24,7 @@ use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
 use tracing::info;
 
+use super::backgrounds::{self, Palette, RECIPES};
 use super::online::{self, CallSite, Failover};
 use super::process::{self, Tool};
 use super::text::seed_of;
@@ -51,11 +52,17 @@ pub trait FootageProvider {
     ) -> LocalBoxFuture<'a, Result<Option<PathBuf>, StageError>>;
 }
 
-/// Clips from a folder, matched by file name, each used once.
+/// Clips from a folder and its subfolders (up to [`LOCAL_DEPTH`] levels, at most [`LOCAL_FILES`]
+/// files), matched to a term by file name and folder names, each used once.
 pub struct LocalFolder {
     dir: PathBuf,
     used: RefCell<HashSet<PathBuf>>,
 }
+
+/// How deep [`LocalFolder`] looks below its folder.
+pub const LOCAL_DEPTH: usize = 4;
+/// How many video files [`LocalFolder`] considers at most (in name order).
+pub const LOCAL_FILES: usize = 10_000;
 
 impl LocalFolder {
     pub fn new(dir: impl Into<PathBuf>) -> LocalFolder {
@@ -66,7 +73,11 @@ impl LocalFolder {
     }
 
     async fn list(&self) -> Result<Vec<PathBuf>, StageError> {
-        let mut rd = tokio::fs::read_dir(&self.dir).await.map_err(|e| {
+        let dir = self.dir.clone();
+        let listed = tokio::task::spawn_blocking(move || list_videos(&dir))
+            .await
+            .map_err(|e| StageError::failed("FootageFolder", format!("listing stopped: {e}")))?;
+        listed.map_err(|e| {
             StageError::failed(
                 "FootageFolder",
                 format!(
@@ -74,37 +85,76 @@ impl LocalFolder {
                     self.dir.display()
                 ),
             )
-        })?;
-        let mut files = Vec::new();
-        while let Ok(Some(entry)) = rd.next_entry().await {
-            let path = entry.path();
-            let is_video = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-            if is_video
-                && entry
-                    .file_type()
-                    .await
-                    .is_ok_and(|t| t.is_file() || t.is_symlink())
-            {
-                files.push(path);
-            }
-        }
-        files.sort();
-        Ok(files)
+        })
     }
 }
 
-/// How well a file name matches a term: the number of the term's words in the name.
-fn name_score(path: &Path, term: &str) -> usize {
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_lowercase())
+/// Whether `path` names a video file by its extension.
+pub fn is_video(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| VIDEO_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// The video files under `root` (breadth first, hidden entries skipped, sorted); an unreadable
+/// subfolder is skipped, an unreadable `root` is an error.
+fn list_videos(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut level = vec![root.to_path_buf()];
+    for depth in 0..=LOCAL_DEPTH {
+        let mut next = Vec::new();
+        for dir in level {
+            let rd = match std::fs::read_dir(&dir) {
+                Ok(rd) => rd,
+                Err(e) if depth == 0 => return Err(e),
+                Err(_) => continue,
+            };
+            for entry in rd.flatten() {
+                let path = entry.path();
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
+                // Follows symlinks: the folder is the operator's own.
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_dir() => next.push(path),
+                    Ok(m) if m.is_file() && is_video(&path) => files.push(path),
+                    _ => {}
+                }
+            }
+        }
+        if files.len() >= LOCAL_FILES {
+            break;
+        }
+        level = next;
+    }
+    files.sort();
+    files.truncate(LOCAL_FILES);
+    Ok(files)
+}
+
+/// How well a clip matches a term: two points for each of the term's words (longer than two
+/// letters) in the file name, one for each found only in the names of its folders below `root`.
+fn name_score(root: &Path, path: &Path, term: &str) -> usize {
+    let lower = |s: &std::ffi::OsStr| s.to_string_lossy().to_lowercase();
+    let name = path.file_stem().map(lower).unwrap_or_default();
+    let folders: Vec<String> = path
+        .parent()
+        .and_then(|p| p.strip_prefix(root).ok())
+        .map(|rel| rel.iter().map(lower).collect())
         .unwrap_or_default();
     term.split_whitespace()
-        .filter(|w| w.chars().count() > 2 && name.contains(&w.to_lowercase()))
-        .count()
+        .map(str::to_lowercase)
+        .filter(|w| w.chars().count() > 2)
+        .map(|w| {
+            if name.contains(&w) {
+                2
+            } else if folders.iter().any(|f| f.contains(&w)) {
+                1
+            } else {
+                0
+            }
+        })
+        .sum()
 }
 
 impl FootageProvider for LocalFolder {
@@ -127,7 +177,7 @@ impl FootageProvider for LocalFolder {
                 .filter(|f| !used.contains(*f))
                 .enumerate()
                 // The best name match; the first file in name order when none matches.
-                .max_by_key(|(i, f)| (name_score(f, term), std::cmp::Reverse(*i)))
+                .max_by_key(|(i, f)| (name_score(&self.dir, f, term), std::cmp::Reverse(*i)))
                 .map(|(_, f)| f.clone());
             if let Some(f) = &best {
                 used.insert(f.clone());
@@ -137,7 +187,7 @@ impl FootageProvider for LocalFolder {
     }
 }
 
-/// Moving backgrounds made by ffmpeg.
+/// Moving backgrounds made by ffmpeg (see `backgrounds`), in the palette of the video's subject.
 #[derive(Clone, Debug)]
 pub struct Generated {
     tool: Tool,
@@ -145,92 +195,9 @@ pub struct Generated {
     height: u32,
     fps: u32,
     seconds: f64,
-}
-
-/// Colour palettes for the generated backgrounds (three colours each, `0xRRGGBB`).
-const PALETTES: &[[&str; 3]] = &[
-    ["0x1a2a6c", "0xb21f1f", "0xfdbb2d"],
-    ["0x0f2027", "0x2c5364", "0x00c9a7"],
-    ["0x42275a", "0x734b6d", "0xf0a6ca"],
-    ["0x141e30", "0x243b55", "0x6dd5ed"],
-    ["0x3a1c71", "0xd76d77", "0xffaf7b"],
-    ["0x0b486b", "0x3b8686", "0xcff09e"],
-    ["0x232526", "0x414345", "0xe96443"],
-    ["0x1d4350", "0xa43931", "0xf8b500"],
-];
-
-/// Number of background recipes [`generated_source`] knows.
-pub const RECIPES: usize = 7;
-
-/// The lavfi graph of background `recipe` at `w`x`h`, `fps`, seeded by `seed`.
-pub fn generated_source(recipe: usize, seed: u64, w: u32, h: u32, fps: u32) -> String {
-    let [c0, c1, c2] = PALETTES[(seed >> 8) as usize % PALETTES.len()];
-    let s = seed % 1000;
-    let hue_speed = 10 + (seed >> 20) % 40;
-    let (hw, hh) = ((w / 2).max(8), (h / 2).max(8));
-    match recipe % RECIPES {
-        0 => format!(
-            "gradients=s={w}x{h}:r={fps}:n=3:c0={c0}:c1={c1}:c2={c2}:speed=0.0{}:seed={s}",
-            2 + s % 5
-        ),
-        1 => format!(
-            "mandelbrot=s={w}x{h}:r={fps}:start_scale={}:end_scale=0.3:end_pts={},hue=h=t*{hue_speed}",
-            2 + s % 3,
-            200 + s % 200
-        ),
-        2 => format!(
-            "life=s={hw}x{hh}:r={fps}:mold=20:ratio=0.{}:seed={s}:life_color={c2}:death_color={c0}:mold_color={c1},scale={w}x{h}:flags=neighbor,gblur=sigma=1.5",
-            2 + s % 5
-        ),
-        3 => format!(
-            "cellauto=s={hw}x{hh}:r={fps}:rule={}:scroll=1:seed={s}:full=1,format=rgb24,lutrgb=r='if(val,{},{})':g='if(val,{},{})':b='if(val,{},{})',scale={w}x{h}:flags=neighbor,gblur=sigma=1",
-            [30, 45, 73, 86, 89, 105, 110, 150][(seed >> 4) as usize % 8],
-            channel(c2, 0),
-            channel(c0, 0),
-            channel(c2, 1),
-            channel(c0, 1),
-            channel(c2, 2),
-            channel(c0, 2),
-        ),
-        // Coloured noise at a tiny size, smoothed over time and scaled up: drifting clouds.
-        4 => format!(
-            "color=c={c1}:s=12x20:r={fps},noise=alls=90:allf=t,tmix=frames=20,scale={w}x{h}:flags=bicubic,gblur=sigma={},eq=contrast=1.6:saturation=2.5,hue=h=t*{hue_speed}",
-            (w / 40).max(1)
-        ),
-        5 => {
-            let f = |k: u64| 9 + (seed >> k) % 17;
-            format!(
-                "nullsrc=s={w}x{h}:r={fps},geq=r='{}+90*sin(X/{}+T*1.3)':g='{}+90*sin(Y/{}-T*1.1)':b='{}+90*sin((X+Y)/{}+T*0.7)'",
-                channel(c1, 0).clamp(90, 165),
-                f(3),
-                channel(c1, 1).clamp(90, 165),
-                f(9),
-                channel(c1, 2).clamp(90, 165),
-                f(15)
-            )
-        }
-        _ => {
-            // The fractal is black and white: map it onto two palette colours.
-            let ramp = |k: usize| {
-                let (a, b) = (channel(c0, k), channel(c2, k));
-                format!("{a}+({b}-{a})*val/255")
-            };
-            format!(
-                "sierpinski=s={w}x{h}:r={fps}:type={}:jump={}:seed={s},format=rgb24,lutrgb=r='{}':g='{}':b='{}'",
-                if seed.is_multiple_of(2) { "carpet" } else { "triangle" },
-                50 + s % 50,
-                ramp(0),
-                ramp(1),
-                ramp(2)
-            )
-        }
-    }
-}
-
-/// One channel (0 red, 1 green, 2 blue) of a `0xRRGGBB` colour.
-fn channel(hex: &str, i: usize) -> u32 {
-    let v = u32::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap_or(0);
-    (v >> (16 - 8 * i as u32)) & 0xff
+    palette: Palette,
+    /// The subject's seed: the first clip's recipe.
+    subject_seed: u64,
 }
 
 /// The size generated clips are made at: a quarter of the render's height, between 96 and 480
@@ -242,8 +209,8 @@ pub fn generated_size(w: u32, h: u32) -> (u32, u32) {
 }
 
 impl Generated {
-    /// Backgrounds for a video of `frame` (width, height).
-    pub fn new(cfg: &Config, frame: (u32, u32)) -> Generated {
+    /// Backgrounds for a video about `subject` of `frame` (width, height).
+    pub fn new(cfg: &Config, frame: (u32, u32), subject: &str) -> Generated {
         let (width, height) = generated_size(frame.0, frame.1);
         Generated {
             tool: Tool::ffmpeg(cfg),
@@ -251,7 +218,15 @@ impl Generated {
             height,
             fps: cfg.render.fps,
             seconds: cfg.footage.seconds_per_clip,
+            palette: backgrounds::palette_for(subject, seed_of(subject)),
+            subject_seed: seed_of(subject),
         }
+    }
+
+    /// The palette this job's backgrounds use.
+    #[cfg(test)]
+    pub fn palette(&self) -> &Palette {
+        &self.palette
     }
 
     /// ffmpeg arguments that make background `recipe` for `seed` into `out`.
@@ -261,7 +236,14 @@ impl Generated {
             "-f".into(),
             "lavfi".into(),
             "-i".into(),
-            generated_source(recipe, seed, self.width, self.height, self.fps),
+            backgrounds::source(
+                recipe,
+                &self.palette,
+                seed,
+                self.width,
+                self.height,
+                self.fps,
+            ),
             "-t".into(),
             format!("{:.3}", self.seconds),
             "-an".into(),
@@ -293,8 +275,9 @@ impl FootageProvider for Generated {
     ) -> LocalBoxFuture<'a, Result<Option<PathBuf>, StageError>> {
         Box::pin(async move {
             let seed = seed_of(term);
-            // Consecutive clips use different recipes, so the video keeps changing look.
-            let recipe = (seed as usize % RECIPES + index) % RECIPES;
+            // Consecutive clips take the recipes in turn, so the video keeps changing look and
+            // shows every one.
+            let recipe = (self.subject_seed % RECIPES as u64) as usize + index;
             let out = dir.join(format!("generated-{index:02}.mp4"));
             process::run(stop, &self.tool, &self.args(recipe, seed, &out)).await?;
             Ok(Some(out))
@@ -426,6 +409,7 @@ impl FootageProvider for PexelsFootage {
 fn choose_provider(
     cfg: &Config,
     frame: (u32, u32),
+    subject: &str,
     events: &Rc<dyn EventSink>,
 ) -> Result<(Box<dyn FootageProvider>, Option<NewEvent>), StageError> {
     let f = &cfg.footage;
@@ -434,11 +418,11 @@ fn choose_provider(
         FootageSource::Generated if !f.local_dir.is_empty() => Ok((
             Box::new(LocalThenGenerated {
                 local: LocalFolder::new(&f.local_dir),
-                generated: Generated::new(cfg, frame),
+                generated: Generated::new(cfg, frame, subject),
             }),
             None,
         )),
-        FootageSource::Generated => Ok((Box::new(Generated::new(cfg, frame)), None)),
+        FootageSource::Generated => Ok((Box::new(Generated::new(cfg, frame, subject)), None)),
         FootageSource::Pexels => match Pexels::from_config(f) {
             Ok(pexels) => Ok((
                 Box::new(PexelsFootage {
@@ -450,7 +434,7 @@ fn choose_provider(
                     ),
                     events: events.clone(),
                     seen: RefCell::new(HashSet::new()),
-                    fallback: f.fallback.then(|| Generated::new(cfg, frame)),
+                    fallback: f.fallback.then(|| Generated::new(cfg, frame, subject)),
                     failover: Failover::new(
                         "footage",
                         online::PEXELS,
@@ -461,7 +445,7 @@ fn choose_provider(
                 None,
             )),
             Err(e) if f.fallback => Ok((
-                Box::new(Generated::new(cfg, frame)),
+                Box::new(Generated::new(cfg, frame, subject)),
                 Some(online::fallback_warning(
                     &e,
                     "Using generated backgrounds instead.",
@@ -480,7 +464,8 @@ const PARALLEL_FETCHES: usize = 2;
 /// The footage stage.
 pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
     let cfg = cx.config.clone();
-    let (provider, warning) = choose_provider(&cfg, cx.frame(), &cx.events)?;
+    let (provider, warning) =
+        choose_provider(&cfg, cx.frame(), &cx.request.video_subject, &cx.events)?;
     if let Some(w) = warning {
         cx.emit("footage", w).await?;
     }
@@ -559,69 +544,72 @@ mod tests {
         assert_eq!(h, 320);
     }
 
-    #[test]
-    fn sources_are_seeded_and_varied() {
-        let a = generated_source(0, seed_of("octopus"), 54, 96, 30);
-        assert_eq!(a, generated_source(0, seed_of("octopus"), 54, 96, 30));
-        let all: HashSet<String> = (0..RECIPES)
-            .map(|r| {
-                generated_source(r, 7, 54, 96, 30)
-                    .split('=')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string()
-            })
-            .collect();
-        assert_eq!(
-            all.len(),
-            RECIPES,
-            "each recipe uses a different source: {all:?}"
-        );
-        assert_eq!(channel("0x1a2b3c", 0), 0x1a);
-        assert_eq!(channel("0x1a2b3c", 2), 0x3c);
+    /// Gray pixels of frame `n` of `clip`, scaled to `w`x`h` (an area average: grain cancels out).
+    fn gray_frame(clip: &Path, n: u32, w: u32, h: u32) -> Vec<u8> {
+        let o = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(clip)
+            .args([
+                "-vf",
+                &format!("select=eq(n\\,{n}),scale={w}:{h}:flags=area"),
+                "-frames:v",
+                "1",
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "gray",
+                "-",
+            ])
+            .output()
+            .expect("ffmpeg must be installed");
+        o.stdout
+    }
+
+    fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+        let sum: u64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| u64::from(x.abs_diff(*y)))
+            .sum();
+        sum as f64 / a.len().max(1) as f64
     }
 
     #[tokio::test]
-    async fn every_recipe_makes_a_playable_moving_clip() {
+    async fn every_recipe_makes_a_smooth_moving_clip_in_the_subjects_palette() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = Config::default();
         cfg.render.width = 180;
         cfg.render.height = 320;
-        cfg.footage.seconds_per_clip = 1.0;
-        let g = Generated::new(&cfg, (cfg.render.width, cfg.render.height));
+        cfg.footage.seconds_per_clip = 2.0;
+        let g = Generated::new(&cfg, (360, 640), "Why octopuses have three hearts");
+        assert_eq!(g.palette().name, "ocean");
         let (_h, stop) = StopSignal::pair();
         for recipe in 0..RECIPES {
             let out = dir.path().join(format!("r{recipe}.mp4"));
             process::run(&stop, &g.tool, &g.args(recipe, 12345 + recipe as u64, &out))
                 .await
                 .unwrap_or_else(|e| panic!("recipe {recipe}: {e}"));
-            // The first and last frames differ: the background moves.
-            let frame = |sel: &str| {
-                let o = std::process::Command::new("ffmpeg")
-                    .args(["-v", "error", "-i"])
-                    .arg(&out)
-                    .args([
-                        "-vf",
-                        sel,
-                        "-frames:v",
-                        "1",
-                        "-f",
-                        "rawvideo",
-                        "-pix_fmt",
-                        "gray",
-                        "-",
-                    ])
-                    .output()
-                    .expect("ffmpeg must be installed");
-                o.stdout
-            };
-            let first = frame("select=eq(n\\,0)");
-            let last = frame("select=eq(n\\,29)");
+            // It moves: the first and last frames differ beyond the grain.
+            let (first, last) = (gray_frame(&out, 0, 9, 16), gray_frame(&out, 59, 9, 16));
             assert!(
                 !first.is_empty() && first.len() == last.len(),
                 "recipe {recipe}"
             );
-            assert_ne!(first, last, "recipe {recipe} does not move");
+            let moved = mean_abs_diff(&first, &last);
+            if let Some(keep) = std::env::var_os("REELSMITH_KEEP_BACKGROUNDS") {
+                let _ = std::fs::copy(&out, Path::new(&keep).join(format!("r{recipe}.mp4")));
+            }
+            // It is smooth, not a pattern: neighbouring pixels are close.
+            let full = gray_frame(&out, 30, g.width, g.height);
+            let w = g.width as usize;
+            let (left, right): (Vec<u8>, Vec<u8>) = full
+                .chunks(w)
+                .flat_map(|row| row.windows(2).map(|p| (p[0], p[1])))
+                .unzip();
+            let rough = mean_abs_diff(&left, &right);
+            eprintln!("recipe {recipe}: moved {moved:.2}, roughness {rough:.2}");
+            assert!(moved > 0.5, "recipe {recipe} does not move ({moved:.2})");
+            assert!(rough < 4.0, "recipe {recipe} is not smooth ({rough:.2})");
         }
     }
 
@@ -654,5 +642,41 @@ mod tests {
         assert_eq!(get("octopus").await.as_deref(), Some("a-city.mp4"));
         assert_eq!(get("blue sky").await.as_deref(), Some("c-sky.webm"));
         assert_eq!(get("anything").await, None);
+    }
+
+    #[tokio::test]
+    async fn local_subfolders_match_by_folder_name_after_file_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for (d, n) in [
+            ("ocean/octopus", "clip1.mp4"),
+            ("ocean", "reef-octopus.mp4"),
+            ("space", "stars.mkv"),
+            (".hidden", "octopus.mp4"),
+            ("a/b/c/d/e/f", "octopus-deep.mp4"),
+        ] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+            std::fs::write(root.join(d).join(n), b"x").unwrap();
+        }
+        let local = LocalFolder::new(root);
+        let (_h, stop) = StopSignal::pair();
+        let name = |p: Option<PathBuf>| p.map(|p| p.strip_prefix(root).unwrap().to_path_buf());
+        let f = |t| local.fetch(&stop, t, 0, root);
+        // The file name first, then the folder name; hidden and too deep files are never seen.
+        assert_eq!(
+            name(f("octopus").await.unwrap()),
+            Some("ocean/reef-octopus.mp4".into())
+        );
+        assert_eq!(
+            name(f("octopus").await.unwrap()),
+            Some("ocean/octopus/clip1.mp4".into())
+        );
+        assert_eq!(
+            name(f("deep space").await.unwrap()),
+            Some("space/stars.mkv".into())
+        );
+        assert_eq!(f("octopus").await.unwrap(), None);
+        let missing = LocalFolder::new(root.join("nope"));
+        assert!(missing.fetch(&stop, "x", 0, root).await.is_err());
     }
 }

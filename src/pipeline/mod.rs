@@ -9,6 +9,7 @@
 //! After each stage its result is kept in the job's folder and a `stage_completed` event pins it;
 //! a run skips the stages an earlier attempt completed whose kept results are intact (`resume`).
 
+pub mod backgrounds;
 pub mod captions;
 pub mod espeak;
 pub mod footage;
