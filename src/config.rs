@@ -283,6 +283,9 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     /// Time an idle keep-alive connection stays open, in seconds.
     pub keep_alive_timeout_secs: u64,
+    /// Longest silence on an event stream (`/api/.../events/stream`) before a comment heartbeat is
+    /// sent, in milliseconds.
+    pub sse_heartbeat_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -498,6 +501,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             header_read_timeout_secs: 10,
             keep_alive_timeout_secs: 5,
+            sse_heartbeat_ms: 15_000,
         }
     }
 }
@@ -718,6 +722,12 @@ impl Config {
             if !(1..=3600).contains(&v) {
                 return Err(invalid(key, "must be between 1 and 3600"));
             }
+        }
+        if !(10..=3_600_000).contains(&self.server.sse_heartbeat_ms) {
+            return Err(invalid(
+                "server.sse_heartbeat_ms",
+                "must be between 10 and 3600000",
+            ));
         }
         if !(1..=64).contains(&self.daemon.concurrency) {
             return Err(invalid("daemon.concurrency", "must be between 1 and 64"));

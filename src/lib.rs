@@ -9,6 +9,7 @@
 //! - `percent`    Percent-encoding of URL components. A leaf.
 //! - `metrics`    The process's instruments and the `/metrics` scrape (prometheus-client). A leaf.
 //! - `secret`     `Secret` (never printed) and the redactor that hides secrets in any text.
+//! - `songs`      The song library: replaced whole by one rename; a job links its song into its folder. A leaf.
 //! - `request`    The `POST /api/generate` body, parsed and validated.
 //! - `providers/` Clients of outside services (Ollama, OpenAI-compatible, Pexels, TikTok, YouTube).
 //! - `pipeline/`  The media stages: script, footage, voice, music, subtitles, render, metadata.
@@ -40,6 +41,7 @@ pub(crate) mod providers;
 pub mod request;
 pub(crate) mod secret;
 pub(crate) mod service;
+pub(crate) mod songs;
 pub mod store;
 pub(crate) mod systemd;
 pub mod telemetry;

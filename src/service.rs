@@ -429,6 +429,23 @@ impl Core {
             .await
     }
 
+    /// Decoded events of every job with `after < id <= upto`, ascending, at most `limit` (the
+    /// daemon-wide SSE stream, which reads only what the views have published).
+    pub async fn read_all_events(
+        &self,
+        after: EventId,
+        upto: EventId,
+        limit: usize,
+    ) -> Result<Vec<Event>, CoreError> {
+        if upto <= after {
+            return Ok(Vec::new());
+        }
+        let span = usize::try_from(upto - after).unwrap_or(usize::MAX);
+        let mut events = self.read_since(after, limit.min(span)).await?;
+        events.retain(|e| e.id <= upto);
+        Ok(events)
+    }
+
     /// Runs a read of the log: inline when the page is small, else on the blocking pool.
     async fn blocking_read<T: Send + 'static>(
         &self,

@@ -921,3 +921,250 @@ fn an_exposed_daemon_warns_and_an_api_token_guards_every_api_route() {
     assert!(!logs.contains("no authentication"), "{logs}");
     assert!(!logs.contains(TOKEN), "the token was logged:\n{logs}");
 }
+
+/// One control-socket request on a fresh connection.
+fn ctl(d: &Daemon, req: Value) -> Value {
+    let s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    writeln!(w, "{req}").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+/// The request a job was queued with, as stored (`ctl show`).
+fn stored_request(d: &Daemon, id: &str) -> Value {
+    let r = ctl(d, json!({ "cmd": "show", "id": id }));
+    assert_eq!(r["ok"], true, "{r}");
+    r["job"]["request"].clone()
+}
+
+#[test]
+fn a_reload_reaches_the_http_layer_job_defaults_and_the_model_list() {
+    let base = "[llm]\nollama_base_url = \"http://127.0.0.1:1\"\nprovider = \"offline\"\nmodel = \"llama3.1:8b\"\n";
+    let (d, tmp) = Daemon::start(base, &["--paused"]);
+    let before = d.submit(&json!({ "videoSubject": "before the reload" }));
+    let r = stored_request(&d, &before);
+    assert_eq!(
+        (&r["voice"], &r["color"], &r["subtitlesPosition"]),
+        (
+            &json!("en_us_001"),
+            &json!("#FFFF00"),
+            &json!(["center", "bottom"])
+        ),
+        "{r}"
+    );
+    assert_eq!(d.get("/api/models").1["default"], "llama3.1:8b");
+
+    std::fs::write(
+        tmp.path().join("test-config.toml"),
+        base.replace("llama3.1:8b", "qwen2.5:0.5b")
+            + "[voice]\ndefault_voice = \"fr_001\"\n[subtitles]\ncolor = \"red\"\nposition = \"left,top\"\n",
+    )
+    .unwrap();
+    let reply = ctl(&d, json!({ "cmd": "reload" }));
+    assert_eq!(reply["ok"], true, "{reply}");
+    for key in [
+        "voice.default_voice",
+        "subtitles.color",
+        "subtitles.position",
+        "llm.model",
+    ] {
+        assert!(
+            reply["applied"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k == key),
+            "{key} not applied: {reply}"
+        );
+    }
+    assert!(reply.get("note").is_none(), "{reply}");
+
+    // What the reload says it applied, a submission over HTTP gets.
+    let after = d.submit(&json!({ "videoSubject": "after the reload" }));
+    let r = stored_request(&d, &after);
+    assert_eq!(
+        (&r["voice"], &r["color"], &r["subtitlesPosition"]),
+        (&json!("fr_001"), &json!("red"), &json!(["left", "top"])),
+        "{r}"
+    );
+    // The caller's own values still win, and the job queued before keeps its request.
+    let own = d.submit(&json!({ "videoSubject": "own", "voice": "en_us_001", "color": "#00FF00" }));
+    let r = stored_request(&d, &own);
+    assert_eq!(
+        (&r["voice"], &r["color"]),
+        (&json!("en_us_001"), &json!("#00FF00"))
+    );
+    assert_eq!(stored_request(&d, &before)["voice"], "en_us_001");
+    assert_eq!(d.get("/api/models").1["default"], "qwen2.5:0.5b");
+}
+
+/// A multipart body with one `songs` file per entry.
+fn songs_body(files: &[(String, Vec<u8>)]) -> (String, Vec<u8>) {
+    let boundary = "----reelsmithGuardBoundary";
+    let mut body = Vec::new();
+    for (name, data) in files {
+        write!(
+            body,
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"songs\"; filename=\"{name}\"\r\nContent-Type: audio/mpeg\r\n\r\n"
+        )
+        .unwrap();
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    write!(body, "--{boundary}--\r\n").unwrap();
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn song_files(prefix: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("{prefix}-{i:03}.mp3"),
+                prefix.repeat(32).into_bytes(),
+            )
+        })
+        .collect()
+}
+
+/// The names in `dir`, sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Staging folders an upload left next to the library.
+fn staging_leftovers(d: &Daemon) -> Vec<String> {
+    names_in(&d.state_dir())
+        .into_iter()
+        .filter(|n| n.starts_with(".songs-upload"))
+        .collect()
+}
+
+/// Writes an upload's head and all of its body but the last bytes, waits at `barrier`, then sends
+/// the rest and reads the answer: two such uploads finish at the same moment.
+fn upload_at_barrier(
+    addr: std::net::SocketAddr,
+    files: Vec<(String, Vec<u8>)>,
+    barrier: Arc<std::sync::Barrier>,
+) -> (u16, Value) {
+    let (ct, body) = songs_body(&files);
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        c,
+        "POST /api/upload-songs HTTP/1.1\r\nHost: localhost\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let (most, tail) = body.split_at(body.len() - 8);
+    c.write_all(most).unwrap();
+    barrier.wait();
+    c.write_all(tail).unwrap();
+    let (s, _, v) = read_response(&mut c).unwrap();
+    (s, v)
+}
+
+#[test]
+fn concurrent_song_uploads_end_as_exactly_one_of_them() {
+    let (d, _tmp) = Daemon::start(&offline_config(""), &["--paused"]);
+    let songs = d.state_dir().join("songs");
+    for round in 0..8 {
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let uploads: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|p| {
+                let (addr, barrier) = (d.addr, barrier.clone());
+                std::thread::spawn(move || upload_at_barrier(addr, song_files(p, 60), barrier))
+            })
+            .collect();
+        for u in uploads {
+            let (s, v) = u.join().unwrap();
+            assert_eq!(s, 200, "round {round}: {v}");
+            assert_eq!(v["message"], "Uploaded 60 song(s).", "{v}");
+        }
+        let got = names_in(&songs);
+        let a = song_files("a", 60)
+            .into_iter()
+            .map(|f| f.0)
+            .collect::<Vec<_>>();
+        let b = song_files("b", 60)
+            .into_iter()
+            .map(|f| f.0)
+            .collect::<Vec<_>>();
+        assert!(
+            got == a || got == b,
+            "round {round}: the library is not exactly one upload: {got:?}"
+        );
+        assert!(
+            staging_leftovers(&d).is_empty(),
+            "{:?}",
+            staging_leftovers(&d)
+        );
+    }
+    d.assert_serving();
+}
+
+#[test]
+fn a_failed_song_upload_leaves_the_library_whole_and_a_replace_keeps_what_is_not_a_song() {
+    let (d, _tmp) = Daemon::start(&offline_config(""), &["--paused"]);
+    let songs = d.state_dir().join("songs");
+    let (ct, body) = songs_body(&song_files("old", 30));
+    let (s, v) = d.request("POST", "/api/upload-songs", &ct, &body);
+    assert_eq!(s, 200, "{v}");
+    // The user keeps other things in the library folder (a folder named like a song, a note).
+    std::fs::create_dir(songs.join("keep.mp3")).unwrap();
+    std::fs::write(songs.join("keep.mp3").join("inside.txt"), b"mine").unwrap();
+    std::fs::write(songs.join("notes.txt"), b"mine too").unwrap();
+    let before = names_in(&songs);
+    assert_eq!(before.len(), 32, "{before:?}");
+
+    // A client that goes away halfway through its upload: the library is exactly as it was.
+    let (ct, body) = songs_body(&song_files("half", 30));
+    let mut c = TcpStream::connect(d.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        c,
+        "POST /api/upload-songs HTTP/1.1\r\nHost: localhost\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    c.write_all(&body[..body.len() / 2]).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !staging_leftovers(&d).is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", staging_leftovers(&d));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(names_in(&songs), before);
+
+    // A whole upload replaces every song, and keeps what is not a song.
+    let (ct, body) = songs_body(&song_files("new", 2));
+    let (s, v) = d.request("POST", "/api/upload-songs", &ct, &body);
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        names_in(&songs),
+        ["keep.mp3", "new-000.mp3", "new-001.mp3", "notes.txt"]
+    );
+    assert_eq!(
+        std::fs::read(songs.join("keep.mp3").join("inside.txt")).unwrap(),
+        b"mine"
+    );
+    assert!(
+        staging_leftovers(&d).is_empty(),
+        "{:?}",
+        staging_leftovers(&d)
+    );
+    d.assert_serving();
+}

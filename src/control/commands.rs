@@ -385,18 +385,13 @@ impl Commands {
                 restart.join(", ")
             ),
         };
-        let mut reply = json!({
+        // What is applied is true everywhere: the HTTP layer reads `Core::config` per request.
+        protocol::ok(json!({
             "configPath": source,
             "applied": apply,
             "restartRequired": restart,
             "message": message,
-        });
-        if apply.iter().any(|k| k.starts_with("llm.")) {
-            reply["note"] = json!(
-                "new jobs use the new llm settings; GET /api/models keeps the start-up ones until a restart"
-            );
-        }
-        protocol::ok(reply)
+        }))
     }
 
     /// Records an admin event of the daemon pseudo-job; a failure is logged, not fatal.

@@ -14,6 +14,7 @@ mod limits;
 mod media;
 mod openapi;
 mod routes;
+mod sse;
 mod upload;
 
 use std::convert::Infallible;

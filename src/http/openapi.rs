@@ -93,6 +93,31 @@ fn binary(media: &str, description: &str) -> Value {
     json!({ "description": description, "content": { media: { "schema": { "type": "string", "contentEncoding": "binary" } } } })
 }
 
+fn last_event_id_header() -> Value {
+    json!({ "name": "Last-Event-ID", "in": "header", "required": false,
+            "description": "Start after this event id (what a reconnecting EventSource sends).",
+            "schema": { "type": "string", "pattern": "^[0-9]+$" } })
+}
+
+fn type_query() -> Value {
+    let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+    query(
+        "type",
+        &format!(
+            "Only these event types, comma-separated ({}).",
+            kinds.join(", ")
+        ),
+        json!({ "type": "string" }),
+    )
+}
+
+fn event_stream(description: &str) -> (String, Value) {
+    (
+        "200".into(),
+        json!({ "description": description, "content": { "text/event-stream": { "schema": { "type": "string" } } } }),
+    )
+}
+
 /// An operation's summary, parameters, request body schema and responses by status.
 type Parts = (
     &'static str,
@@ -252,6 +277,35 @@ fn operation(route: &Route) -> Value {
                     ),
                     error("400", "A format other than srt or vtt."),
                     not_found,
+                ],
+            ),
+            Endpoint::JobStream => (
+                "A job's events as server-sent events, ending after its terminal event",
+                vec![
+                    id_param(),
+                    last_event_id_header(),
+                    query("after", "Start after this event id (default 0; Last-Event-ID wins).", json!({ "type": "string", "pattern": "^[0-9]+$" })),
+                    type_query(),
+                ],
+                None,
+                vec![
+                    event_stream("One message per event: id = the event id, data = the event JSON; comment heartbeats when quiet."),
+                    ("204".into(), json!({ "description": "The job is finished and the stream's start is past its terminal event (an EventSource stops reconnecting)." })),
+                    error("400", "A bad Last-Event-ID, after or type."),
+                    error("404", "Job not found."),
+                ],
+            ),
+            Endpoint::AllStream => (
+                "Every job's events as server-sent events (for dashboards); data gains jobId (null for the daemon's own)",
+                vec![
+                    last_event_id_header(),
+                    query("after", "Start after this event id (default: now; Last-Event-ID wins).", json!({ "type": "string", "pattern": "^[0-9]+$" })),
+                    type_query(),
+                ],
+                None,
+                vec![
+                    event_stream("One message per event, until the daemon stops; comment heartbeats when quiet."),
+                    error("400", "A bad Last-Event-ID, after or type."),
                 ],
             ),
         };

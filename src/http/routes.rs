@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::error::ApiError;
 use super::idempotency;
-use super::{media, upload};
+use super::{media, sse, upload};
 use crate::event::{JobId, JobState};
 use crate::request::JobRequest;
 use crate::service::Core;
@@ -142,6 +142,8 @@ pub(crate) enum Endpoint {
     Video,
     Thumbnail,
     Subtitles,
+    JobStream,
+    AllStream,
 }
 
 /// One served route: a method and a path template whose `:name` segments match any one segment.
@@ -182,6 +184,8 @@ pub(crate) const ROUTES: &[Route] = &[
     r("HEAD", "/api/jobs/:id/thumbnail", Endpoint::Thumbnail),
     r("GET", "/api/jobs/:id/subtitles", Endpoint::Subtitles),
     r("HEAD", "/api/jobs/:id/subtitles", Endpoint::Subtitles),
+    r("GET", "/api/jobs/:id/events/stream", Endpoint::JobStream),
+    r("GET", "/api/events/stream", Endpoint::AllStream),
 ];
 
 /// The `:name` segments of `template` taken from `segs`, if the path matches the template.
@@ -265,6 +269,8 @@ async fn route(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         Endpoint::Video => media::video(st, &req, id, &query).await,
         Endpoint::Thumbnail => media::thumbnail(st, &req, id).await,
         Endpoint::Subtitles => media::subtitles(st, &req, id, &query).await,
+        Endpoint::JobStream => sse::job_stream(st, &req, id, &query).await,
+        Endpoint::AllStream => sse::all_stream(st, &req, &query).await,
     }
 }
 

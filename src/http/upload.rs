@@ -1,9 +1,10 @@
 //! `POST /api/upload-songs`: a multipart upload (field `songs`, `.mp3` files) that replaces the song
-//! library. Files are streamed to a staging folder next to the library, under the configured size
-//! limit, and swapped in only when the whole upload succeeded: a failed upload leaves the old
-//! library intact. File names are reduced to a safe base name (no path traversal).
+//! library. Files are streamed to a fresh staging folder next to the library, under the configured
+//! size limit, and swapped in with one rename (`songs::replace`) only when the whole upload
+//! succeeded: a failed upload leaves the old library intact, and two concurrent uploads end as
+//! exactly one of them. File names are reduced to a safe base name (no path traversal).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use futures_util::StreamExt;
 use http_body_util::BodyStream;
@@ -41,15 +42,8 @@ pub async fn upload_songs(st: &Core, req: Request<Incoming>) -> Result<Response<
         multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
     let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
 
-    let library = config.songs_dir();
-    let parent = library
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
-    tokio::fs::create_dir_all(&parent)
-        .await
-        .map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", parent.display())))?;
-    let staging = parent.join(format!(".songs-upload-{}", uuid::Uuid::new_v4()));
+    let library = crate::songs::resolve(&config.songs_dir());
+    let staging = crate::songs::staging_dir(&library);
     tokio::fs::create_dir_all(&staging)
         .await
         .map_err(|e| ApiError::Internal(format!("cannot create {}: {e}", staging.display())))?;
@@ -69,13 +63,23 @@ pub async fn upload_songs(st: &Core, req: Request<Incoming>) -> Result<Response<
             "No MP3 files found.".into()
         }));
     }
-    swap_in(&staging, &library, &mp3s).await.map_err(|e| {
-        ApiError::Internal(format!(
-            "cannot replace the song library {}: {e}",
-            library.display()
-        ))
-    })?;
-    let _ = tokio::fs::remove_dir_all(&staging).await;
+    let (from, to) = (staging.clone(), library.clone());
+    let swapped = tokio::task::spawn_blocking(move || crate::songs::replace(&from, &to))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the song library task failed: {e}")));
+    match swapped {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return Err(ApiError::Internal(format!(
+                "{e}; the song library is unchanged"
+            )));
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return Err(e);
+        }
+    }
     Ok(json_response(
         hyper::StatusCode::OK,
         &json!({
@@ -132,26 +136,6 @@ async fn receive(
         names.push(name);
     }
     Ok((files, names))
-}
-
-/// Replaces the `.mp3` files of `library` with the staged ones.
-async fn swap_in(staging: &Path, library: &Path, names: &[String]) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(library).await?;
-    let mut dir = tokio::fs::read_dir(library).await?;
-    while let Some(entry) = dir.next_entry().await? {
-        let p = entry.path();
-        let is_mp3 = p
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e.eq_ignore_ascii_case("mp3"));
-        if is_mp3 {
-            tokio::fs::remove_file(&p).await?;
-        }
-    }
-    for n in names {
-        tokio::fs::rename(staging.join(n), library.join(n)).await?;
-    }
-    Ok(())
 }
 
 /// The last path component, with anything but letters, digits, `.`, `-`, `_` and spaces replaced;

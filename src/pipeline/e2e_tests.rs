@@ -18,6 +18,9 @@ use crate::event::{Kind, NewEvent};
 /// Collects events; optionally fires `stop` at the first render progress above zero, noting the
 /// process group of the ffmpeg working in `marker` (a path only this test's ffmpeg has in its
 /// command line) at that moment.
+/// A test's action at a point of the run.
+type Hook = Box<dyn FnOnce()>;
+
 pub(super) struct Recorder {
     events: RefCell<Vec<NewEvent>>,
     stop_on_progress: RefCell<Option<StopHandle>>,
@@ -25,6 +28,8 @@ pub(super) struct Recorder {
     stopped_at: Cell<Option<Instant>>,
     ffmpeg_pgid: Cell<Option<i32>>,
     next_id: Cell<u64>,
+    /// Runs once, when the named stage's `stage_completed` event is emitted.
+    after_stage: RefCell<Option<(&'static str, Hook)>>,
 }
 
 impl Recorder {
@@ -36,7 +41,13 @@ impl Recorder {
             stopped_at: Cell::new(None),
             ffmpeg_pgid: Cell::new(None),
             next_id: Cell::new(1),
+            after_stage: RefCell::new(None),
         })
+    }
+
+    /// Runs `f` once the stage `stage` has completed (before the next stage starts).
+    pub(super) fn after_stage(&self, stage: &'static str, f: impl FnOnce() + 'static) {
+        *self.after_stage.borrow_mut() = Some((stage, Box::new(f)));
     }
 
     pub(super) fn messages(&self) -> Vec<String> {
@@ -62,7 +73,17 @@ impl EventSink for Recorder {
                 handle.stop(StopReason::Cancelled);
             }
         }
+        let stage_done = event.kind == Kind::StageCompleted;
+        let done_stage = event.stage.clone();
         self.events.borrow_mut().push(event);
+        if stage_done {
+            let due = matches!(&*self.after_stage.borrow(), Some((s, _)) if done_stage.as_deref() == Some(*s));
+            if due {
+                if let Some((_, f)) = self.after_stage.borrow_mut().take() {
+                    f();
+                }
+            }
+        }
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         Box::pin(async move { Ok(id as EventId) })
@@ -496,4 +517,50 @@ async fn a_stop_during_the_render_kills_ffmpeg_within_a_second() {
         "partial file removed"
     );
     assert!(!messages.iter().any(|m| m == "Video generation complete"));
+}
+
+#[tokio::test]
+async fn a_song_library_replaced_after_the_music_stage_does_not_break_the_render() {
+    let root = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(root.path());
+    let library = root.path().join("songs");
+    make_song(&library);
+    let (_handle, stop) = StopSignal::pair();
+    let rec = Recorder::new(root.path(), None);
+    // Right after the music stage chose its song, an upload replaces the whole library.
+    let (lib, staged) = (library.clone(), root.path().join("staged-song"));
+    rec.after_stage("music", move || {
+        let staging = crate::songs::staging_dir(&lib);
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::write(staging.join("other.mp3"), b"not even audio").unwrap();
+        crate::songs::replace(&staging, &lib).unwrap();
+        std::fs::write(staged, b"replaced").unwrap();
+    });
+    let body = json!({
+        "videoSubject": "Songs",
+        "script": "Octopuses have three hearts. The third one serves the body.",
+        "useMusic": true,
+    });
+    let mut cx = context(cfg, body, root.path(), rec.clone(), stop);
+    let outcome = run(&mut cx).await;
+    assert!(
+        root.path().join("staged-song").exists(),
+        "the hook never ran"
+    );
+    assert!(
+        matches!(outcome, Outcome::Completed),
+        "{outcome:?}\n{:#?}",
+        rec.messages()
+    );
+    // The job rendered its own link to the song it chose, inside its folder.
+    let song = cx.artifacts.music.clone().expect("a song");
+    assert!(song.starts_with(&cx.work_dir), "{}", song.display());
+    assert_eq!(song.file_name().unwrap(), "tone.mp3");
+    assert!(!library.join("tone.mp3").exists());
+    let probe = ffprobe_json(cx.artifacts.output.as_ref().unwrap());
+    assert_eq!(
+        probe["streams"].as_array().map(Vec::len),
+        Some(2),
+        "{probe}"
+    );
 }
