@@ -1,10 +1,12 @@
 //! The core's benchmark: starts the release daemon (`--paused`, port 0, temp state dir) and loads it
 //! over loopback with its own client (tokio + hyper keep-alive connections). Reports durable
 //! submissions/s with 64 clients, event pages (200 and 5 events) with 16 connections, long-poll
-//! wake-up with 100 waiters, start-up replay of 1M events, and RSS. Run: `cargo bench --bench core`.
+//! wake-up with 100 waiters, start-up replay of 1M events, and RSS, idle and with 100,000 finished
+//! jobs in the log (memory must not grow with history). Run: `cargo bench --bench core`;
+//! `BENCH_PHASES=history` (or `load`, `replay`, comma-separated) runs only some.
 //!
 //! Every phase is bounded (fixed durations or counts). Env: `BENCH_SECS` (seconds per throughput
-//! phase, default 5), `BENCH_REPLAY_EVENTS` (default 1000000).
+//! phase, default 5), `BENCH_REPLAY_EVENTS` (default 1000000), `BENCH_HISTORY_JOBS` (default 100000).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -456,6 +458,108 @@ fn write_history(store: &Store, total: u64, request: &Value) {
     }
 }
 
+/// `jobs` finished jobs of 12 events each, as a real run tells them (queued with the request,
+/// running with its owner, the story's logs, progress, a kept stage, complete, metadata), in
+/// batches of 10k events.
+fn write_finished_jobs(store: &Store, jobs: u64, request: &Value) -> u64 {
+    let mut id = 1;
+    let mut batch = Vec::with_capacity(10_000);
+    for n in 0..jobs {
+        let job = JobId::new();
+        let story: [(Kind, Level, String, Option<Value>); 12] = [
+            (
+                Kind::Queued,
+                Level::Info,
+                "Job queued.".into(),
+                Some(json!({ "maxAttempts": 2, "request": request })),
+            ),
+            (
+                Kind::Running,
+                Level::Info,
+                "Job started.".into(),
+                Some(
+                    json!({ "attempt": 1, "maxAttempts": 2, "owner": { "host": "bench-host", "pid": 4242 } }),
+                ),
+            ),
+            (
+                Kind::Log,
+                Level::Info,
+                "Starting video generation...".into(),
+                None,
+            ),
+            (
+                Kind::Log,
+                Level::Success,
+                "Script generated successfully".into(),
+                Some(json!({ "wordCount": 182, "duration": 61.2 })),
+            ),
+            (
+                Kind::StageCompleted,
+                Level::Info,
+                "Stage script completed.".into(),
+                Some(
+                    json!({ "stage": "script", "result": { "bytes": 1234, "sha256": "9f2c1a7e5b3d4c6a8e0f1b2d3c4e5f60718293a4b5c6d7e8f9a0b1c2d3e4f5a6" } }),
+                ),
+            ),
+            (
+                Kind::Log,
+                Level::Info,
+                format!("Searching for footage: octopus hearts {n}"),
+                Some(json!({ "searchTerm": "octopus hearts" })),
+            ),
+            (
+                Kind::Log,
+                Level::Success,
+                "Downloaded 5 video clips".into(),
+                Some(json!({ "clipCount": 5 })),
+            ),
+            (
+                Kind::Log,
+                Level::Info,
+                "Generating voiceover with espeak-ng".into(),
+                Some(json!({ "voice": "en_us_001" })),
+            ),
+            (
+                Kind::Progress,
+                Level::Info,
+                "Rendering: 50%".into(),
+                Some(json!({ "progress": 0.5 })),
+            ),
+            (
+                Kind::Progress,
+                Level::Info,
+                "Rendering: 99%".into(),
+                Some(json!({ "progress": 0.99 })),
+            ),
+            (
+                Kind::Complete,
+                Level::Success,
+                "Video generation complete".into(),
+                Some(
+                    json!({ "outputPath": format!("/var/lib/reelsmith/output/{job}.mp4"), "duration": 61.2 }),
+                ),
+            ),
+            (
+                Kind::Metadata,
+                Level::Info,
+                "Metadata generated".into(),
+                Some(
+                    json!({ "title": "Why octopuses have three hearts", "description": "Two pump blood to the gills, one to the rest of the body: a short tour of the octopus's circulation.", "keywords": ["octopus", "hearts", "ocean", "biology", "facts"] }),
+                ),
+            ),
+        ];
+        for (kind, level, msg, payload) in story {
+            batch.push(ev(id, job, kind, level, msg, payload));
+            id += 1;
+        }
+        if batch.len() >= 10_000 || n + 1 == jobs {
+            store.append(&batch).expect("append");
+            batch.clear();
+        }
+    }
+    id - 1
+}
+
 // ---------------------------------------------------------------- phases
 
 struct Row {
@@ -493,6 +597,163 @@ fn main() {
         .unwrap();
     let mut rows = Vec::new();
     let request = valid_request();
+    // BENCH_PHASES: a comma list of `load` (pages, submissions, long polls), `replay` (1M events)
+    // and `history` (RSS with 100,000 finished jobs); all by default.
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "load,replay,history".into());
+    let phase = |p: &str| phases.split(',').any(|x| x.trim() == p);
+    if phase("load") {
+        load_phases(&rt, &mut rows, &request, dur);
+    }
+    if phase("replay") {
+        replay_phase(&mut rows, &request, replay_events);
+    }
+    if phase("history") {
+        let jobs: u64 = std::env::var("BENCH_HISTORY_JOBS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(100_000);
+        history_phase(&mut rows, &request, jobs);
+    }
+
+    println!("\n| measure | figure | target | |\n|---|---|---|---|");
+    for r in &rows {
+        let verdict = match r.pass {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "",
+        };
+        println!("| {} | {} | {} | {} |", r.what, r.figure, r.target, verdict);
+    }
+}
+
+/// RSS of the daemon started on a log of `jobs` finished jobs: memory must not grow with history.
+fn history_phase(rows: &mut Vec<Row>, request: &Value, jobs: u64) {
+    // BENCH_HISTORY_DIR keeps the history between runs (written when its log is missing).
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::env::var_os("BENCH_HISTORY_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    let state = base.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let t = Instant::now();
+    let log = state.join(store::FILE_NAME);
+    let events = if log.exists() {
+        Store::open(&log).unwrap().len().unwrap()
+    } else {
+        let store = Store::open(&log).unwrap();
+        write_finished_jobs(&store, jobs, request)
+    };
+    let db_mb = std::fs::metadata(state.join(store::FILE_NAME))
+        .map(|m| m.len())
+        .unwrap_or(0) as f64
+        / 1e6;
+    println!(
+        "  wrote {jobs} finished jobs ({events} events, {db_mb:.0} MB) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let d = Daemon::start(&base);
+    let startup = d.startup;
+    let replay = d.replay_millis;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_start = d.rss_kb();
+    // Reads that touch old jobs: a list page, the newest and the oldest job, their events.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = d.addr;
+    let (list_ok, old_ok) = rt.block_on(async move {
+        let mut c = Conn::open(addr).await;
+        let v = c
+            .json(Method::GET, "/api/jobs?limit=1000", Value::Null)
+            .await;
+        let listed = v["jobs"].as_array().map(|a| a.len()).unwrap_or(0);
+        let mut ok = true;
+        for j in v["jobs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .step_by(100)
+        {
+            let id = j["id"].as_str().unwrap();
+            let job = c
+                .json(Method::GET, &format!("/api/jobs/{id}"), Value::Null)
+                .await;
+            ok &= job["job"]["state"] == "completed" && job["job"]["metadata"]["title"].is_string();
+            let ev = c
+                .json(
+                    Method::GET,
+                    &format!("/api/jobs/{id}/events?after=0"),
+                    Value::Null,
+                )
+                .await;
+            ok &= ev["events"].as_array().map(|a| a.len()) == Some(12);
+        }
+        (listed == 1000, ok)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_after = d.rss_kb();
+    d.stop();
+    let rss = rss_start.max(rss_after);
+    row(
+        rows,
+        &format!("RSS with {jobs} finished jobs"),
+        format!(
+            "{:.1} MB after start, {:.1} MB after reading old jobs; start-up {:.0} ms (replay {} ms); reads correct: {}",
+            rss_start as f64 / 1024.0,
+            rss_after as f64 / 1024.0,
+            startup.as_secs_f64() * 1000.0,
+            replay.map(|m| m.to_string()).unwrap_or("?".into()),
+            list_ok && old_ok
+        ),
+        "< 100 MB",
+        Some(rss < 100 * 1024 && list_ok && old_ok),
+    );
+}
+
+/// Start-up replay of a large log.
+fn replay_phase(rows: &mut Vec<Row>, request: &Value, replay_events: u64) {
+    let tmp2 = tempfile::tempdir().unwrap();
+    let state2 = tmp2.path().join("state");
+    std::fs::create_dir_all(&state2).unwrap();
+    let t = Instant::now();
+    {
+        let store = Store::open(&state2.join(store::FILE_NAME)).unwrap();
+        write_history(&store, replay_events, request);
+    }
+    let db_mb = std::fs::metadata(state2.join(store::FILE_NAME))
+        .map(|m| m.len())
+        .unwrap_or(0) as f64
+        / 1e6;
+    println!(
+        "  wrote {replay_events} events ({db_mb:.0} MB) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let d = Daemon::start(tmp2.path());
+    let startup = d.startup;
+    let replay = d.replay_millis;
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_big = d.rss_kb();
+    d.stop();
+    row(
+        rows,
+        &format!("start-up with {replay_events} events"),
+        format!(
+            "{:.0} ms to listening (replay {} ms), RSS then {:.1} MB",
+            startup.as_secs_f64() * 1000.0,
+            replay.map(|m| m.to_string()).unwrap_or("?".into()),
+            rss_big as f64 / 1024.0
+        ),
+        "< 2 s",
+        Some(startup < Duration::from_secs(2)),
+    );
+}
+
+/// Pages, submissions, long polls and their RSS.
+fn load_phases(rt: &tokio::runtime::Runtime, out: &mut Vec<Row>, request: &Value, dur: Duration) {
+    let request = request.clone();
+    let mut rows = Vec::new();
 
     // A state dir holding one job with 300 events, written through the library before the start.
     let tmp = tempfile::tempdir().unwrap();
@@ -676,50 +937,5 @@ fn main() {
         None,
     );
     d.stop();
-
-    // Start-up replay of a large log.
-    let tmp2 = tempfile::tempdir().unwrap();
-    let state2 = tmp2.path().join("state");
-    std::fs::create_dir_all(&state2).unwrap();
-    let t = Instant::now();
-    {
-        let store = Store::open(&state2.join(store::FILE_NAME)).unwrap();
-        write_history(&store, replay_events, &request);
-    }
-    let db_mb = std::fs::metadata(state2.join(store::FILE_NAME))
-        .map(|m| m.len())
-        .unwrap_or(0) as f64
-        / 1e6;
-    println!(
-        "  wrote {replay_events} events ({db_mb:.0} MB) in {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
-    let d = Daemon::start(tmp2.path());
-    let startup = d.startup;
-    let replay = d.replay_millis;
-    std::thread::sleep(Duration::from_millis(300));
-    let rss_big = d.rss_kb();
-    d.stop();
-    row(
-        &mut rows,
-        &format!("start-up with {replay_events} events"),
-        format!(
-            "{:.0} ms to listening (replay {} ms), RSS then {:.1} MB",
-            startup.as_secs_f64() * 1000.0,
-            replay.map(|m| m.to_string()).unwrap_or("?".into()),
-            rss_big as f64 / 1024.0
-        ),
-        "< 2 s",
-        Some(startup < Duration::from_secs(2)),
-    );
-
-    println!("\n| measure | figure | target | |\n|---|---|---|---|");
-    for r in &rows {
-        let verdict = match r.pass {
-            Some(true) => "met",
-            Some(false) => "MISSED",
-            None => "",
-        };
-        println!("| {} | {} | {} | {} |", r.what, r.figure, r.target, verdict);
-    }
+    out.extend(rows);
 }

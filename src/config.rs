@@ -203,6 +203,7 @@ pub struct Config {
     pub tools: ToolsConfig,
     pub youtube: YoutubeConfig,
     pub webhooks: WebhooksConfig,
+    pub retention: RetentionConfig,
 }
 
 /// Webhooks: a POST to the job's `webhookUrl` (else `url`) when it ends, or on every event.
@@ -253,6 +254,21 @@ pub fn webhook_url_problem(url: &str) -> Option<String> {
         Ok(u) if u.host().is_some_and(|h| !h.is_empty()) => None,
         Ok(_) => Some("has no host".into()),
         Err(e) => Some(format!("is not a valid URL ({e})")),
+    }
+}
+
+/// Retention: how long finished jobs are kept.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Finished jobs older than this many days are removed (events, folder, output); 0 keeps
+    /// every job forever.
+    pub keep_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig { keep_days: 30 }
     }
 }
 
@@ -731,6 +747,12 @@ impl Config {
         }
         if !(1..=64).contains(&self.daemon.concurrency) {
             return Err(invalid("daemon.concurrency", "must be between 1 and 64"));
+        }
+        if self.retention.keep_days > 36_500 {
+            return Err(invalid(
+                "retention.keep_days",
+                "must be at most 36500 (0 keeps every job forever)",
+            ));
         }
         if !(1..=100).contains(&self.daemon.max_attempts) {
             return Err(invalid("daemon.max_attempts", "must be between 1 and 100"));

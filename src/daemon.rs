@@ -8,7 +8,7 @@
 //! 2. the scheduler admits nothing and running jobs record their interruption (`CoreTasks`);
 //! 3. HTTP connections finish within [`HTTP_GRACE`] (long polls are woken by `stopping`), control
 //!    connections end;
-//! 4. the status/watchdog task and the webhook dispatcher end;
+//! 4. the status/watchdog task, the webhook dispatcher and the retention sweep end;
 //! 5. the journal commits and answers what is pending, stops, and its thread is joined;
 //! 6. the socket file is removed. A restart replays the log and picks the jobs up.
 //!
@@ -92,6 +92,7 @@ async fn serve(
     eprintln!("reelsmith listening on http://{local}");
     crate::systemd::notify("READY=1");
     let status = tokio::spawn(report_status(core.clone()));
+    let retention = tokio::spawn(retention(core.clone()));
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -119,13 +120,17 @@ async fn serve(
         warn!(error = %e, "the HTTP server task failed");
     }
     control.join().await;
-    // 4. The status/watchdog task, and the webhook dispatcher (it ends at `stopping`; attempts in
-    //    flight are abandoned and delivered again after the restart).
+    // 4. The status/watchdog task, the webhook dispatcher (it ends at `stopping`; attempts in
+    //    flight are abandoned and delivered again after the restart) and the retention sweep (a
+    //    purge it had sent completes in the journal; files it had not removed yet go at the next
+    //    start).
     status.abort();
     let _ = status.await;
     if let Err(e) = webhooks.await {
         warn!(error = %e, "the webhook dispatcher task failed");
     }
+    retention.abort();
+    let _ = retention.await;
     // 5. The journal's final flush, then its thread.
     tasks.close_journal().await;
     if let Some(fault) = failed {
@@ -134,6 +139,28 @@ async fn serve(
     }
     info!("stopped");
     Ok(())
+}
+
+/// How often finished jobs older than `retention.keep_days` are removed (and once at start).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// The retention sweep: at start, then every [`RETENTION_EVERY`], with the config in force then
+/// (a reload changes `retention.keep_days`; 0 keeps everything).
+async fn retention(core: Core) {
+    let mut tick = tokio::time::interval(RETENTION_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let days = core.config().retention.keep_days;
+        if days == 0 || core.log_fault().is_some() {
+            continue;
+        }
+        match core.purge(days, None, true).await {
+            Ok(r) if r.jobs > 0 => info!(jobs = r.jobs, events = r.events, days, "retention sweep"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "retention sweep failed"),
+        }
+    }
 }
 
 /// Keeps systemd's STATUS= current (after commits, at most four times a second, and every 5 s), and

@@ -22,9 +22,9 @@ use tracing::{info, warn};
 use crate::actors::job::{interruption_events, JobPaths};
 use crate::actors::journal::{Append, Close, Fault, Journal, JournalError, Ping};
 use crate::actors::scheduler::{
-    Caller, Cancel, CancelActive, CancelOutcome, Drain, GetStatus, IdempotencyKey, RecordAdmin,
-    RecordWebhook, Retry, Scheduler, SchedulerError, SchedulerStatus, SetConcurrency, SetConfig,
-    SetPaused, Shutdown, Submit, Submitted,
+    Caller, Cancel, CancelActive, CancelOutcome, Drain, GetStatus, IdempotencyKey, PurgeFinished,
+    PurgeReport, RecordAdmin, RecordWebhook, Retry, Scheduler, SchedulerError, SchedulerStatus,
+    SetConcurrency, SetConfig, SetPaused, Shutdown, Submit, Submitted,
 };
 use crate::config::Config;
 use crate::event::{Event, EventId, JobId, JobState, JobView, Kind, Level, NewEvent};
@@ -133,6 +133,10 @@ pub async fn start(
     let journal = Journal::start_in_arbiter(&journal_arbiter.handle(), move |_| journal);
     if scope == Scope::All {
         recover(&journal.clone().recipient(), &views).await?;
+        let (dir, v) = (state_dir.clone(), views.clone());
+        if let Err(e) = tokio::task::spawn_blocking(move || sweep_job_files(&dir, &v)).await {
+            warn!(error = %e, "the start-up sweep of job folders failed");
+        }
     }
     let paths = JobPaths {
         state_dir: state_dir.clone(),
@@ -148,7 +152,7 @@ pub async fn start(
         paused || was_paused,
     );
     let scheduler = match scope {
-        Scope::All => scheduler,
+        Scope::All => scheduler.with_purger(journal.clone().recipient()),
         Scope::Own => scheduler.own_jobs_only(),
     }
     .start();
@@ -173,6 +177,56 @@ pub async fn start(
         journal_arbiter,
     };
     Ok((core, tasks))
+}
+
+/// What a crash leaves in the state directory, removed at start: the folders and outputs of jobs
+/// the log does not know (purged by retention just before a crash), the folders of completed jobs
+/// (the crash came between the `complete` event and the folder's removal), and half-written files
+/// (`*.partial*`) in the folders of jobs that will run again (they keep their stage results, which
+/// a resumed job reuses).
+fn sweep_job_files(state_dir: &Path, views: &Views) {
+    let known = |name: &str| -> Option<Option<JobState>> {
+        let id: JobId = name.parse().ok()?;
+        Some(views.head(id).map(|h| h.state))
+    };
+    let mut removed = 0;
+    if let Ok(entries) = std::fs::read_dir(state_dir.join("jobs")) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            match known(&name) {
+                Some(None) | Some(Some(JobState::Completed))
+                    if std::fs::remove_dir_all(&path).is_ok() =>
+                {
+                    removed += 1;
+                }
+                Some(None) | Some(Some(JobState::Completed)) => {}
+                Some(Some(_)) => {
+                    for f in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                        if f.file_name().to_string_lossy().contains(".partial") {
+                            let _ = std::fs::remove_file(f.path());
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(state_dir.join("output")) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stem = name.split('.').next().unwrap_or_default();
+            if known(stem) == Some(None) && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    if removed > 0 {
+        info!(
+            removed,
+            "removed what crashed jobs left in the state directory"
+        );
+    }
 }
 
 /// Jobs that were running when the previous run died: interrupted, then requeued or failed.
@@ -321,6 +375,22 @@ impl Core {
             .await??)
     }
 
+    /// Removes finished jobs older than `older_than_days` days with their events, folders and
+    /// outputs (retention; `automatic` for the daemon's own sweep).
+    pub async fn purge(
+        &self,
+        older_than_days: u32,
+        by: Caller,
+        automatic: bool,
+    ) -> Result<PurgeReport, CoreError> {
+        let msg = PurgeFinished {
+            older_than_days,
+            by,
+            automatic,
+        };
+        Ok(self.inner.scheduler.send(msg).await??)
+    }
+
     /// Makes `config` the one new jobs and handlers use.
     pub async fn set_config(&self, config: Arc<Config>) -> Result<(), CoreError> {
         self.inner
@@ -342,6 +412,11 @@ impl Core {
 
     pub fn job(&self, job: JobId) -> Option<Arc<JobView>> {
         self.inner.views.view(job)
+    }
+
+    /// See [`Views::webhook_candidates`].
+    pub fn webhook_candidates(&self, since_ms: i64) -> Vec<(JobId, crate::views::Head, bool)> {
+        self.inner.views.webhook_candidates(since_ms)
     }
 
     /// Jobs newest first, optionally of one state.
@@ -380,8 +455,9 @@ impl Core {
     ) -> Result<EventsPage, CoreError> {
         let (target, upto, state) = match job {
             Some(j) => {
-                let v = self.job(j).ok_or(CoreError::JobNotFound)?;
-                (j, v.last_event_id, Some(v.state))
+                // The head is enough: an old finished job is not folded for a page of its events.
+                let h = self.inner.views.head(j).ok_or(CoreError::JobNotFound)?;
+                (j, h.last_event_id, Some(h.state))
             }
             None => (JobId::DAEMON, self.last_id(), None),
         };
@@ -600,7 +676,7 @@ pub fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
 /// Opens the log and rebuilds the views (outside any runtime: this is blocking work).
 pub fn open_log(dir: &Path) -> anyhow::Result<(Arc<Store>, Arc<Views>)> {
     let path = dir.join(store::FILE_NAME);
-    let store = Store::open(&path)?;
+    let store = Arc::new(Store::open(&path)?);
     let t = Instant::now();
     let (views, report) = Views::replay(&store).map_err(|e| {
         if e.is_damage() {
@@ -625,7 +701,7 @@ pub fn open_log(dir: &Path) -> anyhow::Result<(Arc<Store>, Arc<Views>)> {
             "events without a job history were skipped"
         );
     }
-    Ok((Arc::new(store), Arc::new(views)))
+    Ok((store, Arc::new(views)))
 }
 
 /// The actix System on a multi-thread tokio runtime: actors live on the System thread and on

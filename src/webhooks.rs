@@ -157,7 +157,30 @@ async fn resume(core: &Core, jobs: &mut HashMap<JobId, JobQueue>) {
     let window = (w.give_up_secs as i64).saturating_mul(1000);
     let now = now_ms();
     let mut resumed = 0;
-    for view in core.list(None, usize::MAX) {
+    // Finished jobs older than the give-up window owe nothing; an old finished job is folded
+    // from the log only when a URL applies to it (its queued event alone says so when
+    // `webhooks.url` is empty), so a start on a long history decodes little, one job at a time.
+    for (job, head, folded) in core.webhook_candidates(now.saturating_sub(window)) {
+        if folded && w.url.is_empty() {
+            let names_url = match core.read_events(job, 0, head.first_event_id, 1).await {
+                Ok(first) => first.first().is_some_and(|ev| {
+                    ev.payload
+                        .as_ref()
+                        .and_then(|p| p.get("request"))
+                        .and_then(|r| r.get("webhookUrl"))
+                        .and_then(Value::as_str)
+                        .is_some_and(|u| !u.is_empty())
+                }),
+                Err(e) => {
+                    warn!(job = %job, error = %e, "cannot read a job's request to resume its webhooks");
+                    continue;
+                }
+            };
+            if !names_url {
+                continue;
+            }
+        }
+        let Some(view) = core.job(job) else { continue };
         let marks = view.webhooks;
         let target = if w.all_events {
             marks.any

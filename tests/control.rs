@@ -507,7 +507,8 @@ fn backup_during_a_storm_holds_every_acknowledged_job() {
     assert!(copied as usize >= before.len(), "{reply}");
     assert!(reply["bytes"].as_u64().unwrap() > 0);
 
-    let store = reelsmith::store::Store::open(&dest).expect("the backup opens");
+    let store =
+        std::sync::Arc::new(reelsmith::store::Store::open(&dest).expect("the backup opens"));
     assert_eq!(store.len().unwrap(), copied);
     for id in &before {
         let job = id.parse().unwrap();

@@ -51,6 +51,20 @@ pub struct AppendAll {
     pub appends: Vec<Append>,
 }
 
+/// Deletes the events of finished jobs (retention), after writing what is pending. Jobs that are
+/// not finished (any more) are left alone. The reply names the jobs deleted.
+#[derive(Message)]
+#[rtype(result = "Result<Purged, JournalError>")]
+pub struct Purge {
+    pub jobs: Vec<JobId>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub jobs: Vec<JobId>,
+    pub events: u64,
+}
+
 /// Answers at once: the watchdog's proof that the journal's thread is not stuck in a commit.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -366,6 +380,40 @@ impl Handler<AppendAll> for Journal {
     }
 }
 
+impl Handler<Purge> for Journal {
+    type Result = Result<Purged, JournalError>;
+
+    fn handle(&mut self, msg: Purge, _ctx: &mut Self::Context) -> Self::Result {
+        self.flush();
+        if let Some(fault) = self.fault.borrow().clone() {
+            return Err(JournalError::Fatal(fault));
+        }
+        let jobs: Vec<JobId> = msg
+            .jobs
+            .into_iter()
+            .filter(|j| {
+                *j != JobId::DAEMON && self.views.head(*j).is_some_and(|h| h.state.is_terminal())
+            })
+            .collect();
+        if jobs.is_empty() {
+            return Ok(Purged::default());
+        }
+        match self.store.purge(&jobs) {
+            Ok(events) => {
+                self.views.remove(&jobs);
+                debug!(jobs = jobs.len(), events, "purged finished jobs");
+                Ok(Purged { jobs, events })
+            }
+            Err(e) => {
+                error!(error = %e, "event log purge failed; the log is closed to writes");
+                let fault: Fault = Arc::new(e);
+                self.fault.send_replace(Some(fault.clone()));
+                Err(JournalError::Fatal(fault))
+            }
+        }
+    }
+}
+
 impl Handler<Ping> for Journal {
     type Result = ();
 
@@ -406,9 +454,9 @@ mod tests {
     }
 
     fn open(dir: &std::path::Path) -> (Arc<Store>, Arc<Views>) {
-        let store = Store::open(&dir.join(FILE_NAME)).unwrap();
+        let store = Arc::new(Store::open(&dir.join(FILE_NAME)).unwrap());
         let (views, _) = Views::replay(&store).unwrap();
-        (Arc::new(store), Arc::new(views))
+        (store, Arc::new(views))
     }
 
     #[test]
@@ -583,7 +631,8 @@ mod tests {
         assert!(views.view(c).is_none());
         // Replayed from the log, and forgotten once the window has passed.
         let (store2, views2) = {
-            drop(store);
+            // (The views hold the log too: they fold old jobs from it.)
+            drop((store, views));
             open(dir.path())
         };
         assert_eq!(views2.key_use("k", now_ms()).unwrap().jobs, vec![a, b]);

@@ -19,7 +19,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
 use crate::actors::job::{interruption_events, JobActor, JobEnded, JobPaths, Stop};
-use crate::actors::journal::{Append, AppendAll, Fault, JournalError, Refusal};
+use crate::actors::journal::{Append, AppendAll, Fault, JournalError, Purge, Refusal};
 use crate::config::Config;
 use crate::event::{now_ms, EventId, IdempotencyTag, JobId, JobState, Kind, Level, NewEvent};
 use crate::pipeline::StopReason;
@@ -132,6 +132,26 @@ pub struct Drain {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
+
+/// Removes finished jobs whose end is older than `older_than_days` days: their events (through
+/// the journal), job folders and outputs; then records an admin event saying how many.
+#[derive(Message)]
+#[rtype(result = "Result<PurgeReport, SchedulerError>")]
+pub struct PurgeFinished {
+    pub older_than_days: u32,
+    pub by: Caller,
+    /// The hourly retention sweep (recorded as `via: retention`), not a person.
+    pub automatic: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub jobs: u64,
+    pub events: u64,
+}
+
+/// Jobs purged in one journal transaction.
+const PURGE_CHUNK: usize = 1000;
 
 /// Records an admin event of the daemon pseudo-job (backup, reload) with the caller.
 #[derive(Message)]
@@ -261,6 +281,8 @@ pub struct Scheduler {
     /// Attempts whose end could not be recorded: recorded here (interrupted, or cancelled) as soon
     /// as the log accepts it; until then they count as running for `CancelActive`.
     unrecorded: HashMap<JobId, Unrecorded>,
+    /// The journal's purge (retention); `None` where nothing is ever purged.
+    purger: Option<Recipient<Purge>>,
     paused: bool,
     concurrency: u32,
     draining: bool,
@@ -283,6 +305,7 @@ impl Scheduler {
             own: None,
             start_failures: HashMap::new(),
             unrecorded: HashMap::new(),
+            purger: None,
             journal,
             faults,
             journal_all,
@@ -297,6 +320,12 @@ impl Scheduler {
             idle_waiters: Vec::new(),
             cancelling: HashSet::new(),
         }
+    }
+
+    /// Where retention sends its deletions (the journal).
+    pub fn with_purger(mut self, purger: Recipient<Purge>) -> Scheduler {
+        self.purger = Some(purger);
+        self
     }
 
     /// Runs only the jobs submitted through this scheduler (`reelsmith generate`).
@@ -812,6 +841,101 @@ impl Handler<JobEnded> for Scheduler {
             warn!(job = %job, "ended job has no view");
         }
         self.pump(ctx);
+    }
+}
+
+impl Handler<PurgeFinished> for Scheduler {
+    type Result = ResponseActFuture<Self, Result<PurgeReport, SchedulerError>>;
+
+    fn handle(&mut self, msg: PurgeFinished, _ctx: &mut Self::Context) -> Self::Result {
+        if let Err(e) = self.refuse_if_failed() {
+            return Box::pin(fut::ready(Err(e)));
+        }
+        let Some(purger) = self.purger.clone() else {
+            return Box::pin(fut::ready(Err(SchedulerError::Internal(
+                "retention is not available here".into(),
+            ))));
+        };
+        let days = msg.older_than_days;
+        let cutoff = now_ms().saturating_sub(i64::from(days) * 86_400_000);
+        let jobs = self.views.finished_before(cutoff, usize::MAX);
+        let state_dir = self.paths.state_dir.clone();
+        let journal = self.journal.clone();
+        let by = if msg.automatic {
+            json!({ "via": "retention" })
+        } else {
+            by_json(msg.by)
+        };
+        Box::pin(
+            async move {
+                let mut report = PurgeReport::default();
+                for chunk in jobs.chunks(PURGE_CHUNK) {
+                    let purged = purger
+                        .send(Purge {
+                            jobs: chunk.to_vec(),
+                        })
+                        .await??;
+                    report.jobs += purged.jobs.len() as u64;
+                    report.events += purged.events;
+                    let dir = state_dir.clone();
+                    // Files after the events: a crash between leaves files the start-up sweep
+                    // removes, never a job whose files are gone.
+                    let _ =
+                        tokio::task::spawn_blocking(move || remove_job_files(&dir, &purged.jobs))
+                            .await;
+                }
+                if report.jobs > 0 {
+                    info!(
+                        jobs = report.jobs,
+                        events = report.events,
+                        days,
+                        "purged finished jobs"
+                    );
+                    let ev = NewEvent::new(
+                        Kind::Admin,
+                        Level::Info,
+                        format!(
+                            "Purged {} finished job(s) older than {days} day(s).",
+                            report.jobs
+                        ),
+                    )
+                    .with_payload(json!({
+                        "action": "purge",
+                        "olderThanDays": days,
+                        "jobs": report.jobs,
+                        "events": report.events,
+                        "by": by,
+                    }));
+                    journal.send(Append::one(JobId::DAEMON, ev)).await??;
+                }
+                Ok(report)
+            }
+            .into_actor(self),
+        )
+    }
+}
+
+/// Removes the folders and outputs of `jobs` (`jobs/<id>/`, `output/<id>.*`).
+pub(crate) fn remove_job_files(state_dir: &std::path::Path, jobs: &[JobId]) {
+    let names: HashSet<String> = jobs.iter().map(|j| j.to_string()).collect();
+    for name in &names {
+        let dir = state_dir.join("jobs").join(name);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(path = %dir.display(), error = %e, "cannot remove a purged job's folder");
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(state_dir.join("output")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let stem = file.to_string_lossy();
+        let id = stem.split('.').next().unwrap_or_default();
+        if names.contains(id) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 

@@ -101,6 +101,13 @@ pub enum CtlCommand {
         #[arg(value_name = "PATH", value_parser = absolute_path)]
         path: PathBuf,
     },
+    /// Remove finished jobs older than D days now: events, job folders and outputs.
+    Purge {
+        /// Days since the job ended (0: every finished job).
+        #[arg(long = "older-than", value_name = "D",
+              value_parser = clap::value_parser!(u32).range(0..=36_500))]
+        older_than: u32,
+    },
     /// Re-read the config file; names keys that need a restart.
     Reload,
     /// Checks that the daemon answers.
@@ -159,6 +166,9 @@ impl CtlCommand {
             CtlCommand::Drain => Request::Drain,
             CtlCommand::Backup { path } => Request::Backup {
                 path: path.display().to_string(),
+            },
+            CtlCommand::Purge { older_than } => Request::Purge {
+                older_than_days: older_than,
             },
             CtlCommand::Reload => Request::Reload,
             CtlCommand::Ping => Request::Ping,

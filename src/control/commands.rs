@@ -142,6 +142,19 @@ impl Commands {
                 Err(e) => protocol::error(e),
             },
             Request::Backup { path } => self.backup(PathBuf::from(path), uid).await,
+            Request::Purge { older_than_days } => {
+                match core.purge(older_than_days, Some(uid), false).await {
+                    Ok(r) => protocol::ok(json!({
+                        "jobs": r.jobs,
+                        "events": r.events,
+                        "message": format!(
+                            "Purged {} finished job(s) older than {older_than_days} day(s) ({} events).",
+                            r.jobs, r.events
+                        ),
+                    })),
+                    Err(e) => protocol::error(e),
+                }
+            }
             Request::Reload => self.reload(uid).await,
             Request::Ping => protocol::ok(json!({ "pong": true })),
             Request::Help => protocol::ok(json!({ "commands": COMMANDS })),

@@ -20,7 +20,7 @@ pub const DEFAULT_LIMIT: usize = 200;
 pub const DAEMON_JOB: &str = "daemon";
 
 /// Every command, as the `cmd` field names it.
-pub const COMMANDS: [&str; 14] = [
+pub const COMMANDS: [&str; 15] = [
     "status",
     "jobs",
     "show",
@@ -32,6 +32,7 @@ pub const COMMANDS: [&str; 14] = [
     "concurrency",
     "drain",
     "backup",
+    "purge",
     "reload",
     "ping",
     "help",
@@ -69,6 +70,10 @@ pub enum Request {
     Drain,
     Backup {
         path: String,
+    },
+    /// Removes finished jobs older than this many days (retention, now).
+    Purge {
+        older_than_days: u32,
     },
     Reload,
     Ping,
@@ -198,6 +203,23 @@ pub fn parse(line: &str) -> Result<Request, ProtocolError> {
             }
             Request::Backup {
                 path: path.to_string(),
+            }
+        }
+        "purge" => {
+            let a = args.named("purge");
+            let what = "a whole number of days (0 removes every finished job)";
+            let days = a
+                .present("olderThanDays")
+                .ok_or(ProtocolError::MissingArgument {
+                    cmd: "purge",
+                    arg: "olderThanDays",
+                    what,
+                })?
+                .as_u64()
+                .filter(|d| *d <= 36_500)
+                .ok_or(a.bad("olderThanDays", what))?;
+            Request::Purge {
+                older_than_days: days as u32,
             }
         }
         "reload" => Request::Reload,
@@ -339,6 +361,9 @@ pub fn encode(req: &Request) -> Value {
         Request::Concurrency { value } => json!({ "cmd": "concurrency", "value": value }),
         Request::Drain => json!({ "cmd": "drain" }),
         Request::Backup { path } => json!({ "cmd": "backup", "path": path }),
+        Request::Purge { older_than_days } => {
+            json!({ "cmd": "purge", "olderThanDays": older_than_days })
+        }
         Request::Reload => json!({ "cmd": "reload" }),
         Request::Ping => json!({ "cmd": "ping" }),
         Request::Help => json!({ "cmd": "help" }),
@@ -383,6 +408,9 @@ mod tests {
             Request::Drain,
             Request::Backup {
                 path: "/tmp/x.redb".into(),
+            },
+            Request::Purge {
+                older_than_days: 30,
             },
             Request::Reload,
             Request::Ping,

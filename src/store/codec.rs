@@ -108,6 +108,42 @@ pub fn decode(id: EventId, bytes: &[u8]) -> Result<Event, DecodeError> {
     })
 }
 
+/// What the start-up replay needs of a record, read without copying its strings or parsing its
+/// payload's JSON.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Head<'a> {
+    pub job: JobId,
+    pub kind: Kind,
+    pub timestamp_ms: i64,
+    /// The payload's JSON text, unparsed.
+    pub payload: Option<&'a str>,
+}
+
+/// Decodes a record's [`Head`] (same checks as [`decode`], but the payload is not parsed).
+pub fn decode_head(id: EventId, bytes: &[u8]) -> Result<Head<'_>, DecodeError> {
+    let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty { id })?;
+    if version != VERSION_1 {
+        return Err(DecodeError::UnknownVersion { id, version });
+    }
+    let damaged = |reason: String| DecodeError::Damaged { id, reason };
+    let (rec, used): (RecordV1Ref<'_>, usize) =
+        bincode::serde::borrow_decode_from_slice(body, config())
+            .map_err(|e| damaged(e.to_string()))?;
+    if used != body.len() {
+        return Err(damaged(format!("{} trailing bytes", body.len() - used)));
+    }
+    let kind = Kind::from_code(rec.kind)
+        .ok_or_else(|| damaged(format!("unknown kind code {}", rec.kind)))?;
+    Level::from_code(rec.level)
+        .ok_or_else(|| damaged(format!("unknown level code {}", rec.level)))?;
+    Ok(Head {
+        job: JobId::from_u128(rec.job),
+        kind,
+        timestamp_ms: rec.timestamp_ms,
+        payload: rec.payload,
+    })
+}
+
 /// Appends the seed's wire JSON of a stored record to `out` without building a `serde_json::Value`:
 /// the payload is stored as JSON text and is copied through as is. Returns the record's job.
 pub fn write_wire(id: EventId, bytes: &[u8], out: &mut Vec<u8>) -> Result<JobId, DecodeError> {
@@ -231,6 +267,22 @@ mod tests {
         write_wire(7, &bytes, &mut out).unwrap();
         let wire: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(wire["type"], "stage_completed");
+    }
+
+    #[test]
+    fn the_head_matches_the_full_decode() {
+        let ev = sample();
+        let bytes = encode(&ev);
+        let h = decode_head(ev.id, &bytes).unwrap();
+        assert_eq!(
+            (h.job, h.kind, h.timestamp_ms),
+            (ev.job, ev.kind, ev.timestamp_ms)
+        );
+        assert_eq!(h.payload, Some(r#"{"color":"yellow"}"#));
+        for cut in 1..bytes.len() {
+            let err = decode_head(3, &bytes[..cut]).unwrap_err();
+            assert!(err.to_string().contains("record 3"), "{err}");
+        }
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl LocalStore {
             engine: ENGINE,
             source: Box::new(e),
         };
-        let store = Store::open(path).map_err(open)?;
+        let store = Arc::new(Store::open(path).map_err(open)?);
         let (views, _) = Views::replay(&store).map_err(read_fault)?;
         let admin = store
             .read_job(JobId::DAEMON, 0, u64::MAX, usize::MAX)
@@ -74,7 +74,7 @@ impl LocalStore {
                 leases: HashMap::new(),
                 paused,
             }),
-            store: Arc::new(store),
+            store,
             views: Arc::new(views),
         })
     }
@@ -193,13 +193,8 @@ impl EventStore for LocalStore {
         limit: usize,
     ) -> StoreFuture<'_, Result<Vec<JobView>, StoreFault>> {
         Box::pin(async move {
-            let all = self.views.list(state, usize::MAX);
-            Ok(all
-                .iter()
-                .filter(|v| before.is_none_or(|b| v.first_event_id < b))
-                .take(limit)
-                .map(|v| (**v).clone())
-                .collect())
+            let page = self.views.list_before(state, before, limit);
+            Ok(page.iter().map(|v| (**v).clone()).collect())
         })
     }
 

@@ -87,6 +87,15 @@ pub fn migrate_postgres(url: &str) -> Result<i64, StoreFault> {
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const JOB_EVENTS: TableDefinition<(u128, u64), ()> = TableDefinition::new("job_events");
+/// Counters that outlive the events they count: `last_id`, the largest id ever given out, so that
+/// ids stay unused forever even when retention deletes the newest events.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const META_LAST_ID: &str = "last_id";
+
+/// redb's page cache. Reads of a job's events touch a few pages; a bigger cache only remembers
+/// the start-up scan, and its size is resident memory (the daemon's RSS target is 100 MB with
+/// 100,000 finished jobs).
+const CACHE_BYTES: usize = 16 << 20;
 
 /// The database file's name inside the state directory.
 pub const FILE_NAME: &str = "reelsmith.redb";
@@ -105,7 +114,7 @@ impl Store {
     /// A damaged file is refused with [`OpenError::Damaged`] (never a panic).
     pub fn open(path: &Path) -> Result<Store, OpenError> {
         Store::init(path, || {
-            Database::builder().set_cache_size(64 << 20).create(path)
+            Database::builder().set_cache_size(CACHE_BYTES).create(path)
         })
     }
 
@@ -128,6 +137,7 @@ impl Store {
             {
                 txn.open_table(EVENTS)?;
                 txn.open_table(JOB_EVENTS)?;
+                txn.open_table(META)?;
             }
             txn.commit()?;
             Ok(())
@@ -186,13 +196,55 @@ impl Store {
         Ok(())
     }
 
-    /// The largest id stored, or 0 for an empty log.
+    /// Deletes every event of `jobs` (and their index entries) in one durable transaction, keeping
+    /// the largest id ever given out (see `META`). Answers the events deleted. Retention only: the
+    /// journal calls it for finished jobs.
+    pub fn purge(&self, jobs: &[JobId]) -> Result<u64, AppendError> {
+        let write = || -> Result<u64, redb::Error> {
+            let txn = self.db.begin_write()?;
+            let mut removed = 0;
+            {
+                let mut events = txn.open_table(EVENTS)?;
+                let mut index = txn.open_table(JOB_EVENTS)?;
+                let mut meta = txn.open_table(META)?;
+                let last = events.last()?.map(|(k, _)| k.value()).unwrap_or(0);
+                let kept = meta.get(META_LAST_ID)?.map(|v| v.value()).unwrap_or(0);
+                meta.insert(META_LAST_ID, last.max(kept))?;
+                for job in jobs {
+                    let j = job.as_u128();
+                    let ids: Vec<EventId> = index
+                        .range((j, 0)..=(j, u64::MAX))?
+                        .map(|e| e.map(|(k, _)| k.value().1))
+                        .collect::<Result<_, _>>()?;
+                    for id in ids {
+                        events.remove(id)?;
+                        index.remove((j, id))?;
+                        removed += 1;
+                    }
+                }
+            }
+            txn.commit()?;
+            Ok(removed)
+        };
+        let removed = catch_panic(write)
+            .and_then(|r| r)
+            .map_err(|source| AppendError {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(removed)
+    }
+
+    /// The largest id given out (stored, or stored and since purged), or 0 for an empty log.
     pub fn last_id(&self) -> Result<EventId, ReadError> {
         let read = || -> Result<Option<EventId>, redb::Error> {
             let txn = self.db.begin_read()?;
             let events = txn.open_table(EVENTS)?;
             let last = events.last()?.map(|(k, _)| k.value());
-            Ok(last)
+            let meta = txn.open_table(META)?;
+            let kept = meta.get(META_LAST_ID)?.map(|v| v.value());
+            Ok(last.max(kept))
         };
         let last = catch_panic(read)
             .and_then(|r| r)
@@ -325,6 +377,27 @@ impl Store {
         Ok(n)
     }
 
+    /// Calls `f` with the [`codec::Head`] of every event in id order, without parsing payloads
+    /// (the start-up replay's first pass). Stops at the first damaged record.
+    pub fn scan_heads(
+        &self,
+        mut f: impl FnMut(EventId, codec::Head<'_>),
+    ) -> Result<u64, ReadError> {
+        let scan = || -> Result<u64, ReadError> {
+            let txn = self.db.begin_read().map_err(ReadError::storage)?;
+            let events = txn.open_table(EVENTS).map_err(ReadError::storage)?;
+            let mut n = 0;
+            for entry in events.iter().map_err(ReadError::storage)? {
+                let (k, v) = entry.map_err(ReadError::storage)?;
+                let id = k.value();
+                f(id, codec::decode_head(id, v.value())?);
+                n += 1;
+            }
+            Ok(n)
+        };
+        catch_panic(scan).map_err(ReadError::storage)?
+    }
+
     /// Number of events stored.
     pub fn len(&self) -> Result<u64, ReadError> {
         let txn = self.db.begin_read().map_err(ReadError::storage)?;
@@ -375,6 +448,12 @@ impl Store {
             for entry in from.iter()? {
                 let (k, _) = entry?;
                 to.insert(k.value(), ())?;
+            }
+            let from = src.open_table(META)?;
+            let mut to = txn.open_table(META)?;
+            for entry in from.iter()? {
+                let (k, v) = entry?;
+                to.insert(k.value(), v.value())?;
             }
         }
         txn.commit()?;
@@ -496,6 +575,8 @@ mod damage_tests {
                     bytes[i] ^= 0xff;
                 }
             }
+            // A file of its own per trial: a damaged file redb failed to close may stay locked.
+            let path = dir.path().join(format!("trial-{trial}.redb"));
             std::fs::write(&path, &bytes).unwrap();
             let outcome = std::panic::catch_unwind(|| {
                 match Store::open(&path) {
