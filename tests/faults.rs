@@ -1,7 +1,9 @@
 //! Store and disk faults against the real binary, on small file systems this test mounts (tmpfs
 //! with `size=`; needs root, as CI runs): the log's disk fills during a submit storm (the daemon
 //! answers 507 naming the disk, exits non-zero, and a restart after space is freed has lost nothing
-//! and re-queues the interrupted job), and a render that runs out of space fails naming the folder.
+//! and re-queues the interrupted job), the whole state dir fills during a render and a storm (nothing
+//! acknowledged is lost), and a render that runs out of space fails naming the folder. Without root
+//! (no mount) each of these says it is skipped.
 
 mod common;
 
@@ -15,11 +17,22 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::{json, Value};
 
-/// A mount this test made; unmounted on drop (also when the test fails).
+/// A mount this test made; unmounted on drop, which also runs when the test panics (the guard is
+/// declared before the daemon, so the daemon is dropped, and killed, first).
 struct Mount(PathBuf);
 
 impl Mount {
-    fn tmpfs(at: &Path, size: &str) -> Mount {
+    /// A tmpfs of `size` on `at`; `None` (the test says it is skipped, and why) when this process
+    /// is not root and so cannot mount. As root, a mount that fails fails the test.
+    fn tmpfs(test: &str, at: &Path, size: &str) -> Option<Mount> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!(
+                "SKIPPED {test}: it mounts a tmpfs as its small disk, which needs root (CI runs as \
+                 root); nothing was checked"
+            );
+            return None;
+        }
         std::fs::create_dir_all(at).unwrap();
         let st = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -28,10 +41,10 @@ impl Mount {
             .expect("run mount");
         assert!(
             st.success(),
-            "cannot mount a tmpfs on {} (this test needs root, as CI runs it)",
+            "cannot mount a tmpfs on {} although running as root",
             at.display()
         );
-        Mount(at.to_path_buf())
+        Some(Mount(at.to_path_buf()))
     }
 
     fn bind(from: &Path, at: &Path) -> Mount {
@@ -95,7 +108,13 @@ fn a_full_log_disk_is_answered_507_then_the_daemon_restarts_having_lost_nothing(
     let state = tmp.path().join("state");
     // The log on a small disk; the job folders on the big one (so the running job is not
     // failed by its own writes, only interrupted by the daemon's exit).
-    let _log_disk = Mount::tmpfs(&state, "20m");
+    let Some(_log_disk) = Mount::tmpfs(
+        "a_full_log_disk_is_answered_507_then_the_daemon_restarts_having_lost_nothing",
+        &state,
+        "20m",
+    ) else {
+        return;
+    };
     let _jobs = Mount::bind(&tmp.path().join("jobs-elsewhere"), &state.join("jobs"));
     let cfg = offline_config(&format!("{SMALL_RENDER}\n[daemon]\nmax_attempts = 2\n"));
     let mut d = Daemon::start_in(tmp.path(), &cfg, &[]);
@@ -199,7 +218,13 @@ fn a_render_that_runs_out_of_space_fails_naming_the_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
     let jobs = state.join("jobs");
-    let _jobs_disk = Mount::tmpfs(&jobs, "20m");
+    let Some(_jobs_disk) = Mount::tmpfs(
+        "a_render_that_runs_out_of_space_fails_naming_the_folder",
+        &jobs,
+        "20m",
+    ) else {
+        return;
+    };
     let mut d = Daemon::start_in(tmp.path(), &offline_config(SMALL_RENDER), &[]);
     let id = d.submit(&json!({ "videoSubject": "too big", "script": long_script(40) }));
     d.wait_for_event(&id, Duration::from_secs(180), |e| {
@@ -222,6 +247,178 @@ fn a_render_that_runs_out_of_space_fails_naming_the_folder() {
     std::fs::remove_file(jobs.join("filler")).unwrap();
     d.assert_serving();
     assert!(d.terminate(Duration::from_secs(10)).success());
+}
+
+/// Submits from 8 clients until `stop` (or the daemon is gone); answers the acknowledged job ids
+/// and the refusals.
+struct Storm {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<String>>>,
+    refused: Arc<Mutex<Vec<(u16, Value)>>>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Storm {
+    fn start(addr: std::net::SocketAddr) -> Storm {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let refused: Arc<Mutex<Vec<(u16, Value)>>> = Arc::default();
+        let clients = (0..8)
+            .map(|c| {
+                let (stop, acked, refused) = (stop.clone(), acked.clone(), refused.clone());
+                std::thread::spawn(move || {
+                    let mut i = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        i += 1;
+                        let body = json!({ "videoSubject": format!("storm {c}-{i}") });
+                        match try_http(addr, "POST", "/api/generate", body.to_string().as_bytes()) {
+                            Ok((200, raw)) => {
+                                let v: Value = serde_json::from_slice(&raw).unwrap();
+                                acked
+                                    .lock()
+                                    .unwrap()
+                                    .push(v["jobId"].as_str().unwrap().into());
+                            }
+                            Ok((s, raw)) => refused
+                                .lock()
+                                .unwrap()
+                                .push((s, serde_json::from_slice(&raw).unwrap_or(Value::Null))),
+                            Err(_) => return,
+                        }
+                    }
+                })
+            })
+            .collect();
+        Storm {
+            stop,
+            acked,
+            refused,
+            clients,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    fn finish(self) -> (Vec<String>, Vec<(u16, Value)>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for c in self.clients {
+            c.join().unwrap();
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        let refused = self.refused.lock().unwrap().clone();
+        (acked, refused)
+    }
+}
+
+/// `ctl pause` over the control socket: no queued job starts from now on.
+fn pause(d: &Daemon) {
+    use std::io::{BufRead, BufReader};
+    let s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    writeln!(&s, "{}", json!({ "cmd": "pause" })).unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+}
+
+#[test]
+fn a_full_state_disk_during_a_render_and_a_submit_storm_loses_nothing_acknowledged() {
+    require_media_tools();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    // Everything on one small disk: the log, the job folders, the outputs.
+    let Some(_disk) = Mount::tmpfs(
+        "a_full_state_disk_during_a_render_and_a_submit_storm_loses_nothing_acknowledged",
+        &state,
+        "20m",
+    ) else {
+        return;
+    };
+    let cfg = offline_config(&format!("{SMALL_RENDER}\n[daemon]\nmax_attempts = 2\n"));
+    let mut d = Daemon::start_in(tmp.path(), &cfg, &[]);
+    let rendering = d.submit(&json!({ "videoSubject": "rendering", "script": long_script(40) }));
+    let before = d.events(&rendering).len();
+    d.wait_for_event(&rendering, Duration::from_secs(180), |e| {
+        e["message"] == "Rendering final video with subtitles..."
+    });
+    // The storm's jobs stay queued (a job started on a full disk fails at its first write).
+    pause(&d);
+    let storm = Storm::start(d.addr);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while storm.acked() < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "submissions too slow:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The render's ffmpeg and the storm's appends now race for the last bytes.
+    let filled = fill(&state.join("filler"));
+    eprintln!("filled the state disk with {filled} bytes during the render");
+    let status = wait_exit(&mut d, Duration::from_secs(120));
+    let (acked, refused) = storm.finish();
+    eprintln!(
+        "{} submissions acknowledged, {} refused",
+        acked.len(),
+        refused.len()
+    );
+    let expected = format!(
+        "The event log cannot be written (no space left on the disk holding {}); the daemon is restarting.",
+        state.display()
+    );
+    assert_eq!(status.code(), Some(1), "{status:?}:\n{}", d.logs());
+    assert!(d.logs().contains(&expected), "{}", d.logs());
+    assert!(!d.logs().contains("panicked"), "{}", d.logs());
+    for (s, v) in &refused {
+        assert_eq!(*s, 507, "{v}");
+        assert_eq!(v["message"], expected.as_str(), "{v}");
+    }
+
+    // Space freed; the restart (paused, so the queue stays as it was) has lost nothing.
+    std::fs::remove_file(state.join("filler")).unwrap();
+    let d = Daemon::start_in(tmp.path(), &cfg, &["--paused"]);
+    for id in &acked {
+        let (s, v) = d.get(&format!("/api/jobs/{id}"));
+        assert_eq!(s, 200, "acknowledged job {id} lost: {v}");
+        assert_eq!(v["job"]["state"], "queued", "{v}");
+        assert_eq!(d.events(id)[0]["type"], "queued");
+    }
+    // The rendering job: failed naming its folder's disk if that was recorded before the log
+    // filled, else interrupted by the exit and queued again. Never a generic ffmpeg error.
+    let job = d.job(&rendering);
+    let events = d.events(&rendering);
+    assert!(events.len() > before, "{events:?}");
+    let ids: Vec<u64> = events.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    eprintln!("the rendering job after the restart: {}", job["state"]);
+    match job["state"].as_str() {
+        Some("failed") => assert_eq!(
+            job["errorMessage"],
+            format!(
+                "Failed to render video: no space left on {}",
+                state.join("jobs").join(&rendering).display()
+            ),
+            "{job}"
+        ),
+        Some("queued") => {
+            let n = events.len();
+            assert_eq!(
+                events[n - 2]["message"],
+                "Job interrupted by a daemon restart.",
+                "{events:?}"
+            );
+            assert_eq!(events[n - 1]["type"], "queued");
+        }
+        _ => panic!("the rendering job is neither failed nor queued again: {job}"),
+    }
+    let (s, h) = d.get("/healthz");
+    assert_eq!((s, &h["status"]), (200, &json!("ok")), "{h}");
+    let after = d.submit(&json!({ "videoSubject": "after the disk was freed" }));
+    assert_eq!(d.job(&after)["state"], "queued");
 }
 
 /// `reelsmith serve` on `dir` that is expected to refuse to start: its exit status and stderr.
