@@ -411,6 +411,31 @@ fn every_documented_route_answers_as_its_schema_says() {
         "{head}"
     );
 
+    // Retry: a cancelled job is queued again (and cancelled at once), a completed one is refused.
+    let retry = "/api/jobs/{id}/retry";
+    let (s, v) = c.post(&d, retry, &format!("/api/jobs/{a}/retry"), &json!({}));
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = c.post(
+        &d,
+        "/api/jobs/{id}/cancel",
+        &format!("/api/jobs/{a}/cancel"),
+        &json!({}),
+    );
+    assert_eq!(s, 200);
+    let (s, _) = c.post(&d, retry, &format!("/api/jobs/{job}/retry"), &json!({}));
+    assert_eq!(s, 400);
+    let (s, _) = c.post(&d, retry, &format!("/api/jobs/{nobody}/retry"), &json!({}));
+    assert_eq!(s, 404);
+    // The page and its assets.
+    let (s, _) = c.get(&d, "/", "/");
+    assert_eq!(s, 200);
+    for asset in ["app.js", "app.css"] {
+        let (s, _) = c.get(&d, "/assets/{name}", &format!("/assets/{asset}"));
+        assert_eq!(s, 200);
+    }
+    let (s, _) = c.get(&d, "/assets/{name}", "/assets/nope.js");
+    assert_eq!(s, 404);
+
     // Every documented operation was called and checked.
     let documented: BTreeSet<(String, String)> = c.doc["paths"]
         .as_object()

@@ -13,6 +13,7 @@ mod idempotency;
 mod limits;
 mod media;
 mod openapi;
+mod page;
 mod routes;
 mod sse;
 mod upload;

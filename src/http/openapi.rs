@@ -308,6 +308,34 @@ fn operation(route: &Route) -> Value {
                     error("400", "A bad Last-Event-ID, after or type."),
                 ],
             ),
+            Endpoint::Retry => (
+                "Queue a failed or cancelled job again (a new attempt of the same request)",
+                vec![id_param()],
+                None,
+                vec![
+                    ok_json("Queued again.", "RetryAnswer"),
+                    error("400", "The job is not failed or cancelled (the message names its state)."),
+                    error("404", "Job not found."),
+                ],
+            ),
+            Endpoint::Page => (
+                "The web page (form, job list, job page), from assets compiled into the daemon",
+                vec![],
+                None,
+                vec![("200".into(), json!({ "description": "The page.", "content": { "text/html": { "schema": { "type": "string" } } } }))],
+            ),
+            Endpoint::Asset => (
+                "The page's script and stylesheet (app.js, app.css)",
+                vec![json!({ "name": "name", "in": "path", "required": true, "schema": { "enum": ["app.js", "app.css"] } })],
+                None,
+                vec![
+                    ("200".into(), json!({ "description": "The asset.", "content": {
+                        "text/javascript": { "schema": { "type": "string" } },
+                        "text/css": { "schema": { "type": "string" } },
+                    } })),
+                    error("404", "No such asset."),
+                ],
+            ),
         };
     let mut responses: Map<String, Value> = responses.into_iter().collect();
     if head {
@@ -491,6 +519,16 @@ fn schemas() -> Value {
             "properties": {
                 "status": { "const": "success" },
                 "message": { "const": "Cancellation requested." },
+                "jobId": { "type": "string" },
+            },
+        },
+        "RetryAnswer": {
+            "type": "object",
+            "required": ["status", "message", "jobId"],
+            "additionalProperties": false,
+            "properties": {
+                "status": { "const": "success" },
+                "message": { "const": "Job queued for retry." },
                 "jobId": { "type": "string" },
             },
         },

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::error::ApiError;
 use super::idempotency;
-use super::{media, sse, upload};
+use super::{media, page, sse, upload};
 use crate::event::{JobId, JobState};
 use crate::request::JobRequest;
 use crate::service::Core;
@@ -144,6 +144,9 @@ pub(crate) enum Endpoint {
     Subtitles,
     JobStream,
     AllStream,
+    Retry,
+    Page,
+    Asset,
 }
 
 /// One served route: a method and a path template whose `:name` segments match any one segment.
@@ -186,6 +189,9 @@ pub(crate) const ROUTES: &[Route] = &[
     r("HEAD", "/api/jobs/:id/subtitles", Endpoint::Subtitles),
     r("GET", "/api/jobs/:id/events/stream", Endpoint::JobStream),
     r("GET", "/api/events/stream", Endpoint::AllStream),
+    r("POST", "/api/jobs/:id/retry", Endpoint::Retry),
+    r("GET", "/", Endpoint::Page),
+    r("GET", "/assets/:name", Endpoint::Asset),
 ];
 
 /// The `:name` segments of `template` taken from `segs`, if the path matches the template.
@@ -271,6 +277,9 @@ async fn route(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         Endpoint::Subtitles => media::subtitles(st, &req, id, &query).await,
         Endpoint::JobStream => sse::job_stream(st, &req, id, &query).await,
         Endpoint::AllStream => sse::all_stream(st, &req, &query).await,
+        Endpoint::Retry => retry(st, id).await,
+        Endpoint::Page => page::page(),
+        Endpoint::Asset => page::assets(id),
     }
 }
 
@@ -547,6 +556,12 @@ async fn cancel(st: &Core, id: &str) -> Result<Response<Body>, ApiError> {
     ok(
         json!({ "status": "success", "message": "Cancellation requested.", "jobId": job.to_string() }),
     )
+}
+
+async fn retry(st: &Core, id: &str) -> Result<Response<Body>, ApiError> {
+    let job = parse_job_id(id)?;
+    st.retry(job, None).await?;
+    ok(json!({ "status": "success", "message": "Job queued for retry.", "jobId": job.to_string() }))
 }
 
 async fn cancel_active(st: &Core) -> Result<Response<Body>, ApiError> {
