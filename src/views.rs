@@ -790,4 +790,92 @@ mod tests {
         let before: Vec<JobId> = views.queued(1000, |_| false).iter().map(|v| v.id).collect();
         assert_eq!(queue, before);
     }
+
+    fn stored(
+        id: EventId,
+        job: JobId,
+        kind: Kind,
+        timestamp_ms: i64,
+        payload: Option<serde_json::Value>,
+    ) -> Event {
+        Event {
+            id,
+            job,
+            kind,
+            level: Level::Info,
+            message: kind.as_str().into(),
+            payload,
+            timestamp_ms,
+            stage: None,
+        }
+    }
+
+    /// The start-up replay reads old finished jobs' record heads only: a job whose payload JSON
+    /// is unreadable (it would fail any fold) still replays to the right head, and only the
+    /// recent finished jobs are folded. Old finished jobs outside the webhook window are not
+    /// webhook candidates (the dispatcher's resume folds none of them).
+    #[test]
+    fn the_replay_never_parses_old_finished_jobs_payloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join(FILE_NAME)).unwrap());
+        let old_ms = now_ms() - 40 * 86_400_000;
+        let old = JobId::new();
+        let queued = stored(
+            1,
+            old,
+            Kind::Queued,
+            old_ms,
+            Some(serde_json::json!({ "request": {} })),
+        );
+        let log = stored(2, old, Kind::Log, old_ms, None);
+        let done = stored(3, old, Kind::Complete, old_ms + 5, None);
+        store
+            .append_raw(&[
+                (1, old, crate::store::codec::encode(&queued)),
+                (
+                    2,
+                    old,
+                    crate::store::codec::encode_with_payload_text(&log, "{\"not json"),
+                ),
+                (3, old, crate::store::codec::encode(&done)),
+            ])
+            .unwrap();
+        assert!(store.read_job(old, 0, u64::MAX, usize::MAX).is_err());
+        let mut recent = Vec::new();
+        let mut id = 3;
+        for _ in 0..RECENT_FINISHED {
+            let job = JobId::new();
+            recent.push(job);
+            let batch: Vec<Event> = [Kind::Queued, Kind::Running, Kind::Complete]
+                .into_iter()
+                .map(|kind| {
+                    id += 1;
+                    stored(
+                        id,
+                        job,
+                        kind,
+                        now_ms(),
+                        (kind == Kind::Queued).then(|| serde_json::json!({ "request": {} })),
+                    )
+                })
+                .collect();
+            store.append(&batch).unwrap();
+        }
+        let (views, report) = Views::replay(&store).unwrap();
+        assert_eq!(report.jobs, 1 + RECENT_FINISHED as u64);
+        assert_eq!(views.whole_len(), RECENT_FINISHED);
+        let head = views.head(old).unwrap();
+        assert_eq!(head.state, JobState::Completed);
+        assert_eq!((head.first_event_id, head.last_event_id), (1, 3));
+        assert_eq!(head.completed_ms, Some(old_ms + 5));
+        assert_eq!(views.counts().completed, 1 + RECENT_FINISHED as u64);
+        // Read on demand, the damaged job shows its head rather than failing.
+        assert_eq!(views.view(old).unwrap().state, JobState::Completed);
+        let since = now_ms() - 86_400_000;
+        let candidates = views.webhook_candidates(since);
+        assert_eq!(candidates.len(), RECENT_FINISHED);
+        assert!(candidates.iter().all(|(j, _, folded)| *j != old && !folded));
+        let all = views.webhook_candidates(i64::MIN);
+        assert_eq!(all.first().map(|c| (c.0, c.2)), Some((old, true)));
+    }
 }

@@ -71,6 +71,25 @@ pub fn encode(ev: &Event) -> Vec<u8> {
     out
 }
 
+/// [`encode`] with `payload` as the stored payload text, whatever it is (tests write records a
+/// real encoder never would).
+#[cfg(test)]
+pub(crate) fn encode_with_payload_text(ev: &Event, payload: &str) -> Vec<u8> {
+    let rec = RecordV1 {
+        job: ev.job.as_u128(),
+        kind: ev.kind.code(),
+        level: ev.level.code(),
+        message: ev.message.clone(),
+        payload: Some(payload.to_owned()),
+        timestamp_ms: ev.timestamp_ms,
+        stage: ev.stage.clone(),
+    };
+    let mut out = vec![VERSION_1];
+    bincode::serde::encode_into_std_write(&rec, &mut out, config())
+        .expect("bincode encoding into a Vec is infallible");
+    out
+}
+
 pub fn decode(id: EventId, bytes: &[u8]) -> Result<Event, DecodeError> {
     let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty { id })?;
     if version != VERSION_1 {

@@ -196,6 +196,26 @@ impl Store {
         Ok(())
     }
 
+    /// Stores already encoded records `(id, job, bytes)` as they are (tests of damaged or odd
+    /// records).
+    #[cfg(test)]
+    pub(crate) fn append_raw(
+        &self,
+        records: &[(EventId, JobId, Vec<u8>)],
+    ) -> Result<(), redb::Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut events = txn.open_table(EVENTS)?;
+            let mut index = txn.open_table(JOB_EVENTS)?;
+            for (id, job, bytes) in records {
+                events.insert(*id, bytes.as_slice())?;
+                index.insert((job.as_u128(), *id), ())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Deletes every event of `jobs` (and their index entries) in one durable transaction, keeping
     /// the largest id ever given out (see `META`). Answers the events deleted. Retention only: the
     /// journal calls it for finished jobs.
