@@ -51,6 +51,11 @@ pub fn run_server(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let state_dir = config.state_dir();
     prepare_state_dir(&state_dir)?;
     let (store, views) = open_log(&state_dir)?;
+    // The log's lock is ours: no other daemon (and so no upload) is using this state dir.
+    let swept = crate::songs::sweep_staging(&crate::songs::resolve(&config.songs_dir()));
+    if swept > 0 {
+        info!(folders = swept, "removed song uploads a crash cut off");
+    }
     let result = system().block_on(serve(config, state_dir, store, views, opts));
     System::current().stop();
     result

@@ -6,7 +6,8 @@
 //!   and [`replace`] swaps that folder in with one `renameat2(RENAME_EXCHANGE)` (a plain `rename`
 //!   when there is no library yet). A reader sees the old library or the new one, never a mix; two
 //!   uploads never interleave (the library ends as exactly one of them: the one swapped in last);
-//!   an upload that fails before the swap leaves the old library as it was.
+//!   an upload that fails before the swap leaves the old library as it was, and one a crash cut
+//!   off leaves only a staging folder, which the next start removes ([`sweep_staging`]).
 //! - Only `.mp3` files belong to an upload. Anything else the old library held (a note, a folder)
 //!   is moved into the new one after the swap, so a replace never deletes what it does not own.
 //! - A job takes its song with [`take_song`]: a hard link (a copy across filesystems) inside its own
@@ -23,6 +24,9 @@ static SWAP: Mutex<()> = Mutex::new(());
 
 /// The prefix of staging folders (next to the library; never listed as songs).
 pub const STAGING_PREFIX: &str = ".songs-upload-";
+/// Where the two-rename fallback moves the old library for a moment (never swept: after a crash
+/// between its renames it is the only copy of the old library).
+const ASIDE_PREFIX: &str = ".songs-previous-";
 
 /// Why the library could not be replaced or a song taken.
 #[derive(Debug, thiserror::Error)]
@@ -160,13 +164,44 @@ fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
 /// `b` moves aside to a temporary name, `a` takes its place, and the old `b` ends at `a`'s name.
 /// Not atomic for readers (the library is missing for a moment), but never a mix of two uploads.
 fn two_renames(a: &Path, b: &Path) -> std::io::Result<()> {
-    let aside = staging_dir(b);
+    let parent = b.parent().unwrap_or(Path::new("."));
+    let aside = parent.join(format!("{ASIDE_PREFIX}{}", uuid::Uuid::new_v4()));
     std::fs::rename(b, &aside)?;
     if let Err(e) = std::fs::rename(a, b) {
         let _ = std::fs::rename(&aside, b);
         return Err(e);
     }
     std::fs::rename(&aside, a)
+}
+
+/// Removes the staging folders an upload cut off by a crash left next to `library` (at start, when
+/// no upload can be in flight); answers how many. Each holds an unfinished upload, or the old
+/// library after its swap: never the library in use.
+pub fn sweep_staging(library: &Path) -> usize {
+    let Some(parent) = library.parent() else {
+        return 0;
+    };
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in rd.flatten() {
+        let stale = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(STAGING_PREFIX))
+            && entry.file_type().is_ok_and(|t| t.is_dir());
+        if !stale {
+            continue;
+        }
+        match std::fs::remove_dir_all(entry.path()) {
+            Ok(()) => removed += 1,
+            Err(e) => {
+                warn!(path = %entry.path().display(), error = %e, "cannot remove a stale song upload")
+            }
+        }
+    }
+    removed
 }
 
 /// The `.mp3` files (any case, non-empty) directly in `dir`, sorted; empty when it does not exist.
@@ -278,6 +313,13 @@ mod tests {
         }
         // No staging folder left behind.
         assert_eq!(names(root.path()), ["songs"]);
+
+        // What a crash mid-upload leaves is swept at start; the library is not touched.
+        let cut_off = stage(&library, "c", 3);
+        assert!(cut_off.exists());
+        assert_eq!(sweep_staging(&library), 1);
+        assert_eq!(names(root.path()), ["songs"]);
+        assert_eq!(list(&library).len(), 40);
     }
 
     #[test]

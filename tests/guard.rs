@@ -1168,3 +1168,22 @@ fn a_failed_song_upload_leaves_the_library_whole_and_a_replace_keeps_what_is_not
     );
     d.assert_serving();
 }
+
+#[test]
+fn a_song_upload_cut_off_by_a_crash_is_swept_at_start_and_the_library_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let cut_off = state.join(".songs-upload-0b4f3c1e-left-by-a-crash");
+    std::fs::create_dir_all(&cut_off).unwrap();
+    std::fs::write(cut_off.join("half.mp3"), b"ID3-half").unwrap();
+    std::fs::create_dir_all(state.join("songs")).unwrap();
+    std::fs::write(state.join("songs").join("kept.mp3"), b"ID3-kept").unwrap();
+    let d = Daemon::start_in(tmp.path(), &offline_config(""), &["--paused"]);
+    assert!(!cut_off.exists(), "{}", d.logs());
+    assert_eq!(names_in(&state.join("songs")), ["kept.mp3"]);
+    assert!(
+        d.logs().contains("removed song uploads a crash cut off"),
+        "{}",
+        d.logs()
+    );
+}

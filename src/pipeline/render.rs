@@ -353,7 +353,16 @@ fn parse_probe(json_bytes: &[u8]) -> Option<(u32, u32)> {
     Some(if rot == 90 { (h, w) } else { (w, h) })
 }
 
+/// An I/O failure on `path`; a full disk is named as such (the folder, or the file's folder).
 fn io_failed(what: &str, path: &Path, e: std::io::Error) -> StageError {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        let dir = if path.is_dir() {
+            path
+        } else {
+            path.parent().unwrap_or(path)
+        };
+        return no_space(dir);
+    }
     StageError::failed("Io", format!("cannot {what} {}: {e}", path.display()))
 }
 
@@ -378,13 +387,9 @@ async fn move_file(from: &Path, to: &Path) -> Result<(), StageError> {
     match tokio::fs::rename(from, to).await {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            tokio::fs::copy(from, to).await.map_err(|e| {
-                if e.raw_os_error() == Some(libc::ENOSPC) {
-                    no_space(to.parent().unwrap_or(to))
-                } else {
-                    io_failed("write", to, e)
-                }
-            })?;
+            tokio::fs::copy(from, to)
+                .await
+                .map_err(|e| io_failed("write", to, e))?;
             let _ = tokio::fs::remove_file(from).await;
             Ok(())
         }
@@ -596,6 +601,19 @@ mod tests {
         let e = out_of_space(full, Path::new("/srv/state/jobs/j1"));
         assert_eq!(e.to_string(), "no space left on /srv/state/jobs/j1");
         assert!(matches!(e, StageError::Failed { ref error, .. } if error == "DiskFull"));
+        // The render's own writes (the output folder, the move across disks) name it too.
+        let dir = tempfile::tempdir().unwrap();
+        let full = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+        let e = io_failed("create", dir.path(), full());
+        assert_eq!(
+            e.to_string(),
+            format!("no space left on {}", dir.path().display())
+        );
+        let e = io_failed("write", &dir.path().join("out.mp4"), full());
+        assert_eq!(
+            e.to_string(),
+            format!("no space left on {}", dir.path().display())
+        );
         let other = StageError::failed("ToolFailed", "ffmpeg exited with status 1:\nInvalid data");
         assert_eq!(
             out_of_space(other, Path::new("/x")).to_string(),
