@@ -372,6 +372,9 @@ pub struct FootageConfig {
     pub cache_max_bytes: u64,
     /// Fall back to generated footage when the online provider fails.
     pub fallback: bool,
+    /// Folders whose files a request may name in `footage` and `music` (absolute paths). Empty:
+    /// requests may name URLs and songs only.
+    pub allowed_dirs: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -570,6 +573,7 @@ impl Default for FootageConfig {
             cache_dir: String::new(),
             cache_max_bytes: 2 << 30,
             fallback: true,
+            allowed_dirs: Vec::new(),
         }
     }
 }

@@ -71,6 +71,14 @@ pub struct JobRequest {
     /// Where the job's webhooks go (`webhookUrl`, an http(s) URL); `None`: `webhooks.url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
+    /// The caller's own clips (`footage`): http(s) URLs, or canonical paths inside
+    /// `footage.allowed_dirs`. Empty: the configured provider finds footage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub footage: Vec<String>,
+    /// The caller's own music (`music`): a song of the library, a canonical path inside
+    /// `footage.allowed_dirs`, or an http(s) URL. Implies `use_music`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub music: Option<String>,
     /// What the body held that the parser ignored: told to the caller and recorded as the job's
     /// first log event, not stored with the request.
     #[serde(skip)]
@@ -301,7 +309,34 @@ impl JobRequest {
                 return Err(RequestError("script has no words to speak.".into()));
             }
         }
-        let use_music = opt_bool(obj, "useMusic")?.unwrap_or(false);
+        let footage = match obj.get("footage") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => {
+                let texts = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| match v {
+                        Value::String(s) => Ok(s.clone()),
+                        _ => Err(RequestError(format!(
+                            "footage[{i}] must be a string (a path or an http(s) URL)."
+                        ))),
+                    })
+                    .collect::<Result<Vec<String>, RequestError>>()?;
+                crate::pipeline::own_media::check_footage(&texts, cfg).map_err(RequestError)?
+            }
+            Some(_) => {
+                return Err(RequestError(
+                    "footage must be a list of paths or http(s) URLs.".into(),
+                ))
+            }
+        };
+        let music = match opt_string(obj, "music")? {
+            Some(s) if !s.trim().is_empty() => {
+                Some(crate::pipeline::own_media::check_music(&s, cfg).map_err(RequestError)?)
+            }
+            _ => None,
+        };
+        let use_music = opt_bool(obj, "useMusic")?.unwrap_or(false) || music.is_some();
         let automate_youtube_upload = opt_bool(obj, "automateYoutubeUpload")?.unwrap_or(false);
         let threads = opt_int(obj, "threads", 1, 100)?.map(|n| n as u32);
         let position_text = opt_string(obj, "subtitlesPosition")?
@@ -374,6 +409,8 @@ impl JobRequest {
             subtitles_style,
             aspect_ratio,
             webhook_url,
+            footage,
+            music,
         })
     }
 

@@ -163,3 +163,305 @@ fn auto_uses_piper_when_installed_and_falls_back_to_espeak_saying_so() {
         messages(&events)
     );
 }
+
+/// A file server on 127.0.0.1: `files` by path (200, with a Content-Length), 404 for the rest.
+/// Counts the requests per path.
+fn file_server(
+    files: Vec<(&'static str, Vec<u8>)>,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            seen.lock().unwrap().push(path.clone());
+            match files.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(body);
+                }
+                None => {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found"
+                    );
+                }
+            }
+        }
+    });
+    (addr, hits)
+}
+
+/// Makes a media file with ffmpeg from a lavfi `source`.
+fn make_media(source: &str, seconds: f64, out: &std::path::Path) -> Vec<u8> {
+    let ok = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i", source, "-t"])
+        .arg(format!("{seconds}"))
+        .arg(out)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "ffmpeg could not make {}", out.display());
+    std::fs::read(out).unwrap()
+}
+
+/// The mean (r, g, b) of the frame at `at` seconds of `video`.
+fn mean_rgb(video: &std::path::Path, at: f64) -> (f64, f64, f64) {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-ss"])
+        .arg(format!("{at}"))
+        .arg("-i")
+        .arg(video)
+        .args([
+            "-frames:v",
+            "1",
+            "-vf",
+            "scale=8:8",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let px = out.stdout;
+    assert_eq!(
+        px.len(),
+        8 * 8 * 3,
+        "no frame at {at} s of {}",
+        video.display()
+    );
+    let mean = |c: usize| {
+        px.iter()
+            .skip(c)
+            .step_by(3)
+            .map(|&v| f64::from(v))
+            .sum::<f64>()
+            / 64.0
+    };
+    (mean(0), mean(1), mean(2))
+}
+
+fn own_media_daemon(tmp: &std::path::Path, media: &std::path::Path, extra: &str) -> Daemon {
+    let cfg = format!(
+        "{}[llm]\nprovider = \"offline\"\n[voice]\nprovider = \"espeak\"\n[footage]\nallowed_dirs = [\"{}\"]\nseconds_per_clip = 2.0\nclips = 2\n{extra}",
+        SMALL_RENDER.split("[footage]").next().unwrap_or_default(),
+        media.display()
+    );
+    Daemon::start_in(tmp, &cfg, &[])
+}
+
+#[test]
+fn a_job_renders_your_own_clips_and_song_from_a_folder_and_a_url() {
+    require_media_tools();
+    let tmp = tempfile::tempdir().unwrap();
+    let media = tmp.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    // A red clip on disk, a blue clip and a song served over HTTP.
+    make_media("color=c=red:s=180x320:r=15", 3.0, &media.join("red.mp4"));
+    let scratch = tempfile::tempdir().unwrap();
+    let blue = make_media(
+        "color=c=blue:s=180x320:r=15",
+        3.0,
+        &scratch.path().join("blue.mp4"),
+    );
+    let song = make_media(
+        "sine=frequency=440:sample_rate=44100",
+        20.0,
+        &scratch.path().join("song.mp3"),
+    );
+    let (addr, hits) = file_server(vec![("/blue.mp4", blue), ("/song.mp3", song)]);
+    let d = own_media_daemon(tmp.path(), &media, "");
+    let body = json!({
+        "videoSubject": "Octopus hearts",
+        "script": TWO_SENTENCES,
+        "footage": [media.join("red.mp4").display().to_string(), format!("http://{addr}/blue.mp4")],
+        "music": format!("http://{addr}/song.mp3"),
+    });
+    // The request validates against the published OpenAPI schema; a footage that is not a list
+    // does not.
+    let (s, doc) = d.get("/api/openapi.json");
+    assert_eq!(s, 200);
+    let wrapper = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": doc["components"],
+        "$ref": "#/components/schemas/GenerateRequest",
+    });
+    let schema = jsonschema::validator_for(&wrapper).expect("the schema compiles");
+    let errors: Vec<String> = schema.iter_errors(&body).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(!schema.is_valid(&json!({"videoSubject": "x", "footage": "a.mp4"})));
+    let (id, _job, events) = run_job(&d, body);
+    let used: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Using your footage: "))
+        })
+        .collect();
+    assert_eq!(used.len(), 2, "{:#?}", messages(&events));
+    assert_eq!(used[1]["payload"]["index"], 1);
+    assert!(!messages(&events)
+        .iter()
+        .any(|m| m.starts_with("Searching for footage")));
+    assert!(messages(&events)
+        .iter()
+        .any(|m| m.starts_with("Adding background music: http://")));
+    let hits = hits.lock().unwrap().clone();
+    assert_eq!(
+        hits.iter().filter(|p| *p == "/blue.mp4").count(),
+        1,
+        "{hits:?}"
+    );
+    assert_eq!(
+        hits.iter().filter(|p| *p == "/song.mp3").count(),
+        1,
+        "{hits:?}"
+    );
+    // The video shows the red clip first, then the blue one, and the song is in it.
+    let video = d.state_dir().join("output").join(format!("{id}.mp4"));
+    let (r, g, b) = mean_rgb(&video, 0.5);
+    assert!(
+        r > 150.0 && g < 80.0 && b < 80.0,
+        "first clip is not red: {r} {g} {b}"
+    );
+    let (r, g, b) = mean_rgb(&video, 2.6);
+    assert!(
+        b > 150.0 && r < 80.0 && g < 80.0,
+        "second clip is not blue: {r} {g} {b}"
+    );
+    assert!(
+        mean_volume_db(&video) > -40.0,
+        "no sound in {}",
+        video.display()
+    );
+}
+
+#[test]
+fn bad_paths_and_urls_are_refused_naming_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let media = tmp.path().join("media");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&media).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(media.join("ok.mp4"), b"x").unwrap();
+    std::fs::write(outside.join("secret.mp4"), b"s").unwrap();
+    std::fs::write(outside.join("secret.mp3"), b"s").unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.mp4"), media.join("link.mp4")).unwrap();
+    std::os::unix::fs::symlink(&outside, media.join("door")).unwrap();
+    let d = own_media_daemon(tmp.path(), &media, "");
+    let ok = media.join("ok.mp4").display().to_string();
+    let m = media.display();
+    for (second, why) in [
+        (
+            json!(outside.join("secret.mp4").display().to_string()),
+            "outside footage.allowed_dirs",
+        ),
+        (json!(format!("{m}/../outside/secret.mp4")), "`..`"),
+        (json!(format!("{m}/link.mp4")), "symbolic link"),
+        (json!(format!("{m}/door/secret.mp4")), "symbolic link"),
+        (json!(format!("{m}/missing.mp4")), "No such file"),
+        (json!("media/ok.mp4"), "absolute"),
+        (json!("file:///etc/passwd"), "http://"),
+        (json!(7), "must be a string"),
+    ] {
+        let (s, v) = d.post(
+            "/api/generate",
+            &json!({ "videoSubject": "x", "footage": [ok, second] }),
+        );
+        let msg = v["message"].as_str().unwrap_or_default();
+        assert_eq!(s, 400, "{second}: {v}");
+        assert!(
+            msg.starts_with("footage[1] ") && msg.contains(why),
+            "{second}: {msg}"
+        );
+    }
+    for (music, why) in [
+        (outside.join("secret.mp3").display().to_string(), "outside"),
+        ("no such song".to_string(), "not a song of the library"),
+        ("gopher://example.com/a.mp3".to_string(), "http://"),
+    ] {
+        let (s, v) = d.post(
+            "/api/generate",
+            &json!({ "videoSubject": "x", "music": music }),
+        );
+        let msg = v["message"].as_str().unwrap_or_default();
+        assert_eq!(s, 400, "{music}: {v}");
+        assert!(
+            msg.starts_with("music ") && msg.contains(why),
+            "{music}: {msg}"
+        );
+    }
+    let (s, v) = d.post(
+        "/api/generate",
+        &json!({ "videoSubject": "x", "footage": "one.mp4" }),
+    );
+    assert_eq!(s, 400, "{v}");
+    // Nothing was queued.
+    let (_, jobs) = d.get("/api/jobs");
+    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(0), "{jobs}");
+}
+
+#[test]
+fn a_url_that_is_missing_or_too_big_fails_the_job_naming_the_item() {
+    require_media_tools();
+    let tmp = tempfile::tempdir().unwrap();
+    let media = tmp.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    let (addr, _hits) = file_server(vec![("/big.mp4", vec![0u8; 300_000])]);
+    let d = own_media_daemon(
+        tmp.path(),
+        &media,
+        "download_max_bytes = 100000\nretries = 0\n",
+    );
+    for (footage, want) in [
+        (json!([format!("http://{addr}/big.mp4")]), "footage[0] "),
+        (
+            json!([
+                format!("http://{addr}/big.mp4").replace("big", "gone"),
+                format!("http://{addr}/nope.mp4")
+            ]),
+            "footage[0] ",
+        ),
+    ] {
+        let id = d
+            .submit(&json!({ "videoSubject": "x", "script": "Three hearts.", "footage": footage }));
+        let job = d.wait_for_state(&id, &["completed", "failed", "cancelled"], JOB_TIMEOUT);
+        assert_eq!(job["state"], "failed", "{job}");
+        let events = d.events(&id);
+        let failure = events
+            .iter()
+            .rev()
+            .find(|e| e["level"] == "error")
+            .unwrap_or_else(|| panic!("no error event: {:#?}", messages(&events)));
+        let msg = failure["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(want), "{msg}");
+        let detail = if msg.contains("big") { "limit" } else { "404" };
+        assert!(msg.contains(detail), "{msg}");
+    }
+}

@@ -456,6 +456,8 @@ fn schemas() -> Value {
                 "subtitlesStyle": { "enum": ["classic", "word", "karaoke", null] },
                 "aspectRatio": { "enum": ["9:16", "16:9", "1:1", "4:5", null] },
                 "webhookUrl": { "type": ["string", "null"], "description": "http:// or https:// URL that gets the job's end (see webhooks in the README)." },
+                "footage": { "type": ["array", "null"], "maxItems": 20, "items": { "type": "string" }, "description": "Your own clips, shown in order: absolute paths inside footage.allowed_dirs, or http(s) URLs (fetched through the clip cache, at most footage.download_max_bytes each)." },
+                "music": { "type": ["string", "null"], "description": "Your own music (implies useMusic): a song of the library by name, an absolute path inside footage.allowed_dirs, or an http(s) URL." },
                 "zipUrl": nullable("string"),
             },
         },

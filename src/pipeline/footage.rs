@@ -463,6 +463,9 @@ const PARALLEL_FETCHES: usize = 2;
 
 /// The footage stage.
 pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
+    if !cx.request.footage.is_empty() {
+        return super::own_media::footage_stage(cx).await;
+    }
     let cfg = cx.config.clone();
     let (provider, warning) =
         choose_provider(&cfg, cx.frame(), &cx.request.video_subject, &cx.events)?;

@@ -16,6 +16,7 @@ pub mod footage;
 pub mod metadata;
 pub mod music;
 pub mod online;
+pub mod own_media;
 pub mod piper;
 pub mod process;
 pub mod render;

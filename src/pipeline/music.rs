@@ -48,6 +48,9 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
     if !cx.request.use_music {
         return Ok(());
     }
+    if let Some(own) = cx.request.music.clone() {
+        return super::own_media::music_stage(cx, &own).await;
+    }
     cx.emit("music", NewEvent::info("Adding background music"))
         .await?;
     let dest = cx.work_dir.join(SONG_DIR);
