@@ -22,7 +22,7 @@ pub enum DecodeError {
     Damaged { id: EventId, reason: String },
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct RecordV1 {
     job: u128,
     kind: u8,
@@ -34,7 +34,8 @@ struct RecordV1 {
     stage: Option<String>,
 }
 
-/// Version 1 with borrowed strings: the wire writer reads records without copying them.
+/// Version 1 with borrowed strings: every reader decodes this (lengths checked against the bytes,
+/// nothing copied until they are); the wire writer copies nothing at all.
 #[derive(Deserialize)]
 struct RecordV1Ref<'a> {
     job: u128,
@@ -46,7 +47,6 @@ struct RecordV1Ref<'a> {
     payload: Option<&'a str>,
     timestamp_ms: i64,
     #[serde(borrow)]
-    #[allow(dead_code)]
     stage: Option<&'a str>,
 }
 
@@ -96,8 +96,12 @@ pub fn decode(id: EventId, bytes: &[u8]) -> Result<Event, DecodeError> {
         return Err(DecodeError::UnknownVersion { id, version });
     }
     let damaged = |reason: String| DecodeError::Damaged { id, reason };
-    let (rec, used): (RecordV1, usize) =
-        bincode::serde::decode_from_slice(body, config()).map_err(|e| damaged(e.to_string()))?;
+    // Borrowed: every length is checked against the record's bytes before anything is copied.
+    // (The owned decode allocates what a length prefix says first: a damaged prefix asked for
+    // exabytes and aborted the process.)
+    let (rec, used): (RecordV1Ref<'_>, usize) =
+        bincode::serde::borrow_decode_from_slice(body, config())
+            .map_err(|e| damaged(e.to_string()))?;
     if used != body.len() {
         return Err(damaged(format!(
             "{} trailing bytes",
@@ -111,8 +115,7 @@ pub fn decode(id: EventId, bytes: &[u8]) -> Result<Event, DecodeError> {
     let payload = match rec.payload {
         None => None,
         Some(text) => Some(
-            serde_json::from_str(&text)
-                .map_err(|e| damaged(format!("payload is not JSON: {e}")))?,
+            serde_json::from_str(text).map_err(|e| damaged(format!("payload is not JSON: {e}")))?,
         ),
     };
     Ok(Event {
@@ -120,10 +123,10 @@ pub fn decode(id: EventId, bytes: &[u8]) -> Result<Event, DecodeError> {
         job: JobId::from_u128(rec.job),
         kind,
         level,
-        message: rec.message,
+        message: rec.message.to_owned(),
         payload,
         timestamp_ms: rec.timestamp_ms,
-        stage: rec.stage,
+        stage: rec.stage.map(str::to_owned),
     })
 }
 
@@ -348,5 +351,131 @@ mod tests {
         let mut trailing = good;
         trailing.push(0);
         assert!(decode(13, &trailing).is_err());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        fn text(max: usize) -> impl Strategy<Value = String> {
+            prop::collection::vec(any::<char>(), 0..max).prop_map(String::from_iter)
+        }
+
+        /// JSON values whose text round-trips exactly (floats are small dyadic fractions).
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                (-1_000_000i32..1_000_000).prop_map(|n| Value::from(f64::from(n) / 8.0)),
+                text(12).prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec((text(8), inner), 0..4)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn event() -> impl Strategy<Value = Event> {
+            (
+                any::<u64>(),
+                any::<u128>(),
+                prop::sample::select(Kind::ALL.to_vec()),
+                prop::sample::select(vec![
+                    Level::Info,
+                    Level::Success,
+                    Level::Warning,
+                    Level::Error,
+                ]),
+                text(40),
+                prop::option::of(json_value()),
+                any::<i64>(),
+                prop::option::of(text(12)),
+            )
+                .prop_map(
+                    |(id, job, kind, level, message, payload, timestamp_ms, stage)| Event {
+                        id,
+                        job: JobId::from_u128(job),
+                        kind,
+                        level,
+                        message,
+                        payload,
+                        timestamp_ms,
+                        stage,
+                    },
+                )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// encode then decode gives the event back; the head and the wire JSON agree with it.
+            #[test]
+            fn records_round_trip(ev in event()) {
+                let bytes = encode(&ev);
+                prop_assert_eq!(decode(ev.id, &bytes).unwrap(), ev.clone());
+                let head = decode_head(ev.id, &bytes).unwrap();
+                prop_assert_eq!((head.job, head.kind, head.timestamp_ms), (ev.job, ev.kind, ev.timestamp_ms));
+                let mut out = Vec::new();
+                prop_assert_eq!(write_wire(ev.id, &bytes, &mut out).unwrap(), ev.job);
+                let wire: Value = serde_json::from_slice(&out).unwrap();
+                prop_assert_eq!(&wire["id"], &Value::from(ev.id));
+                prop_assert_eq!(&wire["type"], ev.kind.as_str());
+                prop_assert_eq!(&wire["level"], ev.level.as_str());
+                prop_assert_eq!(&wire["message"], &Value::String(ev.message.clone()));
+                prop_assert_eq!(&wire["payload"], ev.payload.as_ref().unwrap_or(&Value::Null));
+                prop_assert!(wire["timestamp"].is_number());
+            }
+
+            /// Arbitrary bytes are an error naming the record (or, by chance, a record), never a
+            /// panic; what decodes also gives a head and valid wire JSON.
+            #[test]
+            fn arbitrary_bytes_never_panic(id in any::<u64>(), version_1 in any::<bool>(), mut bytes in prop::collection::vec(any::<u8>(), 0..96)) {
+                if version_1 && !bytes.is_empty() {
+                    bytes[0] = VERSION_1;
+                }
+                let named = format!("event record {id} ");
+                match decode(id, &bytes) {
+                    Ok(ev) => {
+                        prop_assert_eq!(ev.id, id);
+                        prop_assert!(decode_head(id, &bytes).is_ok());
+                        let mut out = Vec::new();
+                        prop_assert!(write_wire(id, &bytes, &mut out).is_ok());
+                        prop_assert!(serde_json::from_slice::<Value>(&out).is_ok());
+                    }
+                    Err(e) => prop_assert!(e.to_string().starts_with(&named), "{}", e),
+                }
+                if let Err(e) = decode_head(id, &bytes) {
+                    prop_assert!(e.to_string().starts_with(&named), "{}", e);
+                }
+                if let Err(e) = write_wire(id, &bytes, &mut Vec::new()) {
+                    prop_assert!(e.to_string().starts_with(&named), "{}", e);
+                }
+            }
+
+            /// A real record with bytes changed or cut off: an error naming it or some record,
+            /// never a panic.
+            #[test]
+            fn damaged_records_never_panic(ev in event(), at in any::<prop::sample::Index>(), xor in 1u8.., cut in any::<bool>()) {
+                let mut bytes = encode(&ev);
+                let i = at.index(bytes.len());
+                if cut {
+                    bytes.truncate(i);
+                } else {
+                    bytes[i] ^= xor;
+                }
+                let named = format!("event record {} ", ev.id);
+                if let Err(e) = decode(ev.id, &bytes) {
+                    prop_assert!(e.to_string().starts_with(&named), "{}", e);
+                }
+                let _ = decode_head(ev.id, &bytes);
+                let _ = write_wire(ev.id, &bytes, &mut Vec::new());
+            }
+        }
     }
 }
