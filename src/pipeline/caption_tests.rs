@@ -274,3 +274,37 @@ async fn each_aspect_ratio_has_its_exact_size_and_the_caption_inside() {
         assert_caption_inside(&frame(&out, t, size), size, magenta, &format!("{aspect}"));
     }
 }
+
+#[tokio::test]
+async fn the_largest_captions_stay_inside_every_aspect_ratio_in_word_and_classic_styles() {
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = caption_config(root.path());
+    cfg.render.width = 270;
+    cfg.render.height = 480;
+    // The largest font the config allows, few columns: only the fitting keeps it in the frame.
+    cfg.subtitles.font_size = 400;
+    let script =
+        "SUPERCALIFRAGILISTICEXPIALIDOCIOUS WONDERS! 心臓は三つあります、タコの血は青いです。";
+    for &aspect in AspectRatio::ALL {
+        for style in [CaptionStyle::Word, CaptionStyle::Classic] {
+            let body = json!({
+                "videoSubject": "Hearts",
+                "script": script,
+                "aspectRatio": aspect.as_str(),
+                "subtitlesStyle": style.as_str(),
+                "subtitlesPosition": "left,top",
+                "color": COLOR,
+            });
+            let cx = make_video(&cfg, root.path(), body).await;
+            let out = cx.artifacts.output.clone().expect("output");
+            let size = cx.frame();
+            for s in &cx.artifacts.sentences {
+                for w in [&s.words[0], &s.words[s.words.len() / 2]] {
+                    let t = (w.start + w.end) / 2.0;
+                    let what = format!("{aspect} {style} at {t:.2} s ({:?})", w.text);
+                    assert_caption_inside(&frame(&out, t, size), size, magenta, &what);
+                }
+            }
+        }
+    }
+}

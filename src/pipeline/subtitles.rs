@@ -447,9 +447,10 @@ fn ass_header(style: &SubtitleStyle, layout: &Layout, color: (u8, u8, u8)) -> St
     s
 }
 
-/// One `Dialogue` line; `size` overrides the style's font size when smaller.
+/// One `Dialogue` line; `size` overrides the style's font size when it differs (smaller where a
+/// line must shrink to fit, larger for the `word` style).
 fn dialogue(s: &mut String, start: f64, end: f64, layout: &Layout, size: f64, text: &str) {
-    let fs = if size < layout.size {
+    let fs = if (size - layout.size).abs() > 0.01 {
         format!("{{\\fs{size}}}")
     } else {
         String::new()
@@ -492,13 +493,14 @@ pub fn document(style: &SubtitleStyle, sentences: &[SpokenSentence], total: f64)
     }
 }
 
-/// The `word` style: one or two words at a time (up to four characters of CJK), large, centred on
-/// the position, popping in (from 75% to full size in 0.1 s, fading in). Each group stays up until
+/// The `word` style: one or two words at a time (up to four characters of CJK), large, centred
+/// across the frame on the position's row (top, middle or bottom), popping in (from 75% to full size in 0.1 s, fading in). Each group stays up until
 /// the next one starts.
 fn word_document(style: &SubtitleStyle, sentences: &[SpokenSentence], total: f64) -> String {
     let layout = Layout::of(style);
     let mut s = ass_header(style, &layout, style.color);
     let want = (layout.size * WORD_SCALE).round();
+    let centre = alignment(Horizontal::Center, style.position.1);
     for (i, sentence) in sentences.iter().enumerate() {
         let end = sentence_end(sentences, i, total);
         let groups = word_groups(&sentence.words);
@@ -514,7 +516,9 @@ fn word_document(style: &SubtitleStyle, sentences: &[SpokenSentence], total: f64
             };
             let text = join_words(&sentence.words[g.clone()]);
             let size = layout.fit(std::slice::from_ref(&text), want);
-            let pop = "{\\fad(60,0)\\fscx75\\fscy75\\t(0,100,\\fscx100\\fscy100)}";
+            // Centred across the frame, on the position's row.
+            let pop =
+                format!("{{\\an{centre}\\fad(60,0)\\fscx75\\fscy75\\t(0,100,\\fscx100\\fscy100)}}");
             dialogue(
                 &mut s,
                 start,
@@ -854,5 +858,192 @@ mod tests {
             ..style
         };
         assert!(ass_document(&big, &[]).contains("Style: Default,DejaVu Sans,74,"));
+    }
+
+    /// Sentences with words timed evenly: the kinds of text that are hard to fit.
+    fn hard_sentences() -> Vec<SpokenSentence> {
+        let texts = [
+            "Octopuses have three hearts and very blue blood in their veins.",
+            "SUPERCALIFRAGILISTICEXPIALIDOCIOUS WONDERS, WORLDWIDE!",
+            "心臓は三つあります。タコの血は青く、二つの心臓がえらに血を送り、三つ目が体全体に送ります。",
+            "Mmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmmm.",
+        ];
+        let mut t = 0.0;
+        texts
+            .iter()
+            .map(|text| {
+                let units = super::super::timing::units(text);
+                let step = 0.3;
+                let words = units
+                    .iter()
+                    .enumerate()
+                    .map(|(i, u)| SpokenWord {
+                        text: u.text.clone(),
+                        start: t + i as f64 * step,
+                        end: t + (i as f64 + 0.9) * step,
+                        glued: u.glued,
+                    })
+                    .collect::<Vec<_>>();
+                let s = SpokenSentence {
+                    text: (*text).into(),
+                    start: t,
+                    duration: units.len() as f64 * step + 0.2,
+                    words,
+                    exact_words: true,
+                };
+                t += s.duration;
+                s
+            })
+            .collect()
+    }
+
+    /// A dialogue's lines with the override tags taken out, its font size and its `\an`.
+    fn parse_dialogue(line: &str, style_size: f64) -> (Vec<String>, f64, Option<u8>) {
+        let text = line.splitn(10, ',').nth(9).unwrap_or_default();
+        let mut size = style_size;
+        let mut an = None;
+        let mut plain = String::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            plain.push_str(&rest[..open]);
+            let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
+            let tags = &rest[open + 1..close];
+            for tag in tags.split('\\') {
+                if let Some(v) = tag.strip_prefix("fs").and_then(|v| v.parse::<f64>().ok()) {
+                    size = v;
+                }
+                if let Some(v) = tag.strip_prefix("an").and_then(|v| v.parse::<u8>().ok()) {
+                    an = Some(v);
+                }
+            }
+            rest = &rest[(close + 1).min(rest.len())..];
+        }
+        plain.push_str(rest);
+        let lines = plain
+            .split("\\N")
+            .map(|l| {
+                l.replace("\\{", "{")
+                    .replace("\\}", "}")
+                    .replace("\\\\", "\\")
+            })
+            .collect();
+        (lines, size, an)
+    }
+
+    #[test]
+    fn captions_fit_the_frame_at_every_aspect_ratio_font_size_and_style() {
+        let sentences = hard_sentences();
+        let total = sentences.iter().map(|s| s.duration).sum::<f64>();
+        let positions = [
+            (Horizontal::Center, Vertical::Bottom),
+            (Horizontal::Left, Vertical::Top),
+            (Horizontal::Right, Vertical::Center),
+        ];
+        let mut checked = 0;
+        for &aspect in crate::config::AspectRatio::ALL {
+            let render = crate::config::RenderConfig {
+                width: 1080,
+                height: 1920,
+                ..Default::default()
+            };
+            let (w, h) = render.frame(aspect);
+            for font_size in [8, 84, 200, 400] {
+                for max_line_chars in [8, 22, 60] {
+                    for position in positions {
+                        for &cap in CaptionStyle::ALL {
+                            let style = SubtitleStyle {
+                                width: w,
+                                height: h,
+                                font: "DejaVu Sans".into(),
+                                font_size_1920: font_size,
+                                max_line_chars,
+                                color: (255, 255, 0),
+                                position,
+                                style: cap,
+                            };
+                            let layout = Layout::of(&style);
+                            let doc = document(&style, &sentences, total);
+                            let what = format!("{aspect} {w}x{h} font {font_size} cols {max_line_chars} {position:?} {cap}");
+                            let usable_w = f64::from(w) - 2.0 * layout.margin_lr;
+                            let usable_h = f64::from(h) - 2.0 * layout.margin_v;
+                            let dialogues: Vec<&str> =
+                                doc.lines().filter(|l| l.starts_with("Dialogue:")).collect();
+                            assert!(!dialogues.is_empty(), "{what}");
+                            let mut shown = String::new();
+                            for d in &dialogues {
+                                let (lines, size, an) = parse_dialogue(d, layout.size);
+                                let widest = lines.iter().map(|l| text_em(l)).fold(0.0, f64::max);
+                                let width = (widest + 2.0 * OUTLINE_EM + SHADOW_EM) * size;
+                                let height =
+                                    (lines.len() as f64 * LINE_EM + 2.0 * OUTLINE_EM + SHADOW_EM)
+                                        * size;
+                                assert!(
+                                    width <= usable_w + 0.5,
+                                    "{what}: {d} is {width:.0} wide, {usable_w} usable"
+                                );
+                                assert!(
+                                    height <= usable_h + 0.5,
+                                    "{what}: {d} is {height:.0} high, {usable_h} usable"
+                                );
+                                assert!(lines.len() <= MAX_LINES, "{what}: {d}");
+                                if cap == CaptionStyle::Word {
+                                    // Centred across the frame, on the position's row.
+                                    assert_eq!(
+                                        an,
+                                        Some(alignment(Horizontal::Center, position.1)),
+                                        "{what}: {d}"
+                                    );
+                                }
+                                if cap != CaptionStyle::Karaoke {
+                                    shown.push_str(&lines.concat());
+                                }
+                            }
+                            if cap != CaptionStyle::Karaoke {
+                                // Nothing is lost by the wrapping: every letter is shown, in order
+                                // (CJK broken between characters, never dropped).
+                                let letters = |t: &str| {
+                                    t.chars()
+                                        .filter(|c| c.is_alphanumeric())
+                                        .collect::<String>()
+                                };
+                                let all: String =
+                                    sentences.iter().map(|s| letters(&s.text)).collect();
+                                assert_eq!(letters(&shown), all, "{what}");
+                            }
+                            // The `word` style is large: short words are shown half as large again
+                            // as a classic line.
+                            if cap == CaptionStyle::Word && font_size == 84 && max_line_chars == 22
+                            {
+                                let largest = dialogues
+                                    .iter()
+                                    .map(|d| parse_dialogue(d, layout.size).1)
+                                    .fold(0.0, f64::max);
+                                assert!(
+                                    largest >= layout.size * 1.5,
+                                    "{what}: largest word size {largest} vs {}",
+                                    layout.size
+                                );
+                            }
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 4 * 4 * 3 * 3 * 3);
+    }
+
+    #[test]
+    fn cjk_breaks_between_characters_within_the_line_limit() {
+        let text = "心臓は三つあります。タコの血は青く、二つの心臓がえらに血を送り、三つ目が体全体に送ります。";
+        for max in [6, 10, 16] {
+            let lines = wrap_lines(text, max);
+            assert!(lines.len() > 1, "{lines:?}");
+            assert!(
+                lines.iter().all(|l| display_width(l) <= max.max(2)),
+                "{max}: {lines:?}"
+            );
+            assert_eq!(lines.concat(), text, "{max}: nothing lost or added");
+        }
     }
 }
