@@ -1,4 +1,5 @@
-//! Footage stage: one clip per search term, from a [`FootageProvider`].
+//! Footage stage: one clip per search term, from a [`FootageProvider`]; a request that brings
+//! its own `footage` skips the providers (see `own_media`).
 //!
 //! Providers here: `local` (video files of `footage.local_dir`, matched to terms by file name, never
 //! the same file twice) and `generated` (moving backgrounds made by ffmpeg, see `backgrounds`:
@@ -679,6 +680,26 @@ mod tests {
             Some("space/stars.mkv".into())
         );
         assert_eq!(f("octopus").await.unwrap(), None);
+        // With generated backgrounds, the folder's clips come first, generated ones fill the rest.
+        let mut cfg = Config::default();
+        cfg.footage.seconds_per_clip = 0.5;
+        let both = LocalThenGenerated {
+            local: LocalFolder::new(root.join("space")),
+            generated: Generated::new(&cfg, (180, 320), "stars"),
+        };
+        let out = tempfile::tempdir().unwrap();
+        let first = both.fetch(&stop, "stars", 0, out.path()).await.unwrap();
+        assert_eq!(first, Some(root.join("space/stars.mkv")));
+        let second = both.fetch(&stop, "stars", 1, out.path()).await.unwrap();
+        assert_eq!(second, Some(out.path().join("generated-01.mp4")));
+        assert!(
+            out.path()
+                .join("generated-01.mp4")
+                .metadata()
+                .unwrap()
+                .len()
+                > 0
+        );
         let missing = LocalFolder::new(root.join("nope"));
         assert!(missing.fetch(&stop, "x", 0, root).await.is_err());
     }

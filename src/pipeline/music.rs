@@ -1,4 +1,5 @@
-//! Music stage (only when the request has `useMusic`): picks a random `.mp3` from the song library.
+//! Music stage (only when the request has `useMusic`): picks a random `.mp3` from the song library,
+//! or takes the request's own `music` (see `own_media`).
 //!
 //! The render loops it to the video's length and mixes it at `music.volume` under the voice. An
 //! empty or missing library is not a failure: a warning event says so and the job goes on without
