@@ -14,7 +14,7 @@
 //! clips` (success) {clipCount} or the warning `Only found F video clips, requested R` {found,
 //! requested}. No clip at all fails the stage.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde_json::json;
+use tokio::sync::Notify;
 use tracing::info;
 
 use super::backgrounds::{self, Palette, RECIPES};
@@ -55,9 +56,15 @@ pub trait FootageProvider {
 
 /// Clips from a folder and its subfolders (up to [`LOCAL_DEPTH`] levels, at most [`LOCAL_FILES`]
 /// files), matched to a term by file name and folder names, each used once.
+///
+/// Clips fetched at once pick in the order of their index (clip `i` waits until every lower index
+/// has picked), so a job's clips are the same whatever order the fetches run in.
 pub struct LocalFolder {
     dir: PathBuf,
     used: RefCell<HashSet<PathBuf>>,
+    /// The lowest index that has not picked yet.
+    next: Cell<usize>,
+    turn: Notify,
 }
 
 /// How deep [`LocalFolder`] looks below its folder.
@@ -70,6 +77,24 @@ impl LocalFolder {
         LocalFolder {
             dir: dir.into(),
             used: RefCell::new(HashSet::new()),
+            next: Cell::new(0),
+            turn: Notify::new(),
+        }
+    }
+
+    /// Resolves once clip `index` may pick: every lower index has.
+    async fn my_turn(&self, stop: &StopSignal, index: usize) -> Result<(), StageError> {
+        loop {
+            let notified = self.turn.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if index <= self.next.get() {
+                return Ok(());
+            }
+            tokio::select! {
+                () = notified => {}
+                reason = stop.stopped() => return Err(StageError::Stopped(reason)),
+            }
         }
     }
 
@@ -165,13 +190,18 @@ impl FootageProvider for LocalFolder {
 
     fn fetch<'a>(
         &'a self,
-        _stop: &'a StopSignal,
+        stop: &'a StopSignal,
         term: &'a str,
-        _index: usize,
+        index: usize,
         _dir: &'a Path,
     ) -> LocalBoxFuture<'a, Result<Option<PathBuf>, StageError>> {
         Box::pin(async move {
-            let files = self.list().await?;
+            self.my_turn(stop, index).await?;
+            let files = self.list().await;
+            // This index has had its turn, found a clip or not.
+            self.next.set(self.next.get().max(index + 1));
+            self.turn.notify_waiters();
+            let files = files?;
             let mut used = self.used.borrow_mut();
             let best = files
                 .iter()
@@ -615,6 +645,32 @@ mod tests {
             assert!(moved > 0.5, "recipe {recipe} does not move ({moved:.2})");
             assert!(rough < 4.0, "recipe {recipe} is not smooth ({rough:.2})");
         }
+    }
+
+    #[tokio::test]
+    async fn local_clips_go_in_index_order_whatever_order_the_fetches_run_in() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["a-city.mp4", "b-reef.mp4", "c-sky.mp4"] {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        let local = LocalFolder::new(dir.path());
+        let (_h, stop) = StopSignal::pair();
+        let name =
+            |p: Option<PathBuf>| p.map(|p| p.file_name().unwrap().to_string_lossy().to_string());
+        // Clip 2 and clip 1 start before clip 0; none of the terms matches a name.
+        let (c2, c1, c0) = tokio::join!(
+            local.fetch(&stop, "anything", 2, dir.path()),
+            local.fetch(&stop, "anything", 1, dir.path()),
+            local.fetch(&stop, "anything", 0, dir.path()),
+        );
+        assert_eq!(
+            (name(c0.unwrap()), name(c1.unwrap()), name(c2.unwrap())),
+            (
+                Some("a-city.mp4".into()),
+                Some("b-reef.mp4".into()),
+                Some("c-sky.mp4".into())
+            )
+        );
     }
 
     #[tokio::test]
