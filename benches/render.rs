@@ -1,18 +1,26 @@
 //! Render benchmark: a 38-second 1080x1920 short from five 10-second 1920x1080 clips, with
 //! subtitles and music, made by a whole reelsmith job (`reelsmith generate`, the same actors as the
-//! daemon), with the default render settings and with MoneyPrinter's (MoviePy writes with libx264 at
-//! its defaults: preset medium, CRF 23), side by side. Each is measured for wall time, real-time
-//! factor (video seconds per wall second), CPU seconds (user + system of the whole process tree),
-//! SSIM against a lossless render of the same composition (`preset ultrafast`, CRF 0: x264's
-//! lossless mode, whose decoded frames are identical to `-qp 0`'s), file size and peak memory (the
-//! sum of the resident sets of the process and all its descendants, sampled every 20 ms). The
-//! composition is the same in every run: the same script, voice, clips (a local folder), song and
-//! subtitles; only the encoder settings differ.
+//! daemon), with the default render settings, MoneyPrinter's (MoviePy writes with libx264 at its
+//! defaults: preset medium, CRF 23) and candidate settings, side by side.
 //!
-//! Run: `cargo build --release && cargo bench --bench render`. More settings to compare:
-//! `RENDER_BENCH_SETTINGS="ultrafast/18/2,superfast/20/2"` (preset/CRF/decoder threads). The old
-//! job-against-hand-written-ffmpeg table: `RENDER_BENCH_PRESETS=veryfast,medium`. Inputs are made
-//! once under `target/bench-render/`.
+//! Each setting runs `RENDER_BENCH_REPEATS` times (3), interleaved: round r runs the settings in an
+//! order rotated by r, every other round reversed, so the load of the shared machine drifts over all
+//! of them alike; the table gives medians. Per run: wall time of the job, real-time factor (video
+//! seconds per wall second), CPU seconds (user + system of the whole process tree, from getrusage
+//! of the reaped children), the render's ffmpeg alone (wall and CPU, sampled from /proc every 20
+//! ms), and the peak resident set of any ffmpeg of the job (VmHWM). Once per setting (x264 is
+//! deterministic): SSIM (ffmpeg's `ssim` filter) against a lossless render of the same composition
+//! (x264 CRF 0, which is `-qp 0`), and the difference from MoneyPrinter's SSIM, the quality bar. The
+//! composition is the same in every run: the same script, voice, clips (a local folder, picked in
+//! order), song and subtitles; only the render settings differ. The load average is printed per
+//! round: on a loaded machine trust the CPU seconds over the wall times.
+//!
+//! Run: `cargo bench --bench render`. `RENDER_BENCH_ONCE=moneyprinter` runs the named settings
+//! in the first round only (a medium-preset job is slow on a loaded machine). Other candidates:
+//! `RENDER_BENCH_SETTINGS="ultrafast/18/1,fast=superfast/20/2"` ([name=]preset/CRF/decoder
+//! threads; MoneyPrinter's and the default always run). `RENDER_BENCH_FOOTAGE=uhd` swaps the first
+//! clip for a 3840x2160 60 fps one (phone footage). The old job-against-hand-written-ffmpeg table:
+//! `RENDER_BENCH_PRESETS=veryfast,medium`. Inputs are made once under `target/bench-render/`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -119,7 +127,53 @@ fn make_inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     }
     let script = dir.join("script.txt");
     std::fs::write(&script, SCRIPT).expect("script");
+    if std::env::var("RENDER_BENCH_FOOTAGE").as_deref() == Ok("uhd") {
+        return (uhd_clips(dir, &clips), song, script);
+    }
     (clips, song, script)
+}
+
+/// The clips of `clips` with the first one replaced by a 3840x2160 60 fps clip.
+fn uhd_clips(dir: &Path, clips: &Path) -> PathBuf {
+    let uhd = dir.join("clips-uhd");
+    std::fs::create_dir_all(&uhd).expect("mkdir");
+    let big = uhd.join("clip0.mp4");
+    if !big.exists() {
+        eprintln!("making {}", big.display());
+        run(
+            Command::new("ffmpeg")
+                .args([
+                    "-nostdin",
+                    "-y",
+                    "-hide_banner",
+                    "-loglevel",
+                    "error",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "testsrc2=size=3840x2160:rate=60",
+                    "-t",
+                    "10",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-c:v",
+                    "libx264",
+                    "-preset",
+                    "veryfast",
+                    "-crf",
+                    "20",
+                ])
+                .arg(&big),
+            "uhd clip",
+        );
+    }
+    for i in 1..CLIP_SOURCES.len() {
+        let to = uhd.join(format!("clip{i}.mp4"));
+        if !to.exists() {
+            std::fs::hard_link(clips.join(format!("clip{i}.mp4")), &to).expect("link clip");
+        }
+    }
+    uhd
 }
 
 /// User plus system CPU seconds of every descendant this process has waited for (a reaped
@@ -134,14 +188,7 @@ fn children_cpu() -> f64 {
 
 /// Runs `cmd`, sampling the summed RSS of its process tree. Returns (wall, peak of the tree, peak of
 /// the process itself).
-fn measure(cmd: Command) -> (Duration, u64, u64) {
-    let m = measure_cpu(cmd);
-    (m.0, m.1, m.2)
-}
-
-/// [`measure`], plus the CPU seconds of the process tree.
-fn measure_cpu(mut cmd: Command) -> (Duration, u64, u64, f64) {
-    let cpu_before = children_cpu();
+fn measure(mut cmd: Command) -> (Duration, u64, u64) {
     let start = Instant::now();
     let child = cmd
         .stdin(Stdio::null())
@@ -170,7 +217,7 @@ fn measure_cpu(mut cmd: Command) -> (Duration, u64, u64, f64) {
         "command failed:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (wall, peak, own, children_cpu() - cpu_before)
+    (wall, peak, own)
 }
 
 /// Sum of VmRSS of `root` and all its descendants.
@@ -324,33 +371,155 @@ fn hand_written(dir: &Path, clips: &Path, song: &Path, preset: &str, out: &Path)
     cmd
 }
 
-/// Encoder settings of one run: x264 preset, CRF, decoder threads per clip (`None`: the defaults).
+/// One candidate: x264 preset, CRF, decoder threads per clip, and the footage folder it renders.
 #[derive(Clone, Debug)]
 struct Setting {
     name: String,
-    render: Option<(String, u32, u32)>,
+    preset: String,
+    crf: u32,
+    decoder_threads: u32,
+    clips: PathBuf,
+}
+
+/// An ffmpeg process of a job, as the sampler last saw it.
+#[derive(Clone, Debug, Default)]
+struct Ffmpeg {
+    first: Option<Instant>,
+    last: Option<Instant>,
+    /// Peak resident set (VmHWM), bytes.
+    hwm: u64,
+    /// User + system CPU seconds at the last sample.
+    cpu: f64,
+    /// The render (the one with a filtergraph), not a probe or a silence scan.
+    render: bool,
 }
 
 /// One measured job.
 struct Run {
     wall: f64,
     cpu: f64,
-    peak: u64,
+    /// The render's ffmpeg: wall and CPU seconds, peak resident set (bytes).
+    render_wall: f64,
+    render_cpu: f64,
+    ffmpeg_peak: u64,
     size: u64,
     duration: f64,
     out: PathBuf,
 }
 
-/// Runs a whole job with `render` settings (none: the defaults) into `dir/<name>.mp4`.
-fn job(
-    bin: &Path,
-    dir: &Path,
-    clips: &Path,
-    song: &Path,
-    script: &Path,
-    name: &str,
-    render: &str,
-) -> Run {
+/// User + system CPU seconds of `pid` so far.
+fn cpu_of(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(0) ppid(1) ... utime(11) stime(12), in clock ticks.
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz.max(1.0))
+}
+
+/// Peak resident set (VmHWM) of `pid`, bytes.
+fn hwm_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Descendants of `root` (itself excluded).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for e in dir.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+                    parent.insert(pid, ppid);
+                }
+            }
+        }
+    }
+    let under = |mut p: u32| {
+        for _ in 0..64 {
+            match parent.get(&p) {
+                Some(&pp) if pp == root => return true,
+                Some(&pp) if pp != 0 => p = pp,
+                _ => return false,
+            }
+        }
+        false
+    };
+    parent.keys().copied().filter(|&p| under(p)).collect()
+}
+
+/// Runs `cmd` to its end, following its ffmpeg descendants every 20 ms. Returns the wall time, the
+/// CPU seconds of the whole tree (getrusage of the reaped children) and the ffmpeg processes seen.
+fn measure_job(mut cmd: Command) -> (f64, f64, Vec<Ffmpeg>) {
+    let cpu_before = children_cpu();
+    let start = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let root = child.id();
+    let done = Arc::new(AtomicBool::new(false));
+    let done2 = done.clone();
+    let sampler = std::thread::spawn(move || {
+        let mut seen: HashMap<u32, Ffmpeg> = HashMap::new();
+        while !done2.load(Ordering::Relaxed) {
+            for pid in descendants(root) {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim() != "ffmpeg" {
+                    continue;
+                }
+                let now = Instant::now();
+                let f = seen.entry(pid).or_insert_with(|| Ffmpeg {
+                    render: std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|c| String::from_utf8_lossy(&c).contains("-filter_complex"))
+                        .unwrap_or(false),
+                    ..Ffmpeg::default()
+                });
+                f.first.get_or_insert(now);
+                let (cpu, hwm) = (cpu_of(pid), hwm_of(pid));
+                if let Some(cpu) = cpu {
+                    f.cpu = f.cpu.max(cpu);
+                    f.hwm = f.hwm.max(hwm);
+                    f.last = Some(now);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        seen.into_values().collect::<Vec<_>>()
+    });
+    let out = child.wait_with_output().expect("wait");
+    let wall = start.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let seen = sampler.join().unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "command failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (wall, children_cpu() - cpu_before, seen)
+}
+
+/// Runs a whole job of `s` into `dir/<name>.mp4`.
+fn job(bin: &Path, dir: &Path, song: &Path, script: &Path, s: &Setting) -> Run {
+    let name = &s.name;
     let st = dir.join(format!("state-{name}"));
     let _ = std::fs::remove_dir_all(&st);
     std::fs::create_dir_all(st.join("songs")).expect("mkdir");
@@ -359,8 +528,12 @@ fn job(
     std::fs::write(
         &cfg,
         format!(
-            "[footage]\nprovider = \"local\"\nlocal_dir = \"{}\"\nclips = 5\nseconds_per_clip = 8.0\n[render]\n{render}",
-            clips.display()
+            "[footage]\nprovider = \"local\"\nlocal_dir = \"{}\"\nclips = 5\nseconds_per_clip = 8.0\n\
+             [render]\npreset = \"{}\"\ncrf = {}\ndecoder_threads = {}\n",
+            s.clips.display(),
+            s.preset,
+            s.crf,
+            s.decoder_threads
         ),
     )
     .expect("config");
@@ -379,12 +552,22 @@ fn job(
     .arg(&cfg)
     .arg("--state-dir")
     .arg(&st);
-    let (wall, peak, _, cpu) = measure_cpu(cmd);
+    let (wall, cpu, ffmpegs) = measure_job(cmd);
     let _ = std::fs::remove_dir_all(&st);
+    let render = ffmpegs
+        .iter()
+        .find(|f| f.render)
+        .cloned()
+        .unwrap_or_default();
     Run {
-        wall: wall.as_secs_f64(),
+        wall,
         cpu,
-        peak,
+        render_wall: match (render.first, render.last) {
+            (Some(a), Some(b)) => (b - a).as_secs_f64(),
+            _ => 0.0,
+        },
+        render_cpu: render.cpu,
+        ffmpeg_peak: ffmpegs.iter().map(|f| f.hwm).max().unwrap_or(0),
         size: std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0),
         duration: probe_duration(&out),
         out,
@@ -409,88 +592,199 @@ fn ssim(video: &Path, reference: &Path) -> f64 {
         .unwrap_or(0.0)
 }
 
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// `preset/crf/decoder threads`, or `name=preset/crf/decoder threads`; missing parts from `base`.
+fn parse_setting(spec: &str, base: &Setting) -> Setting {
+    let (name, body) = match spec.split_once('=') {
+        Some((n, b)) => (Some(n.trim().to_string()), b),
+        None => (None, spec),
+    };
+    let parts: Vec<&str> = body.split('/').map(str::trim).collect();
+    let preset = parts
+        .first()
+        .filter(|p| !p.is_empty())
+        .map_or(base.preset.clone(), |p| p.to_string());
+    let crf = parts
+        .get(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(base.crf);
+    let decoder_threads = parts
+        .get(2)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(base.decoder_threads);
+    Setting {
+        name: name.unwrap_or_else(|| format!("{preset}-crf{crf}-dec{decoder_threads}")),
+        preset,
+        crf,
+        decoder_threads,
+        clips: base.clips.clone(),
+    }
+}
+
+/// The candidates compared with the default and MoneyPrinter's setting when
+/// `RENDER_BENCH_SETTINGS` names none: the previous default (veryfast, CRF 23) and the fastest
+/// settings whose SSIM reached MoneyPrinter's when encoding a lossless 10-second excerpt of this
+/// composition (ultrafast at CRF 18 and 17: about a quarter of medium's CPU; superfast and veryfast
+/// needed more CPU for the same SSIM, ultrafast at CRF 19 fell short).
+const CANDIDATES: &str = "previous=veryfast/23/1,ultrafast/18/1,ultrafast/17/1";
+
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join("target/release/reelsmith");
-    if !bin.exists() {
-        run(
-            Command::new("cargo")
-                .args(["build", "--release"])
-                .current_dir(&root),
-            "cargo build --release",
-        );
-    }
+    // Built by cargo for this bench, from the same sources: never a stale binary.
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_reelsmith"));
     let dir = root.join("target/bench-render");
     let (clips, song, script) = make_inputs(&dir);
+    let repeats: usize = std::env::var("RENDER_BENCH_REPEATS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let defaults = Config::default().render;
-
+    let default = Setting {
+        name: "default".into(),
+        preset: defaults.preset.as_str().into(),
+        crf: defaults.crf,
+        decoder_threads: defaults.decoder_threads,
+        clips: clips.clone(),
+    };
     let mut settings = vec![
-        Setting {
-            name: "default".into(),
-            render: None,
-        },
+        default.clone(),
         Setting {
             name: "moneyprinter".into(),
-            render: Some(("medium".into(), 23, defaults.decoder_threads)),
+            preset: "medium".into(),
+            crf: 23,
+            ..default.clone()
         },
     ];
-    if let Ok(extra) = std::env::var("RENDER_BENCH_SETTINGS") {
-        for s in extra.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let parts: Vec<&str> = s.split('/').collect();
-            let preset = parts.first().copied().unwrap_or("veryfast").to_string();
-            let crf = parts.get(1).and_then(|c| c.parse().ok()).unwrap_or(23);
-            let threads = parts
-                .get(2)
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(defaults.decoder_threads);
-            settings.push(Setting {
-                name: format!("{preset}-crf{crf}-dec{threads}"),
-                render: Some((preset, crf, threads)),
-            });
+    let extra = std::env::var("RENDER_BENCH_SETTINGS").unwrap_or_else(|_| CANDIDATES.into());
+    for spec in extra.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let s = parse_setting(spec, &default);
+        let same_as = |o: &Setting| {
+            (&o.preset, o.crf, o.decoder_threads) == (&s.preset, s.crf, s.decoder_threads)
+        };
+        if !settings.iter().any(same_as) {
+            settings.push(s);
         }
     }
+    println!(
+        "2 cores, load average {} before the reference; {} candidates x {repeats} rounds, interleaved",
+        loadavg(),
+        settings.len()
+    );
     let reference = job(
         &bin,
         &dir,
-        &clips,
         &song,
         &script,
-        "lossless",
-        "preset = \"ultrafast\"\ncrf = 0\n",
+        &Setting {
+            name: "lossless".into(),
+            preset: "ultrafast".into(),
+            crf: 0,
+            ..default.clone()
+        },
     );
     println!(
-        "2 cores, load average {} before the runs; lossless reference: {:.1} s of video, {:.0} MiB",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        "lossless reference (x264 CRF 0 = -qp 0): {:.2} s of video, {:.0} MiB, {:.1} s wall",
         reference.duration,
-        reference.size as f64 / 1048576.0
+        reference.size as f64 / 1048576.0,
+        reference.wall
     );
-    println!("| settings | preset | CRF | decoder threads | wall s | real-time factor | CPU s | SSIM | MiB | peak MiB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
-    for s in &settings {
-        let (preset, crf, threads) = s.render.clone().unwrap_or((
-            defaults.preset.to_string(),
-            defaults.crf,
-            defaults.decoder_threads,
-        ));
-        let render = format!("preset = \"{preset}\"\ncrf = {crf}\ndecoder_threads = {threads}\n");
-        let r = job(&bin, &dir, &clips, &song, &script, &s.name, &render);
-        let q = ssim(&r.out, &reference.out);
+
+    // Settings measured in the first round only (their SSIM and size are the point, and on a
+    // loaded machine a medium-preset job takes many minutes).
+    let once_list = std::env::var("RENDER_BENCH_ONCE").unwrap_or_default();
+    let once: Vec<&str> = once_list.split(',').map(str::trim).collect();
+    // Round r runs the candidates rotated by r, every other round reversed, so that no setting
+    // always runs first, or always after the same one, while the machine's load drifts.
+    let mut runs: Vec<Vec<Run>> = settings.iter().map(|_| Vec::new()).collect();
+    let mut quality: Vec<Option<f64>> = vec![None; settings.len()];
+    for r in 0..repeats {
+        let mut order: Vec<usize> = (0..settings.len()).collect();
+        order.rotate_left(r % settings.len());
+        if r % 2 == 1 {
+            order.reverse();
+        }
+        if r > 0 {
+            order.retain(|&i| !once.contains(&settings[i].name.as_str()));
+        }
+        let load = loadavg();
+        for &i in &order {
+            let run = job(&bin, &dir, &song, &script, &settings[i]);
+            eprintln!(
+                "round {} {}: wall {:.1} s, CPU {:.1} s, render {:.1} s wall / {:.1} s CPU",
+                r + 1,
+                settings[i].name,
+                run.wall,
+                run.cpu,
+                run.render_wall,
+                run.render_cpu
+            );
+            if quality[i].is_none() {
+                // The encodes are deterministic: one SSIM per setting.
+                quality[i] = Some(ssim(&run.out, &reference.out));
+            }
+            let _ = std::fs::remove_file(&run.out);
+            runs[i].push(run);
+        }
         println!(
-            "| {} | {preset} | {crf} | {threads} | {:.1} | {:.2} | {:.1} | {q:.4} | {:.1} | {:.0} |",
-            s.name,
-            r.wall,
-            r.duration / r.wall,
-            r.cpu,
-            r.size as f64 / 1048576.0,
-            r.peak as f64 / 1048576.0
+            "round {}: load average {load} before, {} after",
+            r + 1,
+            loadavg()
         );
     }
     let _ = std::fs::remove_file(&reference.out);
+
+    let mp_ssim = quality[1].unwrap_or(0.0);
+    println!();
+    println!(
+        "Medians of the runs (n). RT = video seconds per wall second of the whole job; CPU RT = \
+         video seconds per CPU second x 2 (what 2 idle cores would give if fully used)."
+    );
+    println!("| settings | preset | CRF | dec threads | n | job wall s (min-max) | RT | job CPU s | CPU RT | render wall s | render CPU s | SSIM | vs MoneyPrinter | MiB | ffmpeg peak MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (i, s) in settings.iter().enumerate() {
+        let rs = &runs[i];
+        let walls: Vec<f64> = rs.iter().map(|r| r.wall).collect();
+        let wall = median(&walls);
+        let cpu = median(&rs.iter().map(|r| r.cpu).collect::<Vec<_>>());
+        let dur = median(&rs.iter().map(|r| r.duration).collect::<Vec<_>>());
+        let q = quality[i].unwrap_or(0.0);
+        println!(
+            "| {} | {} | {} | {} | {} | {wall:.1} ({:.1}-{:.1}) | {:.2} | {cpu:.1} | {:.2} | {:.1} | {:.1} | {q:.5} | {:+.5} | {:.1} | {:.0} |",
+            s.name,
+            s.preset,
+            s.crf,
+            s.decoder_threads,
+            rs.len(),
+            walls.iter().copied().fold(f64::INFINITY, f64::min),
+            walls.iter().copied().fold(0.0, f64::max),
+            dur / wall.max(1e-9),
+            dur / (cpu / 2.0).max(1e-9),
+            median(&rs.iter().map(|r| r.render_wall).collect::<Vec<_>>()),
+            median(&rs.iter().map(|r| r.render_cpu).collect::<Vec<_>>()),
+            q - mp_ssim,
+            median(&rs.iter().map(|r| r.size as f64).collect::<Vec<_>>()) / 1048576.0,
+            rs.iter().map(|r| r.ffmpeg_peak).max().unwrap_or(0) as f64 / 1048576.0
+        );
+    }
 
     if let Ok(presets) = std::env::var("RENDER_BENCH_PRESETS") {
         hand_written_table(&bin, &dir, &clips, &song, &script, &presets);
