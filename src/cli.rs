@@ -1,5 +1,7 @@
 //! The command line: `serve` (the daemon), `generate` (one video, in-process, no daemon needed),
-//! `store check` (verify a log file) and `ctl` (admin commands over the control socket).
+//! `store check` (verify a log file), `ctl` (admin commands over the control socket), and
+//! `completions` / `man`, which print shell completions and man pages generated from these very
+//! definitions (so they cannot drift from the parser).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -69,6 +71,81 @@ pub enum Command {
         #[command(flatten)]
         ctl: CtlArgs,
     },
+    /// Print a shell completion script (bash: `source <(reelsmith completions bash)`; zsh: save as
+    /// `_reelsmith` on your fpath; fish: save as ~/.config/fish/completions/reelsmith.fish).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff; `reelsmith man | man -l -`), or with --dir write reelsmith.1 and one
+    /// page per command (reelsmith-generate.1, ...) into a directory.
+    Man {
+        /// Write every page into this directory instead of printing the main one.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// The shells `completions` writes for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The completion script for `shell` (built in memory: clap_complete panics on a failed write,
+/// and the caller's stdout may be a closed pipe).
+pub fn completions(shell: Shell) -> Vec<u8> {
+    use clap_complete::shells;
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    match shell {
+        Shell::Bash => clap_complete::generate(shells::Bash, &mut cmd, "reelsmith", &mut out),
+        Shell::Zsh => clap_complete::generate(shells::Zsh, &mut cmd, "reelsmith", &mut out),
+        Shell::Fish => clap_complete::generate(shells::Fish, &mut cmd, "reelsmith", &mut out),
+    }
+    out
+}
+
+/// The main man page, `reelsmith(1)`, as roff.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+    Ok(out)
+}
+
+/// Writes `reelsmith.1` and one page per command (`reelsmith-<command>.1`, nested commands joined
+/// by dashes) into `dir`, creating it; returns the files written.
+pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut written = Vec::new();
+    write_pages(&cmd, "reelsmith", dir, &mut written)?;
+    Ok(written)
+}
+
+fn write_pages(
+    cmd: &clap::Command,
+    name: &str,
+    dir: &std::path::Path,
+    written: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    let page = cmd.clone().bin_name(name.replace('-', " "));
+    let path = dir.join(format!("{name}.1"));
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page).title(name).render(&mut out)?;
+    std::fs::write(&path, out)?;
+    written.push(path);
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        if sub.get_name() == "help" {
+            continue;
+        }
+        write_pages(sub, &format!("{name}-{}", sub.get_name()), dir, written)?;
+    }
+    Ok(())
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,6 +284,56 @@ mod tests {
             assert!(u.contains(flag), "{flag}: {u}");
         }
         assert!(!u.contains("ping"), "{u}");
+    }
+
+    #[test]
+    fn completions_name_every_command_in_each_shell() {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let text = String::from_utf8(completions(shell)).unwrap();
+            for word in [
+                "serve",
+                "generate",
+                "ctl",
+                "completions",
+                "man",
+                "subtitles-style",
+            ] {
+                assert!(text.contains(word), "{shell:?} lacks {word}");
+            }
+        }
+    }
+
+    #[test]
+    fn man_pages_cover_the_commands_and_their_options() {
+        let page = String::from_utf8(man_page().unwrap()).unwrap();
+        assert!(
+            page.starts_with(".ie") || page.contains(".TH reelsmith 1"),
+            "{page}"
+        );
+        assert!(page.contains(".TH reelsmith 1"), "{page}");
+        for word in ["generate", "serve", "completions", "Turns a subject"] {
+            assert!(page.contains(word), "{word}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_man_pages(dir.path()).unwrap();
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        for want in [
+            "reelsmith.1",
+            "reelsmith-generate.1",
+            "reelsmith-store-check.1",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want}: {names:?}");
+        }
+        let generate = std::fs::read_to_string(dir.path().join("reelsmith-generate.1")).unwrap();
+        assert!(
+            generate.contains(r".TH reelsmith\-generate 1")
+                || generate.contains(".TH reelsmith-generate 1"),
+            "{generate}"
+        );
+        assert!(generate.contains("aspect"), "{generate}");
     }
 
     #[test]

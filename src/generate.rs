@@ -1,6 +1,8 @@
 //! `reelsmith generate "<subject>"`: one video, now, in this process. It runs the same actors as the
 //! daemon (journal, scheduler, job) on the same state directory, follows the job's events as they
-//! commit, draws a progress bar, and copies the MP4 to `--out`. Ctrl-C cancels the job cleanly.
+//! commit, and copies the MP4 to `--out`. On a terminal the last line is a progress bar (stage,
+//! percentage, time spent, ETA) redrawn in place under the event lines; otherwise (a pipe, a file)
+//! it prints plain lines only, and `--json` prints the events as JSON lines. Ctrl-C cancels the job cleanly.
 //! It runs only its own job (`service::Scope::Own`): the directory's queued jobs stay queued and
 //! jobs a dead daemon left running stay as they are, for the daemon to run or recover.
 
@@ -77,6 +79,7 @@ pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
         let mut rx = core.subscribe(job).context("job vanished")?;
         let mut after = 0;
         let mut bar = Bar::new(!json_out && std::io::stderr().is_terminal());
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut interrupted = false;
         loop {
@@ -93,14 +96,17 @@ pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             if view.state.is_terminal() && after >= view.last_event_id {
-                bar.finish();
+                bar.finish(view.state);
                 break;
             }
             tokio::select! {
                 _ = rx.changed() => {}
+                // The clock and the time left move on between events.
+                _ = tick.tick(), if bar.tty => bar.draw(),
                 _ = sigint.recv(), if !interrupted => {
                     interrupted = true;
-                    eprintln!("\nCancelling...");
+                    bar.clear();
+                    eprintln!("Cancelling...");
                     let _ = core.cancel(job, None).await;
                 }
             }
@@ -165,11 +171,102 @@ pub fn slug(subject: &str) -> String {
     }
 }
 
-/// Event lines, and on a terminal a progress bar redrawn in place.
+/// Where each stage sits on the overall bar, as fractions of the whole job, and what it is called
+/// (the web page uses the same spans): the render is most of a job's time.
+const STAGES: [(&str, f64, f64, &str); 8] = [
+    ("script", 0.00, 0.08, "script"),
+    ("footage", 0.08, 0.18, "footage"),
+    ("voice", 0.18, 0.28, "voice"),
+    ("music", 0.28, 0.30, "music"),
+    ("subtitles", 0.30, 0.32, "subtitles"),
+    ("render", 0.32, 0.96, "render"),
+    ("metadata", 0.96, 0.99, "metadata"),
+    ("upload", 0.99, 1.00, "upload"),
+];
+
+/// The job's fraction done: the start of the current stage, plus the render's own progress
+/// inside its span.
+fn overall(stage: Option<&str>, render: f64) -> f64 {
+    match stage.and_then(|s| STAGES.iter().find(|(n, ..)| *n == s)) {
+        Some(("render", from, to, _)) => from + (to - from) * render.clamp(0.0, 1.0),
+        Some((_, from, ..)) => *from,
+        None => 0.0,
+    }
+}
+
+/// Time left by linear extrapolation of the fraction done; none until there is enough to go on.
+fn eta(elapsed: Duration, fraction: f64) -> Option<Duration> {
+    if !(0.03..1.0).contains(&fraction) || elapsed < Duration::from_secs(1) {
+        return None;
+    }
+    Some(elapsed.mul_f64((1.0 - fraction) / fraction))
+}
+
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
+    }
+}
+
+/// One line of the bar, at most `width` columns: the stage, the bar, the percentage, the time
+/// spent and the time left.
+fn bar_line(
+    stage: &str,
+    fraction: f64,
+    elapsed: Duration,
+    left: Option<Duration>,
+    width: usize,
+) -> String {
+    let fraction = fraction.clamp(0.0, 1.0);
+    let left = left.map_or_else(|| "--:--".to_string(), clock);
+    let tail = format!(
+        " {:>3}%  {} ETA {left}",
+        (fraction * 100.0).floor(),
+        clock(elapsed)
+    );
+    let head = format!("{stage:<9} ");
+    let room = width.saturating_sub(head.chars().count() + tail.chars().count() + 2);
+    let cells = room.min(40);
+    if cells < 5 {
+        let line = format!("{head}{}", tail.trim_start());
+        return line.chars().take(width).collect();
+    }
+    let filled = ((fraction * cells as f64).round() as usize).min(cells);
+    format!(
+        "{head}[{}{}]{tail}",
+        "█".repeat(filled),
+        "░".repeat(cells - filled)
+    )
+}
+
+/// The terminal's width in columns (stderr's), else `$COLUMNS`, else 80.
+fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ fills the winsize we pass; a failure leaves it zeroed.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+    if ok && ws.ws_col > 0 {
+        return ws.ws_col as usize;
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|c| *c > 0)
+        .unwrap_or(80)
+}
+
+/// Event lines, and on a terminal a progress bar (stage, percentage, time spent and left) kept on
+/// the last line and redrawn in place; when not a terminal, plain lines only.
 struct Bar {
     tty: bool,
     drawn: bool,
     last_pct: i64,
+    stage: Option<String>,
+    render: f64,
+    /// When the job started running (the bar's clock; queueing does not count).
+    started: Option<std::time::Instant>,
 }
 
 impl Bar {
@@ -178,11 +275,59 @@ impl Bar {
             tty,
             drawn: false,
             last_pct: -1,
+            stage: None,
+            render: 0.0,
+            started: None,
+        }
+    }
+
+    fn fraction(&self) -> f64 {
+        overall(self.stage.as_deref(), self.render)
+    }
+
+    /// Redraws the bar line (a terminal only).
+    fn draw(&mut self) {
+        if !self.tty || self.started.is_none() {
+            return;
+        }
+        let elapsed = self.started.map(|t| t.elapsed()).unwrap_or_default();
+        let f = self.fraction();
+        let stage = self.stage.as_deref().unwrap_or("starting");
+        let line = bar_line(
+            stage,
+            f,
+            elapsed,
+            eta(elapsed, f),
+            terminal_width().saturating_sub(1),
+        );
+        let mut err = std::io::stderr();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+        self.drawn = true;
+    }
+
+    fn clear(&mut self) {
+        if self.drawn {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+            self.drawn = false;
         }
     }
 
     fn show(&mut self, ev: &Event) {
         let mut err = std::io::stderr();
+        match ev.kind {
+            Kind::Running => {
+                self.started = Some(std::time::Instant::now());
+                self.render = 0.0;
+            }
+            Kind::Queued => self.stage = None,
+            _ => {}
+        }
+        if let Some(stage) = &ev.stage {
+            if self.stage.as_deref() != Some(stage) {
+                self.stage = Some(stage.clone());
+            }
+        }
         if ev.kind == Kind::Progress {
             let p = ev
                 .payload
@@ -190,27 +335,17 @@ impl Bar {
                 .and_then(|p| p.get("progress"))
                 .and_then(Value::as_f64)
                 .unwrap_or(0.0);
+            self.render = p;
             let pct = (p * 100.0).round() as i64;
             if self.tty {
-                let filled = (p * 30.0).round() as usize;
-                let _ = write!(
-                    err,
-                    "\r  [{}{}] {pct:>3}%",
-                    "#".repeat(filled),
-                    ".".repeat(30 - filled.min(30))
-                );
-                let _ = err.flush();
-                self.drawn = true;
+                self.draw();
             } else if pct / 10 != self.last_pct / 10 {
                 let _ = writeln!(err, "  rendering: {pct}%");
             }
             self.last_pct = pct;
             return;
         }
-        if self.drawn {
-            let _ = writeln!(err);
-            self.drawn = false;
-        }
+        self.clear();
         let tag = match ev.level {
             Level::Info => "INFO",
             Level::Success => "SUCCESS",
@@ -218,23 +353,102 @@ impl Bar {
             Level::Error => "ERROR",
         };
         let _ = writeln!(err, "[{tag}] {}", ev.message);
+        if ev.kind == Kind::Complete {
+            self.render = 1.0;
+            self.stage = Some("upload".into());
+        }
+        self.draw();
     }
 
-    fn finish(&mut self) {
-        if self.drawn {
-            let _ = writeln!(std::io::stderr());
+    /// Leaves the finished bar (at 100% for a completed job) on its own line.
+    fn finish(&mut self, state: JobState) {
+        if !self.tty {
+            return;
+        }
+        if state == JobState::Completed && self.started.is_some() {
+            let elapsed = self.started.map(|t| t.elapsed()).unwrap_or_default();
+            let line = bar_line(
+                "done",
+                1.0,
+                elapsed,
+                Some(Duration::ZERO),
+                terminal_width().saturating_sub(1),
+            );
+            let _ = writeln!(std::io::stderr(), "\r\x1b[2K{line}");
+            self.drawn = false;
+        } else {
+            self.clear();
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_shows_stage_percentage_and_time_left_within_the_width() {
+        let line = bar_line(
+            "render",
+            0.5,
+            Duration::from_secs(30),
+            eta(Duration::from_secs(30), 0.5),
+            60,
+        );
+        assert!(line.starts_with("render    ["), "{line}");
+        assert!(
+            line.contains(" 50%") && line.contains("0:30 ETA 0:30"),
+            "{line}"
+        );
+        assert!(line.chars().count() <= 60, "{line}");
+        assert_eq!(
+            line.matches('█').count(),
+            line.matches('░').count(),
+            "{line}"
+        );
+        // Narrow: no bar, the figures still there; never over the width.
+        let narrow = bar_line("subtitles", 0.3, Duration::from_secs(5), None, 30);
+        assert!(
+            narrow.chars().count() <= 30 && narrow.contains("30%"),
+            "{narrow}"
+        );
+        let wide = bar_line("voice", 0.2, Duration::from_secs(4000), None, 200);
+        assert!(
+            wide.contains("1:06:40 ETA --:--") && wide.matches('░').count() == 32,
+            "{wide}"
+        );
+    }
+
+    #[test]
+    fn overall_progress_follows_the_stages_and_the_render() {
+        assert_eq!(overall(None, 0.0), 0.0);
+        assert_eq!(overall(Some("voice"), 0.9), 0.18);
+        assert!((overall(Some("render"), 0.5) - 0.64).abs() < 1e-9);
+        assert_eq!(overall(Some("upload"), 1.0), 0.99);
+        let mut last = 0.0;
+        for (name, from, to, _) in STAGES {
+            assert!(from >= last && to > from, "{name}");
+            last = to;
+        }
+        assert_eq!(last, 1.0);
+        assert_eq!(
+            eta(Duration::from_millis(500), 0.5),
+            None,
+            "too early to tell"
+        );
+        assert_eq!(eta(Duration::from_secs(10), 0.01), None);
+        assert_eq!(
+            eta(Duration::from_secs(10), 0.25),
+            Some(Duration::from_secs(30))
+        );
+    }
+
     #[test]
     fn slugs_are_file_names() {
         assert_eq!(
-            super::slug("Why octopuses have 3 hearts?"),
+            slug("Why octopuses have 3 hearts?"),
             "why-octopuses-have-3-hearts"
         );
-        assert_eq!(super::slug("¿¡!"), "video");
+        assert_eq!(slug("¿¡!"), "video");
     }
 }

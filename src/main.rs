@@ -86,6 +86,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Completions { shell } => {
+            use std::io::Write as _;
+            std::io::stdout().write_all(&reelsmith::cli::completions(shell))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: None } => {
+            use std::io::Write as _;
+            let page = reelsmith::cli::man_page()?;
+            std::io::stdout().write_all(&page)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir: Some(dir) } => {
+            let files = reelsmith::cli::write_man_pages(&dir).map_err(|e| {
+                anyhow::anyhow!("cannot write the man pages to {}: {e}", dir.display())
+            })?;
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ctl { common, ctl } => {
             reelsmith::telemetry::init("warn");
             // The config only tells where the socket is: a broken file must not stop an admin
