@@ -314,12 +314,17 @@ pub async fn read_body(req: Request<Incoming>, limit: u64) -> Result<Bytes, ApiE
     }
 }
 
+/// A submission's body as JSON, or a 400 saying where it is not.
+fn json_body(bytes: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("The request body is not valid JSON: {e}.")))
+}
+
 async fn generate(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
     let config = st.config();
     let headers = req.headers().clone();
     let bytes = read_body(req, config.server.max_body_bytes).await?;
-    let body: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("The request body is not valid JSON: {e}.")))?;
+    let body = json_body(&bytes)?;
     let key = idempotency::key_of(&headers, "/api/generate", &body)?;
     let request = JobRequest::parse(&body, &config).map_err(|e| ApiError::BadRequest(e.0))?;
     let done = st.submit_batch(std::slice::from_ref(&request), key).await?;
@@ -359,8 +364,7 @@ async fn generate_batch(st: &Core, req: Request<Incoming>) -> Result<Response<Bo
         .saturating_mul(BATCH_BODY_FACTOR);
     let headers = req.headers().clone();
     let bytes = read_body(req, limit).await?;
-    let body: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::BadRequest(format!("The request body is not valid JSON: {e}.")))?;
+    let body = json_body(&bytes)?;
     let key = idempotency::key_of(&headers, "/api/generate/batch", &body)?;
     let shape = || {
         ApiError::BadRequest(format!(
@@ -477,7 +481,8 @@ fn param_u64(
     Ok(v)
 }
 
-fn list_jobs(st: &Core, query: &str) -> Result<Response<Body>, ApiError> {
+/// The query of `GET /api/jobs`: (`limit`, `state`). A bad value is a 400 naming the parameter.
+fn list_query(query: &str) -> Result<(u64, Option<JobState>), ApiError> {
     let pairs = query_pairs(query);
     let limit = param_u64(&pairs, "limit", 50, 1, MAX_LIMIT)?;
     let state = match pairs.iter().rev().find(|(k, _)| k == "state") {
@@ -489,6 +494,11 @@ fn list_jobs(st: &Core, query: &str) -> Result<Response<Body>, ApiError> {
             ))
         })?),
     };
+    Ok((limit, state))
+}
+
+fn list_jobs(st: &Core, query: &str) -> Result<Response<Body>, ApiError> {
+    let (limit, state) = list_query(query)?;
     let jobs: Vec<Value> = st
         .list(state, limit as usize)
         .iter()
@@ -497,12 +507,28 @@ fn list_jobs(st: &Core, query: &str) -> Result<Response<Body>, ApiError> {
     ok(json!({ "status": "success", "jobs": jobs }))
 }
 
+/// The query of `GET /api/jobs/:id/events`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EventsQuery {
+    after: u64,
+    limit: usize,
+    wait: u64,
+}
+
+/// Parses `after`, `limit` and `wait` (the last of each wins; unknown names are ignored). A bad
+/// value is a 400 naming the parameter and its range.
+fn events_query(query: &str) -> Result<EventsQuery, ApiError> {
+    let pairs = query_pairs(query);
+    Ok(EventsQuery {
+        after: param_u64(&pairs, "after", 0, 0, i64::MAX as u64)?,
+        limit: param_u64(&pairs, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)? as usize,
+        wait: param_u64(&pairs, "wait", 0, 0, MAX_WAIT)?,
+    })
+}
+
 async fn events(st: &Core, id: &str, query: &str) -> Result<Response<Body>, ApiError> {
     let job = parse_job_id(id)?;
-    let pairs = query_pairs(query);
-    let after = param_u64(&pairs, "after", 0, 0, i64::MAX as u64)?;
-    let limit = param_u64(&pairs, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)? as usize;
-    let wait = param_u64(&pairs, "wait", 0, 0, MAX_WAIT)?;
+    let EventsQuery { after, limit, wait } = events_query(query)?;
     let view = st.job(job).ok_or(ApiError::JobNotFound)?;
     if wait > 0 && view.last_event_id <= after && !view.state.is_terminal() {
         // Subscribe, then look again, so that a commit between the look and the wait is not missed.
@@ -702,6 +728,254 @@ mod tests {
         for (i, a) in ROUTES.iter().enumerate() {
             for b in &ROUTES[i + 1..] {
                 assert!(a.method != b.method || a.path != b.path, "{a:?}");
+            }
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use crate::config::Config;
+        use crate::request::JobRequest;
+        use proptest::prelude::*;
+
+        const FIELDS: [&str; 17] = [
+            "videoSubject",
+            "aiModel",
+            "voice",
+            "paragraphNumber",
+            "customPrompt",
+            "script",
+            "useMusic",
+            "automateYoutubeUpload",
+            "threads",
+            "subtitlesPosition",
+            "color",
+            "subtitlesStyle",
+            "aspectRatio",
+            "webhookUrl",
+            "zipUrl",
+            "footage",
+            "music",
+        ];
+
+        fn text(max: usize) -> impl Strategy<Value = String> {
+            prop::collection::vec(any::<char>(), 0..max).prop_map(String::from_iter)
+        }
+
+        fn digits(max: usize) -> impl Strategy<Value = String> {
+            prop::collection::vec(prop::char::range('0', '9'), 0..max).prop_map(String::from_iter)
+        }
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| json!(f)),
+                text(16).prop_map(Value::String),
+                digits(4).prop_map(Value::String),
+                prop::sample::select(vec![
+                    "",
+                    " ",
+                    "true",
+                    "false",
+                    "2",
+                    "0",
+                    "101",
+                    "-1",
+                    "1.5",
+                    "en_us_001",
+                    "piper:x",
+                    "center,bottom",
+                    "nowhere,top",
+                    "#FFFF00",
+                    "yellow",
+                    "#GG",
+                    "9:16",
+                    "7:3",
+                    "karaoke",
+                    "http://127.0.0.1:1/hook",
+                    "ftp://x",
+                    "/no/such/file.mp4",
+                ])
+                .prop_map(|s| Value::String(s.into())),
+            ];
+            leaf.prop_recursive(2, 12, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::vec((text(6), inner), 0..3)
+                        .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A body: known fields (and a stranger) with values of every shape.
+        fn body() -> impl Strategy<Value = Value> {
+            let name = prop_oneof![
+                8 => prop::sample::select(FIELDS.to_vec()).prop_map(str::to_owned),
+                1 => text(10),
+            ];
+            (
+                prop::collection::vec((name, json_value()), 0..8),
+                prop::option::of(text(30)),
+            )
+                .prop_map(|(fields, subject)| {
+                    let mut m: serde_json::Map<String, Value> = fields.into_iter().collect();
+                    if let Some(s) = subject {
+                        m.insert("videoSubject".into(), Value::String(s));
+                    }
+                    Value::Object(m)
+                })
+        }
+
+        /// A query built from the parameters' names and values of every kind.
+        fn query() -> impl Strategy<Value = String> {
+            let name =
+                prop::sample::select(vec!["after", "limit", "wait", "state", "x", "AFTER", ""]);
+            let value = prop_oneof![
+                digits(4),
+                digits(25),
+                text(6),
+                prop::sample::select(vec![
+                    "",
+                    "-1",
+                    "0",
+                    "1000",
+                    "1001",
+                    "60",
+                    "61",
+                    "+5",
+                    "%35",
+                    "queued",
+                    "9223372036854775808"
+                ])
+                .prop_map(str::to_owned),
+            ];
+            let pair = (name, value, any::<bool>()).prop_map(|(n, v, eq)| {
+                if eq {
+                    format!("{n}={v}")
+                } else {
+                    n.to_owned()
+                }
+            });
+            prop::collection::vec(pair, 0..6).prop_map(|p| p.join("&"))
+        }
+
+        /// The reference: the value of `name` (the last one given) if it is valid.
+        fn expected(query: &str, name: &str, default: u64, min: u64, max: u64) -> Result<u64, ()> {
+            let pairs = query_pairs(query);
+            match pairs.iter().rev().find(|(k, _)| k == name) {
+                None => Ok(default),
+                Some((_, raw)) => {
+                    let ok = !raw.is_empty() && raw.bytes().all(|c| c.is_ascii_digit());
+                    match raw.parse::<u64>() {
+                        Ok(v) if ok && (min..=max).contains(&v) => Ok(v),
+                        _ => Err(()),
+                    }
+                }
+            }
+        }
+
+        fn check_events_query(q: &str) -> Result<(), TestCaseError> {
+            let want = [
+                ("after", expected(q, "after", 0, 0, i64::MAX as u64)),
+                ("limit", expected(q, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)),
+                ("wait", expected(q, "wait", 0, 0, MAX_WAIT)),
+            ];
+            match events_query(q) {
+                Ok(got) => {
+                    prop_assert_eq!(
+                        (Ok(got.after), Ok(got.limit as u64), Ok(got.wait)),
+                        (want[0].1, want[1].1, want[2].1),
+                        "query {:?}",
+                        q
+                    );
+                }
+                Err(e) => {
+                    prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+                    // The first bad parameter is the one named.
+                    let (name, _) = want
+                        .iter()
+                        .find(|(_, w)| w.is_err())
+                        .copied()
+                        .unwrap_or(("none", Ok(0)));
+                    let msg = e.to_string();
+                    prop_assert!(msg.contains(&format!("`{name}`")), "query {:?}: {}", q, msg);
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+            /// Any query string gives the events page's parameters or a 400 naming the first bad
+            /// one; a valid value is taken as given, the last of a repeated name wins.
+            #[test]
+            fn events_queries_give_a_value_or_a_400_naming_the_parameter(q in query()) {
+                check_events_query(&q)?;
+            }
+
+            #[test]
+            fn arbitrary_query_strings_never_panic(q in text(40)) {
+                check_events_query(&q)?;
+                if let Err(e) = list_query(&q) {
+                    prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+                    let msg = e.to_string();
+                    prop_assert!(msg.contains("`limit`") || msg.contains("`state`"), "{}", msg);
+                }
+            }
+
+            #[test]
+            fn list_queries_give_a_value_or_a_400_naming_the_parameter(q in query()) {
+                match list_query(&q) {
+                    Ok((limit, _)) => prop_assert_eq!(Ok(limit), expected(&q, "limit", 50, 1, MAX_LIMIT)),
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let named = if expected(&q, "limit", 50, 1, MAX_LIMIT).is_err() { "`limit`" } else { "`state`" };
+                        prop_assert!(msg.contains(named), "query {:?}: {}", q, msg);
+                    }
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+
+            /// Arbitrary bytes as a submission body: JSON or a 400 saying it is not.
+            #[test]
+            fn arbitrary_bodies_are_json_or_a_400(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+                if let Err(e) = json_body(&bytes) {
+                    prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+                    prop_assert!(e.to_string().starts_with("The request body is not valid JSON"));
+                }
+            }
+
+            /// Any JSON body is a request or a refusal that names the field it is about (the body
+            /// itself when it is not an object); never a panic.
+            #[test]
+            fn submissions_are_accepted_or_refused_naming_the_field(v in prop_oneof![1 => json_value(), 6 => body()]) {
+                let cfg = Config::default();
+                let bytes = serde_json::to_vec(&v).unwrap();
+                let body = json_body(&bytes).unwrap();
+                match JobRequest::parse(&body, &cfg) {
+                    Ok(r) => {
+                        prop_assert!(!r.video_subject.trim().is_empty());
+                        prop_assert!(JobRequest::from_json(&r.to_json()).is_ok());
+                    }
+                    Err(e) => {
+                        let msg = e.0;
+                        match body.as_object() {
+                            None => prop_assert_eq!(msg.as_str(), "The request body must be a JSON object."),
+                            Some(obj) => {
+                                let named = FIELDS
+                                    .iter()
+                                    .any(|f| msg.contains(f) && (obj.contains_key(*f) || *f == "videoSubject"));
+                                prop_assert!(named, "body {} refused without naming a field: {}", body, msg);
+                            }
+                        }
+                    }
+                }
             }
         }
     }
