@@ -624,8 +624,10 @@ impl Default for RenderConfig {
             height: 1920,
             aspect_ratio: AspectRatio::Portrait,
             fps: 30,
-            preset: Preset::Veryfast,
-            crf: 23,
+            // The fastest setting measured whose SSIM reaches MoneyPrinter's (medium, CRF 23):
+            // see config/reelsmith.toml and `cargo bench --bench render`.
+            preset: Preset::Ultrafast,
+            crf: 17,
             threads: 0,
             audio_bitrate: "192k".into(),
             decoder_threads: 1,
