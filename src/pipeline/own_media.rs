@@ -5,8 +5,9 @@
 //! without `.` or `..` components, lexically inside an allowed folder before anything touches the
 //! disk, and still inside one (canonical form) once symlinks are resolved; it is checked when the
 //! request is parsed ([`check_footage`], [`check_music`]: a 400 naming the field and index) and
-//! again when the stage runs ([`open_inside`]), which opens the canonical path with `O_NOFOLLOW`
-//! and takes the opened file into the job's folder (a hard link of that inode, else a copy), so the
+//! again when the stage runs ([`open_inside`]), which opens the canonical path with `openat2`
+//! beneath its allowed folder through no symbolic link (`O_NOFOLLOW` on kernels without it) and
+//! takes the opened file into the job's folder (a hard link of that inode, else a copy), so the
 //! render reads only the job's own copy. URLs are fetched through the shared clip cache, capped at
 //! `footage.download_max_bytes`; a failed download fails the stage, naming the field and index.
 
@@ -191,11 +192,21 @@ pub fn check_music(raw: &str, cfg: &Config) -> Result<String, String> {
 /// file to `dest` (a hard link of the opened inode through `/proc/self/fd`, else a copy).
 pub fn open_inside(raw: &str, cfg: &Config, exts: &[&str], dest: &Path) -> Result<u64, String> {
     let canonical = check_path(raw, cfg, exts)?;
-    let mut file = std::fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&canonical)
-        .map_err(|e| format!("`{raw}`: {e}"))?;
+    let root = roots(cfg)
+        .into_iter()
+        .filter_map(|(_, c)| c)
+        .find(|c| canonical.starts_with(c))
+        .ok_or_else(|| format!("`{raw}` is outside footage.allowed_dirs"))?;
+    let mut file = match open_beneath(&root, &canonical) {
+        Ok(f) => f,
+        // A kernel without openat2 (before 5.6): the final component is still not followed.
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&canonical)
+            .map_err(|e| format!("`{raw}`: {e}"))?,
+        Err(e) => return Err(format!("`{raw}`: {e}")),
+    };
     let meta = file.metadata().map_err(|e| format!("`{raw}`: {e}"))?;
     if !meta.is_file() {
         return Err(format!("`{raw}` is not a regular file"));
@@ -206,6 +217,43 @@ pub fn open_inside(raw: &str, cfg: &Config, exts: &[&str], dest: &Path) -> Resul
     }
     let mut out = std::fs::File::create(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
     io::copy(&mut file, &mut out).map_err(|e| format!("copying `{raw}`: {e}"))
+}
+
+/// Opens `path` (canonical, inside `root`) for reading with `openat2` relative to `root`,
+/// resolving beneath it and through no symbolic link at all: a folder swapped for a link after the
+/// check cannot lead the open outside.
+fn open_beneath(root: &Path, path: &Path) -> io::Result<std::fs::File> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::FromRawFd;
+    let rel = path
+        .strip_prefix(root)
+        .map_err(|_| io::Error::from(io::ErrorKind::PermissionDenied))?;
+    let dir = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root)?;
+    let rel = CString::new(rel.as_os_str().as_bytes())?;
+    // SAFETY: open_how is plain data; zeroed is a valid value before the fields are set.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: the fd, the NUL-terminated path and the struct are valid for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            rel.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel gave us this new descriptor; the File owns it from here.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd as i32) })
 }
 
 /// Hard-links the opened `file` to `dest` (`linkat` of `/proc/self/fd/N`, following that one
@@ -437,6 +485,11 @@ mod tests {
         assert_eq!(std::fs::read(&dest).unwrap(), b"x");
         let esc = allowed.join("escape.mp4").display().to_string();
         assert!(open_inside(&esc, &cfg, &["mp4"], &dest).is_err());
+        // A folder swapped for a link after the check cannot lead the open outside.
+        let canon_root = std::fs::canonicalize(&allowed).unwrap();
+        assert!(open_beneath(&canon_root, &canon_root.join("sub/a.mp4")).is_ok());
+        let e = open_beneath(&canon_root, &canon_root.join("door/secret.mp4")).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP), "{e}");
         // Nothing allowed: every path is refused.
         let e = check_footage(&[a], &Config::default()).unwrap_err();
         assert!(e.contains("footage.allowed_dirs is empty"), "{e}");
