@@ -47,6 +47,10 @@ pub enum Command {
         /// Start with the queue paused: jobs queue up, none starts until `reelsmith ctl resume`.
         #[arg(long)]
         paused: bool,
+        /// Keep the queue and the history in this PostgreSQL store, shared with every daemon
+        /// started with it (`postgres://user@host:port/database`; default: the redb log).
+        #[arg(long, value_name = "URL")]
+        store_url: Option<String>,
     },
     /// Make one video now, in this process, and write the MP4.
     Generate(GenerateArgs),
@@ -176,6 +180,9 @@ pub struct GenerateArgs {
     pub common: Common,
     /// What the video is about.
     pub subject: String,
+    /// Record the job in this PostgreSQL store instead of the state directory's redb log.
+    #[arg(long, value_name = "URL")]
+    pub store_url: Option<String>,
     /// Use this script (plain text file) instead of writing one.
     #[arg(long, value_name = "FILE")]
     pub script: Option<PathBuf>,

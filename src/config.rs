@@ -204,6 +204,16 @@ pub struct Config {
     pub youtube: YoutubeConfig,
     pub webhooks: WebhooksConfig,
     pub retention: RetentionConfig,
+    pub store: StoreConfig,
+}
+
+/// Where the event history and the queue live.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Empty: the embedded redb log under the state directory (one daemon). `postgres://user@host:port/db`:
+    /// a PostgreSQL store that several daemons share (`REELSMITH_STORE_URL`, `--store-url`).
+    pub url: String,
 }
 
 /// Webhooks: a POST to the job's `webhookUrl` (else `url`) when it ends, or on every event.
@@ -320,6 +330,12 @@ pub struct DaemonConfig {
     pub max_attempts: u32,
     /// Start with the queue paused.
     pub paused: bool,
+    /// This daemon's name in a cluster (owners of running jobs, heartbeats). Empty: hostname-pid.
+    pub name: String,
+    /// On a shared store: how long a claimed job stays this daemon's without a renewal.
+    pub lease_secs: u64,
+    /// On a shared store: how often leases are renewed (and expired ones rescued).
+    pub renew_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -534,6 +550,9 @@ impl Default for DaemonConfig {
             concurrency: 1,
             max_attempts: 2,
             paused: false,
+            name: String::new(),
+            lease_secs: 15,
+            renew_secs: 5,
         }
     }
 }
@@ -667,6 +686,14 @@ impl Default for ToolsConfig {
 }
 
 impl Config {
+    /// This daemon's name in a cluster: `daemon.name`, else `<hostname>-<pid>`.
+    pub fn daemon_name(&self) -> String {
+        if !self.daemon.name.is_empty() {
+            return self.daemon.name.clone();
+        }
+        format!("{}-{}", crate::systemd::hostname(), std::process::id())
+    }
+
     /// Loads defaults, then `file`, then the environment; validates the result.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         Config::load_with_env(file, &process_env()?)
@@ -758,6 +785,26 @@ impl Config {
             return Err(invalid(
                 "retention.keep_days",
                 "must be at most 36500 (0 keeps every job forever)",
+            ));
+        }
+        if self.daemon.lease_secs < 2 || self.daemon.renew_secs == 0 {
+            return Err(invalid(
+                "daemon.lease_secs",
+                "lease_secs must be at least 2 and renew_secs at least 1",
+            ));
+        }
+        if self.daemon.renew_secs * 2 > self.daemon.lease_secs {
+            return Err(invalid(
+                "daemon.renew_secs",
+                "must be at most half of daemon.lease_secs (a lease must survive one missed renewal)",
+            ));
+        }
+        let url = &self.store.url;
+        if !url.is_empty() && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "store.url",
+                "must be empty (the embedded redb log) or a postgres:// URL",
             ));
         }
         if !(1..=100).contains(&self.daemon.max_attempts) {
@@ -1233,6 +1280,7 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub listen: Option<String>,
     pub socket: Option<PathBuf>,
+    pub store_url: Option<String>,
 }
 
 impl Overrides {
@@ -1245,6 +1293,9 @@ impl Overrides {
         }
         if let Some(s) = &self.socket {
             cfg.daemon.socket = s.display().to_string();
+        }
+        if let Some(u) = &self.store_url {
+            cfg.store.url = u.clone();
         }
     }
 }

@@ -27,7 +27,7 @@ use actix::prelude::*;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, ConfigSource};
-use crate::service::{self, open_log, prepare_state_dir, system, Core};
+use crate::service::{self, open_local, prepare_state_dir, system, Core};
 use crate::store::Store;
 use crate::views::Views;
 
@@ -50,13 +50,15 @@ pub fn run_server(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let config = Arc::new(config);
     let state_dir = config.state_dir();
     prepare_state_dir(&state_dir)?;
-    let (store, views) = open_log(&state_dir)?;
-    // The log's lock is ours: no other daemon (and so no upload) is using this state dir.
-    let swept = crate::songs::sweep_staging(&crate::songs::resolve(&config.songs_dir()));
-    if swept > 0 {
-        info!(folders = swept, "removed song uploads a crash cut off");
+    let local = open_local(&config, &state_dir)?;
+    if local.is_some() {
+        // The log's lock is ours: no other daemon (and so no upload) is using this state dir.
+        let swept = crate::songs::sweep_staging(&crate::songs::resolve(&config.songs_dir()));
+        if swept > 0 {
+            info!(folders = swept, "removed song uploads a crash cut off");
+        }
     }
-    let result = system().block_on(serve(config, state_dir, store, views, opts));
+    let result = system().block_on(serve(config, state_dir, local, opts));
     System::current().stop();
     result
 }
@@ -64,10 +66,10 @@ pub fn run_server(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
 async fn serve(
     config: Arc<Config>,
     state_dir: PathBuf,
-    store: Arc<Store>,
-    views: Arc<Views>,
+    local: Option<(Arc<Store>, Arc<Views>)>,
     opts: ServeOptions,
 ) -> anyhow::Result<()> {
+    let (log, views) = service::open_any(&config, local).await?;
     let listener = crate::http::bind(config.listen_addr()).await?;
     let local = listener.local_addr()?;
     // Bound before the core starts, so that a second daemon on the same socket stops here.
@@ -75,7 +77,7 @@ async fn serve(
     let (core, tasks) = service::start(
         config.clone(),
         state_dir,
-        store,
+        log,
         views,
         opts.paused,
         service::Scope::All,

@@ -58,9 +58,16 @@ pub(crate) async fn faulty_core_with(
     let (disk, switch) = FaultyDisk::open(&path);
     let store = Arc::new(Store::open_with_backend(&path, disk).unwrap());
     let views = Arc::new(Views::new());
-    let (core, tasks) = service::start(cfg.clone(), state, store, views, true, service::Scope::All)
-        .await
-        .unwrap();
+    let (core, tasks) = service::start(
+        cfg.clone(),
+        state,
+        service::Log::Local(store),
+        views,
+        true,
+        service::Scope::All,
+    )
+    .await
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(crate::http::serve(
@@ -304,7 +311,7 @@ fn a_cancel_committed_behind_the_schedulers_back_stops_the_job_and_its_tools() {
         ];
         tasks
             .journal()
-            .send(Append { job, events })
+            .send(Append::new(job, events))
             .await
             .unwrap()
             .unwrap();

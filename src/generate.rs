@@ -19,7 +19,7 @@ use crate::cli::GenerateArgs;
 use crate::config::Config;
 use crate::event::{Event, JobState, Kind, Level};
 use crate::request::JobRequest;
-use crate::service::{self, open_log, prepare_state_dir};
+use crate::service::{self, prepare_state_dir};
 
 pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
     crate::providers::hide_secrets(&config);
@@ -66,12 +66,13 @@ pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let config = Arc::new(config);
     let state_dir = config.state_dir();
     prepare_state_dir(&state_dir)?;
-    let (store, views) = open_log(&state_dir)?;
+    let local = service::open_local(&config, &state_dir)?;
     let system = service::system();
     let json_out = args.json;
     let result = system.block_on(async move {
+        let (log, views) = service::open_any(&config, local).await?;
         let (core, tasks) =
-            service::start(config, state_dir, store, views, false, service::Scope::Own).await?;
+            service::start(config, state_dir, log, views, false, service::Scope::Own).await?;
         let job = core.submit(&request).await?;
         if !json_out {
             eprintln!("Job {job} queued (state: {})", core.state_dir().display());

@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! reelsmith: an event-sourced daemon that turns a subject into a finished vertical short video.
 //!
 //! # Layout (each line is a file or folder under `src/`; a module imports only modules listed
@@ -26,6 +27,7 @@
 
 pub(crate) mod actors;
 pub mod cli;
+pub(crate) mod cluster;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -20,6 +20,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             listen,
             socket,
             paused,
+            store_url,
         } => {
             reelsmith::telemetry::init("info");
             let source = reelsmith::config::ConfigSource {
@@ -28,6 +29,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     state_dir: common.state_dir.clone(),
                     listen,
                     socket,
+                    store_url,
                 },
             };
             let cfg = source.load()?;
@@ -55,7 +57,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Generate(args) => {
             reelsmith::telemetry::init("warn");
-            let cfg = load_config(&args.common)?;
+            let mut cfg = load_config(&args.common)?;
+            if let Some(url) = &args.store_url {
+                cfg.store.url = url.clone();
+                cfg.validate()?;
+            }
             reelsmith::generate::run(cfg, args)
         }
         Command::Store {

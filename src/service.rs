@@ -20,15 +20,18 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::actors::job::{interruption_events, JobPaths};
-use crate::actors::journal::{Append, Close, Fault, Journal, JournalError, Ping};
+use crate::actors::journal::{Append, AppendAll, Close, Fault, Journal, JournalError, Ping, Purge};
 use crate::actors::scheduler::{
     Caller, Cancel, CancelActive, CancelOutcome, Drain, GetStatus, IdempotencyKey, PurgeFinished,
     PurgeReport, RecordAdmin, RecordWebhook, Retry, Scheduler, SchedulerError, SchedulerStatus,
     SetConcurrency, SetConfig, SetPaused, Shutdown, Submit, Submitted,
 };
+use crate::cluster::{Cluster, Follower, SharedJournal};
 use crate::config::Config;
 use crate::event::{Event, EventId, JobId, JobState, JobView, Kind, Level, NewEvent};
 use crate::request::JobRequest;
+use crate::store::contract::{EventStore, Owner};
+use crate::store::postgres::PgStore;
 use crate::store::{self, BackupError, ReadError, Store};
 use crate::views::{Counts, Views};
 
@@ -50,6 +53,67 @@ pub enum CoreError {
     Unreachable(#[from] MailboxError),
     #[error("a blocking read failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The shared store could not answer a read.
+    #[error("The event store is unreachable ({0}); try again.")]
+    Store(String),
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+/// Where the core's history lives.
+#[derive(Clone)]
+pub enum Log {
+    /// The embedded redb log of this daemon alone.
+    Local(Arc<Store>),
+    /// A store several daemons share.
+    Shared(Arc<SharedLog>),
+}
+
+/// A shared store and this daemon's place on it.
+pub struct SharedLog {
+    pub store: Arc<PgStore>,
+    pub follower: Arc<Follower>,
+    pub owner: Owner,
+    pub started_ms: i64,
+}
+
+/// Connects to the shared store of `config.store.url` (applying its migrations), loads the jobs'
+/// heads (no event is decoded) and starts following it. Inside the runtime.
+pub async fn open_shared(config: &Config) -> anyhow::Result<(Log, Arc<Views>)> {
+    let url = &config.store.url;
+    let pg = PgStore::connect(url).await.with_context(|| {
+        format!(
+            "cannot open the event store {}",
+            crate::store::redact_url(url)
+        )
+    })?;
+    let pg = Arc::new(pg);
+    let t = Instant::now();
+    let last = pg.last_id().await?;
+    let heads = pg.list(None, None, usize::MAX).await?;
+    let jobs = heads.len();
+    let views = Arc::new(crate::cluster::views_from_heads(heads, last));
+    info!(
+        jobs,
+        last_id = last,
+        millis = t.elapsed().as_millis() as u64,
+        "shared store heads loaded"
+    );
+    let store: Arc<dyn EventStore> = pg.clone();
+    let follower = Follower::new(store, views.clone());
+    follower.spawn();
+    let owner = Owner {
+        daemon: config.daemon_name(),
+        host: crate::systemd::hostname(),
+        pid: std::process::id(),
+    };
+    let shared = SharedLog {
+        store: pg,
+        follower,
+        owner,
+        started_ms: crate::event::now_ms(),
+    };
+    Ok((Log::Shared(Arc::new(shared)), views))
 }
 
 /// One page of a job's events, as wire JSON, with the state it was read against.
@@ -75,7 +139,7 @@ pub struct Core {
 }
 
 struct Inner {
-    store: Arc<Store>,
+    log: Log,
     views: Arc<Views>,
     scheduler: Addr<Scheduler>,
     liveness: Recipient<Ping>,
@@ -93,8 +157,14 @@ struct Inner {
 /// What only the owner of the core's lifetime holds: the actors to stop, in order.
 pub struct CoreTasks {
     scheduler: Addr<Scheduler>,
-    journal: Addr<Journal>,
-    journal_arbiter: Arbiter,
+    /// For tests that write behind the scheduler's back.
+    #[cfg_attr(not(test), allow(dead_code))]
+    journal: Recipient<Append>,
+    close: Recipient<Close>,
+    /// The redb journal's thread (a shared store's journal lives on the System thread).
+    journal_arbiter: Option<Arbiter>,
+    /// A shared store's heartbeat task and the store, to leave the cluster at the end.
+    heartbeat: Option<(tokio::task::JoinHandle<()>, Arc<SharedLog>)>,
 }
 
 /// Starts the journal (on its own Arbiter thread) and the scheduler, inside a running actix
@@ -113,56 +183,118 @@ pub enum Scope {
 pub async fn start(
     config: Arc<Config>,
     state_dir: PathBuf,
-    store: Arc<Store>,
+    log: Log,
     views: Arc<Views>,
     paused: bool,
     scope: Scope,
 ) -> anyhow::Result<(Core, CoreTasks)> {
     // Pause is recorded in the log; a restart keeps it (as do the `--paused` flag and config).
-    let admin = store.read_job(JobId::DAEMON, 0, u64::MAX, usize::MAX)?;
-    let was_paused = scope == Scope::All
-        && (config.daemon.paused
-            || admin
-                .iter()
-                .filter_map(crate::store::contract::pause_state)
-                .next_back()
-                .unwrap_or(false));
-    let journal_arbiter = Arbiter::new();
-    let journal = Journal::new(store.clone(), views.clone());
-    let faults = journal.faults();
-    let journal = Journal::start_in_arbiter(&journal_arbiter.handle(), move |_| journal);
-    if scope == Scope::All {
-        recover(&journal.clone().recipient(), &views).await?;
-        let (dir, v) = (state_dir.clone(), views.clone());
-        if let Err(e) = tokio::task::spawn_blocking(move || sweep_job_files(&dir, &v)).await {
-            warn!(error = %e, "the start-up sweep of job folders failed");
-        }
-    }
+    let recorded_pause = match &log {
+        Log::Local(store) => store
+            .read_job(JobId::DAEMON, 0, u64::MAX, usize::MAX)?
+            .iter()
+            .filter_map(crate::store::contract::pause_state)
+            .next_back()
+            .unwrap_or(false),
+        Log::Shared(sh) => sh.store.paused().await?,
+    };
+    let was_paused = scope == Scope::All && (config.daemon.paused || recorded_pause);
     let paths = JobPaths {
         state_dir: state_dir.clone(),
         songs_dir: config.songs_dir(),
     };
+    let (journal, journal_all, close, liveness, faults, journal_arbiter, cluster, purger) =
+        match &log {
+            Log::Local(store) => {
+                let arbiter = Arbiter::new();
+                let journal = Journal::new(store.clone(), views.clone());
+                let faults = journal.faults();
+                let journal = Journal::start_in_arbiter(&arbiter.handle(), move |_| journal);
+                if scope == Scope::All {
+                    recover(&journal.clone().recipient(), &views).await?;
+                    let (dir, v) = (state_dir.clone(), views.clone());
+                    if let Err(e) =
+                        tokio::task::spawn_blocking(move || sweep_job_files(&dir, &v)).await
+                    {
+                        warn!(error = %e, "the start-up sweep of job folders failed");
+                    }
+                }
+                (
+                    journal.clone().recipient::<Append>(),
+                    journal.clone().recipient::<AppendAll>(),
+                    journal.clone().recipient::<Close>(),
+                    journal.clone().recipient::<Ping>(),
+                    faults,
+                    Some(arbiter),
+                    None,
+                    Some(journal.recipient::<Purge>()),
+                )
+            }
+            Log::Shared(sh) => {
+                // Jobs left running by a daemon that died are rescued once their leases expire.
+                let store: Arc<dyn EventStore> = sh.store.clone();
+                let journal =
+                    SharedJournal::new(store.clone(), sh.follower.clone(), views.clone()).start();
+                let cluster = Cluster {
+                    store,
+                    follower: sh.follower.clone(),
+                    owner: sh.owner.clone(),
+                    lease: Duration::from_secs(config.daemon.lease_secs),
+                    renew_every: Duration::from_secs(config.daemon.renew_secs),
+                };
+                (
+                    journal.clone().recipient::<Append>(),
+                    journal.clone().recipient::<AppendAll>(),
+                    journal.clone().recipient::<Close>(),
+                    journal.recipient::<Ping>(),
+                    // A shared store's outage is not fatal: the channel never fires.
+                    watch::channel(None).1,
+                    None,
+                    Some(cluster),
+                    // Retention sweeps a redb log only (see the README).
+                    None,
+                )
+            }
+        };
     let scheduler = Scheduler::new(
-        journal.clone().recipient(),
+        journal.clone(),
         faults.clone(),
-        journal.clone().recipient(),
+        journal_all,
         views.clone(),
         config.clone(),
         paths,
         paused || was_paused,
     );
     let scheduler = match scope {
-        Scope::All => scheduler.with_purger(journal.clone().recipient()),
+        Scope::All => match purger {
+            Some(p) => scheduler.with_purger(p),
+            None => scheduler,
+        },
         Scope::Own => scheduler.own_jobs_only(),
+    };
+    let scheduler = match cluster {
+        Some(c) => scheduler.in_cluster(c),
+        None => scheduler,
     }
     .start();
+    let heartbeat = match &log {
+        Log::Shared(sh) => Some((
+            tokio::spawn(heartbeat(
+                sh.clone(),
+                views.clone(),
+                Duration::from_secs(config.daemon.renew_secs),
+            )),
+            sh.clone(),
+        )),
+        Log::Local(_) => None,
+    };
     let (stop, stopping) = watch::channel(false);
     let core = Core {
         inner: Arc::new(Inner {
-            store,
+            log,
             views,
             scheduler: scheduler.clone(),
-            liveness: journal.clone().recipient(),
+            liveness,
             faults,
             config: RwLock::new(config),
             state_dir,
@@ -174,7 +306,9 @@ pub async fn start(
     let tasks = CoreTasks {
         scheduler,
         journal,
+        close,
         journal_arbiter,
+        heartbeat,
     };
     Ok((core, tasks))
 }
@@ -229,6 +363,33 @@ fn sweep_job_files(state_dir: &Path, views: &Views) {
     }
 }
 
+/// A shared store: records every `every` that this daemon is alive and which jobs it runs.
+async fn heartbeat(shared: Arc<SharedLog>, views: Arc<Views>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let mine: Vec<JobId> = views
+            .list(Some(JobState::Running), usize::MAX)
+            .iter()
+            .filter(|v| owner_name(v) == Some(shared.owner.daemon.as_str()))
+            .map(|v| v.id)
+            .collect();
+        if let Err(e) = shared
+            .store
+            .heartbeat(&shared.owner, shared.started_ms, &mine)
+            .await
+        {
+            warn!(error = %e, "cannot record this daemon's heartbeat");
+        }
+    }
+}
+
+/// The daemon named by a running job's owner (`None` for a single daemon's jobs).
+pub fn owner_name(view: &JobView) -> Option<&str> {
+    view.owner.as_ref()?.get("daemon")?.as_str()
+}
+
 /// Jobs that were running when the previous run died: interrupted, then requeued or failed.
 async fn recover(journal: &Recipient<Append>, views: &Views) -> anyhow::Result<()> {
     for view in views.list(Some(JobState::Running), usize::MAX) {
@@ -243,10 +404,7 @@ async fn recover(journal: &Recipient<Append>, views: &Views) -> anyhow::Result<(
         };
         warn!(job = %view.id, attempt = view.attempt, "job was interrupted by a restart");
         journal
-            .send(Append {
-                job: view.id,
-                events,
-            })
+            .send(Append::new(view.id, events))
             .await
             .context("journal unreachable during recovery")?
             .with_context(|| format!("cannot record the interruption of job {}", view.id))?;
@@ -258,7 +416,7 @@ impl CoreTasks {
     /// The journal itself, for tests that write behind the scheduler's back.
     #[cfg(test)]
     pub(crate) fn journal(&self) -> Recipient<Append> {
-        self.journal.clone().recipient()
+        self.journal.clone()
     }
 
     /// Shutdown step 2: the scheduler admits nothing and running jobs record their interruption
@@ -275,14 +433,22 @@ impl CoreTasks {
     /// Shutdown's last step: the journal commits and answers every append accepted so far (the
     /// final flush), stops, and its thread is joined.
     pub async fn close_journal(self) {
-        if self.journal.send(Close).await.is_err() {
+        if self.close.send(Close).await.is_err() {
             warn!("the journal had already stopped");
         }
-        let arbiter = self.journal_arbiter;
-        arbiter.stop();
-        let joined = tokio::task::spawn_blocking(move || arbiter.join()).await;
-        if !matches!(joined, Ok(Ok(()))) {
-            warn!("the journal thread did not end cleanly");
+        if let Some(arbiter) = self.journal_arbiter {
+            arbiter.stop();
+            let joined = tokio::task::spawn_blocking(move || arbiter.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                warn!("the journal thread did not end cleanly");
+            }
+        }
+        if let Some((task, shared)) = self.heartbeat {
+            task.abort();
+            let _ = task.await;
+            if let Err(e) = shared.store.leave(&shared.owner.daemon).await {
+                warn!(error = %e, "cannot remove this daemon's heartbeat");
+            }
         }
         info!("journal closed");
     }
@@ -461,17 +627,32 @@ impl Core {
             }
             None => (JobId::DAEMON, self.last_id(), None),
         };
-        let (body, count, last) = self
-            .blocking_read(limit, move |store| {
-                let cap = 128 + prefix.len() + limit.min(upto.saturating_sub(after) as usize) * 160;
+        let cap = 128 + prefix.len() + limit.min(upto.saturating_sub(after) as usize) * 160;
+        let (body, count, last) = match &self.inner.log {
+            Log::Local(_) => {
+                self.blocking_read(limit, move |store| {
+                    let mut out = Vec::with_capacity(cap);
+                    out.extend_from_slice(prefix);
+                    out.push(b'[');
+                    let (n, last) = store.read_job_wire(target, after, upto, limit, &mut out)?;
+                    out.push(b']');
+                    Ok((out, n, last))
+                })
+                .await?
+            }
+            Log::Shared(sh) => {
                 let mut out = Vec::with_capacity(cap);
                 out.extend_from_slice(prefix);
                 out.push(b'[');
-                let (n, last) = store.read_job_wire(target, after, upto, limit, &mut out)?;
+                let (n, last) = sh
+                    .store
+                    .read_job_wire(target, after, upto, limit, &mut out)
+                    .await
+                    .map_err(|e| CoreError::Store(e.to_string()))?;
                 out.push(b']');
-                Ok((out, n, last))
-            })
-            .await?;
+                (out, n, last)
+            }
+        };
         let last_event_id = if count == 0 { upto } else { last };
         Ok(EventsPage {
             body,
@@ -494,6 +675,15 @@ impl Core {
         if upto <= after {
             return Ok(Vec::new());
         }
+        if let Log::Shared(sh) = &self.inner.log {
+            let mut evs = sh
+                .store
+                .read_job(job, after, limit)
+                .await
+                .map_err(|e| CoreError::Store(e.to_string()))?;
+            evs.retain(|e| e.id <= upto);
+            return Ok(evs);
+        }
         self.blocking_read(limit, move |store| store.read_job(job, after, upto, limit))
             .await
     }
@@ -501,6 +691,13 @@ impl Core {
     /// Decoded events of every job with id > `after`, ascending, at most `limit` (the daemon-wide
     /// feed followers such as the webhook dispatcher read).
     pub async fn read_since(&self, after: EventId, limit: usize) -> Result<Vec<Event>, CoreError> {
+        if let Log::Shared(sh) = &self.inner.log {
+            return sh
+                .store
+                .read_since(after, limit)
+                .await
+                .map_err(|e| CoreError::Store(e.to_string()));
+        }
         self.blocking_read(limit, move |store| store.read_since(after, limit))
             .await
     }
@@ -528,16 +725,24 @@ impl Core {
         limit: usize,
         read: impl FnOnce(&Store) -> Result<T, ReadError> + Send + 'static,
     ) -> Result<T, CoreError> {
+        let Log::Local(store) = &self.inner.log else {
+            return Err(CoreError::Unsupported("not a redb log"));
+        };
         if limit <= INLINE_READ_LIMIT {
-            return Ok(read(&self.inner.store)?);
+            return Ok(read(store)?);
         }
-        let store = self.inner.store.clone();
+        let store = store.clone();
         Ok(tokio::task::spawn_blocking(move || read(&store)).await??)
     }
 
     /// Writes a consistent copy of the log to `dest` (a new file); answers the events copied.
     pub async fn backup(&self, dest: PathBuf) -> Result<u64, CoreError> {
-        let store = self.inner.store.clone();
+        let Log::Local(store) = &self.inner.log else {
+            return Err(CoreError::Unsupported(
+                "backup copies a redb log; back a PostgreSQL store up with pg_dump",
+            ));
+        };
+        let store = store.clone();
         Ok(tokio::task::spawn_blocking(move || store.backup(&dest)).await??)
     }
 
@@ -575,6 +780,39 @@ impl Core {
         self.inner.faults.borrow().clone()
     }
 
+    /// Why a shared store cannot be reached now (it is not fatal: the daemon waits for it).
+    pub fn store_fault(&self) -> Option<String> {
+        match &self.inner.log {
+            Log::Local(_) => None,
+            Log::Shared(sh) => sh.follower.fault(),
+        }
+    }
+
+    /// The store engine (`redb`, `postgres`) and, for a shared store, its schema version and the
+    /// live daemons with the jobs each runs.
+    pub async fn store_json(&self) -> Value {
+        match &self.inner.log {
+            Log::Local(_) => {
+                json!({ "engine": "redb", "schemaVersion": crate::store::codec::VERSION_1 })
+            }
+            Log::Shared(sh) => {
+                let lease = Duration::from_secs(self.config().daemon.lease_secs);
+                let daemons = match sh.store.live_daemons(lease).await {
+                    Ok(d) => serde_json::to_value(d).unwrap_or(Value::Null),
+                    Err(e) => json!({ "error": e.to_string() }),
+                };
+                json!({
+                    "engine": "postgres",
+                    "schemaVersion": crate::store::postgres::SCHEMA_VERSION,
+                    "daemon": sh.owner.daemon,
+                    "reachable": sh.follower.fault().is_none(),
+                    "error": sh.follower.fault(),
+                    "daemons": daemons,
+                })
+            }
+        }
+    }
+
     /// Resolves with the fault when the event log fails.
     pub async fn log_failed(&self) -> Fault {
         let mut rx = self.inner.faults.clone();
@@ -595,6 +833,9 @@ impl Core {
     pub async fn liveness(&self, timeout: Duration) -> Result<(), &'static str> {
         if self.log_fault().is_some() {
             return Err("event log");
+        }
+        if self.store_fault().is_some() {
+            return Err("event store");
         }
         match tokio::time::timeout(timeout, self.inner.liveness.send(Ping)).await {
             Ok(Ok(())) => {}
@@ -627,7 +868,11 @@ impl Core {
                 None => "ok".to_string(),
                 Some(f) => f.restart_message(),
             },
-            "databaseBytes": self.inner.store.size_bytes(),
+            "databaseBytes": match &self.inner.log {
+                Log::Local(store) => Some(store.size_bytes()),
+                Log::Shared(_) => None,
+            },
+            "store": self.store_json().await,
             "freeDiskBytes": free_disk_bytes(self.state_dir()),
             "stateDir": self.state_dir().display().to_string(),
         })
@@ -671,6 +916,28 @@ pub fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(&p).with_context(|| format!("cannot create {}", p.display()))?;
     }
     Ok(())
+}
+
+/// The log a config names: the redb log opened by [`open_log`] before the runtime (`local`), or
+/// the shared store of `store.url`, opened here.
+pub async fn open_any(
+    config: &Config,
+    local: Option<(Arc<Store>, Arc<Views>)>,
+) -> anyhow::Result<(Log, Arc<Views>)> {
+    match local {
+        Some((store, views)) => Ok((Log::Local(store), views)),
+        None => open_shared(config).await,
+    }
+}
+
+/// Opens the redb log, unless the config names a shared store (then `None`: [`open_any`] opens
+/// that inside the runtime).
+pub fn open_local(config: &Config, dir: &Path) -> anyhow::Result<Option<(Arc<Store>, Arc<Views>)>> {
+    if config.store.url.is_empty() {
+        open_log(dir).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// Opens the log and rebuilds the views (outside any runtime: this is blocking work).

@@ -62,16 +62,20 @@ pub fn watchdog_period(
 /// Who runs a job: this host and process, recorded in each attempt's `running` event so that a
 /// shared store (several daemons later) can tell whose attempt it is.
 pub fn owner() -> serde_json::Value {
+    serde_json::json!({ "host": hostname(), "pid": std::process::id() })
+}
+
+/// This machine's host name (`unknown` if the system will not say).
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
-    // gethostname writes at most buf.len() bytes and NUL-terminates on success.
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let host = if rc == 0 {
+    if rc == 0 {
         let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
         String::from_utf8_lossy(&buf[..end]).into_owned()
     } else {
         "unknown".to_string()
-    };
-    serde_json::json!({ "host": host, "pid": std::process::id() })
+    }
 }
 
 #[cfg(test)]

@@ -45,18 +45,31 @@ pub struct JobEnded {
 struct JournalSink {
     journal: Recipient<Append>,
     job: JobId,
+    /// The attempt this runner runs: its appends are refused once the attempt is over.
+    epoch: u32,
 }
 
 impl EventSink for JournalSink {
     fn emit(&self, event: NewEvent) -> LocalBoxFuture<'_, Result<EventId, SinkError>> {
         Box::pin(async move {
-            match self.journal.send(Append::one(self.job, event)).await {
+            let mut append = Append::one(self.job, event);
+            append.epoch = Some(self.epoch);
+            match self.journal.send(append).await {
                 Ok(Ok(ids)) => Ok(ids.last().copied().unwrap_or(0)),
                 Ok(Err(e)) => Err(SinkError(e.to_string())),
                 Err(e) => Err(SinkError(e.to_string())),
             }
         })
     }
+}
+
+/// How an attempt begins.
+#[derive(Clone, Debug)]
+pub enum Start {
+    /// The actor records the `running` event itself (one daemon on its own log).
+    Record,
+    /// A shared store's claim recorded it already (with this owner's lease).
+    Claimed,
 }
 
 /// Where a job's files go.
@@ -74,6 +87,7 @@ pub struct JobActor {
     paths: Arc<JobPaths>,
     stop: StopHandle,
     signal: StopSignal,
+    start: Start,
 }
 
 impl JobActor {
@@ -95,7 +109,15 @@ impl JobActor {
             paths,
             stop,
             signal,
+            start: Start::Record,
         }
+    }
+
+    /// An actor for an attempt a shared store's claim already started: `view` is the job as it
+    /// was before the claim's `running` event.
+    pub fn claimed(mut self) -> JobActor {
+        self.start = Start::Claimed;
+        self
     }
 }
 
@@ -127,15 +149,21 @@ async fn drive(
     config: Arc<Config>,
     paths: Arc<JobPaths>,
     signal: StopSignal,
+    start: Start,
 ) -> Option<String> {
     let job = view.id;
+    let epoch = view.attempt + 1;
     // Ownership is explicit in the log: which daemon runs this attempt.
     let running = NewEvent::new(Kind::Running, Level::Info, "Job started.").with_payload(json!({
         "attempt": view.attempt + 1,
         "maxAttempts": view.max_attempts,
         "owner": crate::systemd::owner(),
     }));
-    match journal.send(Append::one(job, running)).await {
+    let recorded = match start {
+        Start::Claimed => Ok(Ok(Vec::new())),
+        Start::Record => journal.send(Append::one(job, running)).await,
+    };
+    match recorded {
         Ok(Ok(_)) => {}
         Ok(Err(JournalError::Refused(Refusal::Illegal(_)))) => {
             // A cancel was recorded before the start: finish the cancellation here.
@@ -173,6 +201,7 @@ async fn drive(
     let sink: Rc<dyn EventSink> = Rc::new(JournalSink {
         journal: journal.clone(),
         job,
+        epoch,
     });
     let mut cx = JobContext {
         job,
@@ -209,13 +238,9 @@ async fn drive(
     // A cancel recorded for the job as a whole (`cancelled` already committed) needs no closing.
     let ended = views.view(job).is_some_and(|v| v.state.is_terminal());
     if !closing.is_empty() && !ended {
-        if let Ok(Err(e)) = journal
-            .send(Append {
-                job,
-                events: closing,
-            })
-            .await
-        {
+        let mut append = Append::new(job, closing);
+        append.epoch = Some(epoch);
+        if let Ok(Err(e)) = journal.send(append).await {
             warn!(job = %job, error = %e, "could not record the end of the job");
         }
     }
@@ -244,6 +269,7 @@ impl Actor for JobActor {
             self.config.clone(),
             self.paths.clone(),
             self.signal.clone(),
+            self.start.clone(),
         );
         ctx.spawn(fut.into_actor(self).map(|start_failed, act, ctx| {
             act.scheduler.do_send(JobEnded {

@@ -31,13 +31,21 @@ use crate::views::Views;
 pub struct Append {
     pub job: JobId,
     pub events: Vec<NewEvent>,
+    /// The attempt a job runner runs (fencing: refused once that attempt is over), `None` for
+    /// everyone else.
+    pub epoch: Option<u32>,
 }
 
 impl Append {
     pub fn one(job: JobId, event: NewEvent) -> Append {
+        Append::new(job, vec![event])
+    }
+
+    pub fn new(job: JobId, events: Vec<NewEvent>) -> Append {
         Append {
             job,
-            events: vec![event],
+            events,
+            epoch: None,
         }
     }
 }
@@ -91,6 +99,9 @@ pub enum JournalError {
     Fatal(Fault),
     #[error("the journal has stopped")]
     Closed,
+    /// A shared store cannot be reached now (nothing was written; the daemon keeps running).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl JournalError {
@@ -171,7 +182,7 @@ impl Journal {
             .entry(job)
             .or_insert_with(|| self.views.view(job).map(|v| (*v).clone()));
         let creates = slot.is_none() && job != JobId::DAEMON;
-        let out = crate::event::stage(slot, job, append.events, None, self.next_id, now)?;
+        let out = crate::event::stage(slot, job, append.events, append.epoch, self.next_id, now)?;
         self.next_id += out.len() as u64;
         Ok((out, creates))
     }
@@ -498,10 +509,7 @@ mod tests {
                 journal.send(Append::one(a, complete)),
                 journal.send(Append::one(a, log("legal"))),
                 journal.send(Append::one(unknown, log("nobody"))),
-                journal.send(Append {
-                    job: a,
-                    events: Vec::new(),
-                }),
+                journal.send(Append::new(a, Vec::new())),
             ];
             let r: Vec<_> = futures_util::future::join_all(sent)
                 .await

@@ -20,10 +20,12 @@ use tracing::{error, info, warn};
 
 use crate::actors::job::{interruption_events, JobActor, JobEnded, JobPaths, Stop};
 use crate::actors::journal::{Append, AppendAll, Fault, JournalError, Purge, Refusal};
+use crate::cluster::{Cluster, Remote};
 use crate::config::Config;
 use crate::event::{now_ms, EventId, IdempotencyTag, JobId, JobState, Kind, Level, NewEvent};
 use crate::pipeline::StopReason;
 use crate::request::JobRequest;
+use crate::store::contract::Claimed;
 use crate::views::Views;
 
 /// Who asked for a change: `None` for HTTP callers, else the Unix uid of a control-socket peer.
@@ -284,6 +286,12 @@ pub struct Scheduler {
     /// The journal's purge (retention); `None` where nothing is ever purged.
     purger: Option<Recipient<Purge>>,
     paused: bool,
+    /// `Some` on a shared store: jobs are claimed there (with leases), not picked from the views.
+    cluster: Option<Cluster>,
+    /// Claims sent to the shared store and not answered yet (they count against the limit).
+    claiming: usize,
+    /// The epoch (attempt) of each running job claimed from the shared store, for its lease.
+    epochs: HashMap<JobId, u32>,
     concurrency: u32,
     draining: bool,
     shutting_down: bool,
@@ -315,6 +323,9 @@ impl Scheduler {
             paths: Arc::new(paths),
             running: HashMap::new(),
             paused,
+            cluster: None,
+            claiming: 0,
+            epochs: HashMap::new(),
             draining: false,
             shutting_down: false,
             idle_waiters: Vec::new(),
@@ -332,6 +343,102 @@ impl Scheduler {
     pub fn own_jobs_only(mut self) -> Scheduler {
         self.own = Some(HashSet::new());
         self
+    }
+
+    /// Claims jobs from a shared store (cluster mode) instead of picking them from the views.
+    pub fn in_cluster(mut self, cluster: Cluster) -> Scheduler {
+        self.cluster = Some(cluster);
+        self
+    }
+
+    /// Cluster mode: claims up to the free slots from the shared store.
+    fn claim(&mut self, cluster: Cluster, ctx: &mut Context<Self>) {
+        let free = (self.concurrency as usize).saturating_sub(self.running.len() + self.claiming);
+        if !self.admits() || self.views.queue_len() == 0 {
+            return;
+        }
+        for _ in 0..free.min(self.views.queue_len()) {
+            self.claiming += 1;
+            let c = cluster.clone();
+            let work = async move {
+                let claimed = c.store.claim(&c.owner, c.lease).await;
+                if let Ok(Some(cl)) = &claimed {
+                    c.follower.catch_up(cl.view.last_event_id).await;
+                }
+                claimed
+            };
+            ctx.spawn(work.into_actor(self).map(|claimed, act, ctx| {
+                act.claiming -= 1;
+                match claimed {
+                    Ok(Some(cl)) => {
+                        act.start_claimed(cl, ctx);
+                        act.pump(ctx);
+                    }
+                    Ok(None) => act.wake_idle(),
+                    Err(e) => {
+                        warn!(error = %e, "cannot claim a job from the shared store; trying again");
+                        ctx.run_later(Duration::from_secs(1), |act, ctx| act.pump(ctx));
+                    }
+                }
+            }));
+        }
+    }
+
+    /// Runs a job the shared store gave this daemon.
+    fn start_claimed(&mut self, claimed: Claimed, ctx: &mut Context<Self>) {
+        let job = claimed.view.id;
+        info!(job = %job, attempt = claimed.epoch, lease_until_ms = claimed.lease_until_ms, "job claimed");
+        // The actor takes the job as it was before the claim's `running` event.
+        let mut before = claimed.view;
+        before.attempt = claimed.epoch.saturating_sub(1);
+        let actor = JobActor::new(
+            Arc::new(before),
+            self.journal.clone(),
+            self.views.clone(),
+            ctx.address().recipient(),
+            self.config.clone(),
+            self.paths.clone(),
+        )
+        .claimed()
+        .start();
+        if self.shutting_down {
+            actor.do_send(Stop(StopReason::Shutdown));
+        }
+        self.running.insert(job, actor);
+        self.epochs.insert(job, claimed.epoch);
+    }
+
+    /// Cluster mode, every `renew_every`: renews the leases of the jobs running here (a lease
+    /// found lost stops its job: another daemon took it over) and rescues expired ones.
+    fn renew(&mut self, ctx: &mut Context<Self>) {
+        let Some(c) = self.cluster.clone() else {
+            return;
+        };
+        for (&job, &epoch) in &self.epochs {
+            let c = c.clone();
+            let work = async move { c.store.renew(job, epoch, c.lease).await };
+            ctx.spawn(work.into_actor(self).map(move |held, act, _ctx| match held {
+                Ok(true) => {}
+                Ok(false) => {
+                    if let Some(actor) = act.running.get(&job) {
+                        warn!(job = %job, epoch, "the job's lease was lost; stopping its attempt here");
+                        actor.do_send(Stop(StopReason::Shutdown));
+                    }
+                }
+                Err(e) => warn!(job = %job, error = %e, "cannot renew the job's lease"),
+            }));
+        }
+        let rescue = async move { c.store.rescue_expired().await };
+        ctx.spawn(rescue.into_actor(self).map(|rescued, act, ctx| match rescued {
+            Ok(jobs) if !jobs.is_empty() => {
+                for j in &jobs {
+                    warn!(job = %j, "rescued a job whose daemon stopped renewing its lease");
+                }
+                act.pump(ctx);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "cannot look for expired leases"),
+        }));
     }
 
     fn admits(&self) -> bool {
@@ -353,6 +460,11 @@ impl Scheduler {
 
     /// Starts queued jobs, oldest first, while the limit allows.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        if let (Some(c), None) = (self.cluster.clone(), &self.own) {
+            self.claim(c, ctx);
+            self.wake_idle();
+            return;
+        }
         let free = (self.concurrency as usize).saturating_sub(self.running.len());
         if self.admits() && free > 0 {
             let (running, cancelling, own) = (&self.running, &self.cancelling, &self.own);
@@ -401,7 +513,7 @@ impl Scheduler {
     }
 
     fn wake_idle(&mut self) {
-        if self.running.is_empty() && (self.draining || self.shutting_down) {
+        if self.running.is_empty() && self.claiming == 0 && (self.draining || self.shutting_down) {
             for w in self.idle_waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -474,7 +586,7 @@ impl Scheduler {
         } else {
             interruption_events(&view, "Job interrupted: its outcome could not be recorded.")
         };
-        let send = self.journal.send(Append { job, events });
+        let send = self.journal.send(Append::new(job, events));
         ctx.spawn(send.into_actor(self).map(move |res, act, ctx| {
             if let Ok(Ok(_)) = res {
                 info!(job = %job, "recorded the end of an attempt that could not record it");
@@ -522,6 +634,10 @@ impl Actor for Scheduler {
             }
             .into_actor(self),
         );
+        if let Some(c) = &self.cluster {
+            c.follower.listen(ctx.address().recipient());
+            ctx.run_interval(c.renew_every, |act, ctx| act.renew(ctx));
+        }
         self.pump(ctx);
     }
 }
@@ -595,7 +711,7 @@ impl Handler<Submit> for Scheduler {
                 own.insert(job);
             }
             jobs.push(job);
-            appends.push(Append { job, events });
+            appends.push(Append::new(job, events));
         }
         let key = msg.key;
         let send = self.journal_all.send(AppendAll { appends });
@@ -653,6 +769,19 @@ impl Handler<Cancel> for Scheduler {
                 }
             }));
         }
+        if self.cluster.is_some() && view.state == JobState::Running {
+            // Another daemon runs it: its actor follows the log and stops at the request, then
+            // records `cancelled` (a dead owner's rescue records it).
+            let send = self.journal.send(Append::one(job, requested));
+            return Box::pin(
+                send.into_actor(self)
+                    .map(move |res, _act, _ctx| match res? {
+                        Ok(_) => Ok(CancelOutcome::Requested),
+                        Err(JournalError::Refused(Refusal::Illegal(_))) => Ok(CancelOutcome::NoOp),
+                        Err(e) => Err(e.into()),
+                    }),
+            );
+        }
         // Not running: it is queued (or about to be). Cancel it in one append, then drop it.
         // (Or its attempt ended without recording its end: then it ran.)
         let cancelled = if view.state == JobState::Running {
@@ -665,10 +794,9 @@ impl Handler<Cancel> for Scheduler {
             )
         };
         self.cancelling.insert(job);
-        let send = self.journal.send(Append {
-            job,
-            events: vec![requested, cancelled],
-        });
+        let send = self
+            .journal
+            .send(Append::new(job, vec![requested, cancelled]));
         Box::pin(send.into_actor(self).map(move |res, act, ctx| {
             act.cancelling.remove(&job);
             // Held back while the cancel was written: startable again if it did not commit.
@@ -695,6 +823,16 @@ impl Handler<CancelActive> for Scheduler {
             .filter(|v| !v.cancel_requested)
             .max_by_key(|v| v.first_event_id)
             .map(|v| v.id);
+        // In a cluster, the newest job running anywhere when none runs here.
+        let running = running.or_else(|| {
+            self.cluster.as_ref()?;
+            self.views
+                .list(Some(JobState::Running), usize::MAX)
+                .into_iter()
+                .filter(|v| !v.cancel_requested)
+                .max_by_key(|v| v.first_event_id)
+                .map(|v| v.id)
+        });
         let target = running.or_else(|| {
             let running = &self.running;
             self.views
@@ -817,6 +955,14 @@ impl Handler<JobEnded> for Scheduler {
     fn handle(&mut self, msg: JobEnded, ctx: &mut Self::Context) {
         let job = msg.job;
         self.running.remove(&job);
+        if let (Some(epoch), Some(c)) = (self.epochs.remove(&job), self.cluster.clone()) {
+            let release = async move { c.store.release(job, epoch).await };
+            ctx.spawn(release.into_actor(self).map(move |r, _act, _ctx| {
+                if let Err(e) = r {
+                    warn!(job = %job, error = %e, "cannot release the job's lease; it expires on its own");
+                }
+            }));
+        }
         if let Some(cause) = msg.start_failed {
             self.start_failed(job, cause, ctx);
         } else if let Some(v) = self.views.view(job) {
@@ -1176,5 +1322,17 @@ mod tests {
             assert_eq!(cancelled.unwrap(), job);
             wait_state(&r, job, JobState::Cancelled, Duration::from_secs(5)).await;
         });
+    }
+}
+
+impl Handler<Remote> for Scheduler {
+    type Result = ();
+
+    /// Other daemons wrote: new jobs may be queued, the pause state may have changed.
+    fn handle(&mut self, msg: Remote, ctx: &mut Self::Context) {
+        if let Some(p) = msg.paused {
+            self.paused = p;
+        }
+        self.pump(ctx);
     }
 }

@@ -96,6 +96,7 @@ impl From<SchedulerError> for ApiError {
             }
             SchedulerError::KeyConflict { .. } => ApiError::Conflict(e.to_string()),
             SchedulerError::Journal(JournalError::Fatal(f)) => ApiError::log_failed(&f),
+            SchedulerError::Journal(JournalError::Unavailable(m)) => ApiError::Unavailable(m),
             SchedulerError::Journal(_) | SchedulerError::Internal(_) => {
                 ApiError::Internal(e.to_string())
             }
@@ -117,6 +118,8 @@ impl From<CoreError> for ApiError {
             CoreError::Scheduler(e) => e.into(),
             CoreError::JobNotFound => ApiError::JobNotFound,
             CoreError::Unreachable(e) => e.into(),
+            CoreError::Store(_) => ApiError::Unavailable(e.to_string()),
+            CoreError::Unsupported(_) => ApiError::BadRequest(e.to_string()),
             CoreError::Read(_) | CoreError::Backup(_) | CoreError::Task(_) => {
                 ApiError::Internal(e.to_string())
             }

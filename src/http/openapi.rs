@@ -569,6 +569,21 @@ fn schemas() -> Value {
                 },
                 "missingTools": { "type": "array", "items": { "type": "string" } },
                 "message": { "type": "string" },
+                "store": {
+                    "type": "object",
+                    "description": "The store engine; on PostgreSQL also the schema version, this daemon's name and the live daemons with the jobs each runs",
+                    "required": ["engine", "schemaVersion"],
+                    "properties": {
+                        "engine": { "enum": ["redb", "postgres"] },
+                        "schemaVersion": { "type": "integer" },
+                        "daemon": { "type": "string" },
+                        "reachable": { "type": "boolean" },
+                        "daemons": { "type": "array", "items": {
+                            "type": "object",
+                            "required": ["name", "host", "pid", "heartbeatMs", "running"],
+                        } },
+                    },
+                },
             },
         },
     })

@@ -659,10 +659,11 @@ async fn health(st: &Core) -> Result<Response<Body>, ApiError> {
     let missing = crate::pipeline::process::check_tools(&st.config());
     let counts = st.counts();
     let fault = st.log_fault();
-    let status = match (&fault, missing.is_empty()) {
-        (Some(_), _) => "error",
-        (None, true) => "ok",
-        (None, false) => "degraded",
+    let store_down = st.store_fault();
+    let status = match (&fault, &store_down, missing.is_empty()) {
+        (Some(_), _, _) | (None, Some(_), _) => "error",
+        (None, None, true) => "ok",
+        (None, None, false) => "degraded",
     };
     let mut body = json!({
         "status": status,
@@ -674,13 +675,20 @@ async fn health(st: &Core) -> Result<Response<Body>, ApiError> {
             "failed": counts.failed, "cancelled": counts.cancelled,
         },
         "missingTools": missing,
+        "store": st.store_json().await,
     });
-    let code = match &fault {
-        Some(f) => {
+    let code = match (&fault, &store_down) {
+        (Some(f), _) => {
             body["message"] = json!(f.restart_message());
             StatusCode::SERVICE_UNAVAILABLE
         }
-        None => StatusCode::OK,
+        (None, Some(cause)) => {
+            body["message"] = json!(format!(
+                "The event store is unreachable ({cause}); the daemon waits for it."
+            ));
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        (None, None) => StatusCode::OK,
     };
     Ok(json_response(code, &body))
 }

@@ -74,6 +74,21 @@ pub fn copy_to_postgres(from: &Path, to: &str) -> Result<(u64, u64), StoreFault>
 
 /// `reelsmith migrate`: creates or upgrades the PostgreSQL schema at `url` (on a runtime of its
 /// own); answers the version in force. A schema newer than this build knows is refused.
+/// `url` with its password, if any, replaced by `***` (for messages and logs).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some(x) => x,
+        None => return url.to_string(),
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
 pub fn migrate_postgres(url: &str) -> Result<i64, StoreFault> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -35,7 +35,10 @@ use super::contract::{
     lease_lost_reason, pause_event, pause_state, running_event, AppendOutcome, AppendRequest,
     Claimed, EngineError, EventStore, Owner, StoreFault, StoreFuture,
 };
-use crate::event::{interruption_events, now_ms, stage, Event, EventId, JobId, JobState, JobView};
+use crate::event::{
+    interruption_events, now_ms, stage, Event, EventId, JobId, JobState, JobView, Kind, Level,
+    NewEvent,
+};
 
 const ENGINE: &str = "postgres";
 const CHANNEL: &str = "reelsmith_events";
@@ -43,7 +46,8 @@ const CHANNEL: &str = "reelsmith_events";
 const MAX_NOTIFY: usize = 7_000;
 
 /// The migrations, in order; version N is `MIGRATIONS[N - 1]`. Never edit one that has shipped.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE log_head (
     one boolean PRIMARY KEY DEFAULT true CHECK (one),
     last_id bigint NOT NULL
@@ -75,7 +79,18 @@ CREATE TABLE settings (
     key text PRIMARY KEY,
     value jsonb NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE daemons (
+    name text PRIMARY KEY,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    started_ms bigint NOT NULL,
+    heartbeat_ms bigint NOT NULL,
+    running jsonb NOT NULL
+);
+"#,
+];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -536,6 +551,126 @@ async fn listen(
     }
 }
 
+/// One daemon of the cluster as its heartbeat row shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonRow {
+    pub name: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_ms: i64,
+    pub heartbeat_ms: i64,
+    /// The jobs it said it runs at its last heartbeat.
+    pub running: Value,
+}
+
+impl PgStore {
+    /// Records that `owner` is alive and runs `running` (every few seconds, by each daemon).
+    pub async fn heartbeat(
+        &self,
+        owner: &Owner,
+        started_ms: i64,
+        running: &[JobId],
+    ) -> Result<(), StoreFault> {
+        let client = self.pool.get().await.map_err(pool_fault)?;
+        let running: Vec<String> = running.iter().map(|j| j.to_string()).collect();
+        client
+            .execute(
+                "INSERT INTO daemons (name, host, pid, started_ms, heartbeat_ms, running)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (name) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+                     started_ms = excluded.started_ms, heartbeat_ms = excluded.heartbeat_ms,
+                     running = excluded.running",
+                &[
+                    &owner.daemon,
+                    &owner.host,
+                    &(owner.pid as i32),
+                    &started_ms,
+                    &now_ms(),
+                    &serde_json::json!(running),
+                ],
+            )
+            .await
+            .map_err(fault(write_fault))?;
+        Ok(())
+    }
+
+    /// The daemons whose last heartbeat is more recent than `within`.
+    pub async fn live_daemons(&self, within: Duration) -> Result<Vec<DaemonRow>, StoreFault> {
+        let client = self.pool.get().await.map_err(pool_fault)?;
+        let since = now_ms() - within.as_millis() as i64;
+        let rows = client
+            .query(
+                "SELECT name, host, pid, started_ms, heartbeat_ms, running FROM daemons
+                 WHERE heartbeat_ms >= $1 ORDER BY name",
+                &[&since],
+            )
+            .await
+            .map_err(fault(read_fault))?;
+        Ok(rows
+            .iter()
+            .map(|r| DaemonRow {
+                name: r.get(0),
+                host: r.get(1),
+                pid: r.get::<_, i32>(2) as u32,
+                started_ms: r.get(3),
+                heartbeat_ms: r.get(4),
+                running: r.get(5),
+            })
+            .collect())
+    }
+
+    /// Removes this daemon's heartbeat row (a clean stop).
+    pub async fn leave(&self, name: &str) -> Result<(), StoreFault> {
+        let client = self.pool.get().await.map_err(pool_fault)?;
+        client
+            .execute("DELETE FROM daemons WHERE name = $1", &[&name])
+            .await
+            .map_err(fault(write_fault))?;
+        Ok(())
+    }
+
+    /// Writes the wire JSON of `job`'s events with `after < id <= upto` (at most `limit`) into
+    /// `out`, comma-separated, straight from the stored records; answers (count, last id).
+    pub async fn read_job_wire(
+        &self,
+        job: JobId,
+        after: EventId,
+        upto: EventId,
+        limit: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(usize, EventId), StoreFault> {
+        if upto <= after || limit == 0 {
+            return Ok((0, after));
+        }
+        let client = self.pool.get().await.map_err(pool_fault)?;
+        let (a, u, l) = (
+            after as i64,
+            upto as i64,
+            limit.min(i64::MAX as usize) as i64,
+        );
+        let rows = client
+            .query(
+                "SELECT id, record FROM events WHERE job = $1 AND id > $2 AND id <= $3
+                 ORDER BY id LIMIT $4",
+                &[&job.0, &a, &u, &l],
+            )
+            .await
+            .map_err(fault(read_fault))?;
+        let (mut n, mut last) = (0, after);
+        for r in &rows {
+            let id = r.get::<_, i64>(0) as u64;
+            if n > 0 {
+                out.push(b',');
+            }
+            codec::write_wire(id, r.get::<_, &[u8]>(1), out).map_err(codec_fault)?;
+            n += 1;
+            last = id;
+        }
+        Ok((n, last))
+    }
+}
+
 impl EventStore for PgStore {
     fn engine(&self) -> &'static str {
         ENGINE
@@ -768,9 +903,19 @@ impl EventStore for PgStore {
                     continue;
                 };
                 if view.state == JobState::Running && view.attempt == epoch {
+                    // A cancel requested of the dead owner ends the job; else it goes back to the
+                    // queue while attempts remain.
+                    let events = if view.cancel_requested {
+                        vec![
+                            NewEvent::warning(lease_lost_reason(&owner)),
+                            NewEvent::new(Kind::Cancelled, Level::Warning, "Job cancelled."),
+                        ]
+                    } else {
+                        interruption_events(view, &lease_lost_reason(&owner))
+                    };
                     batch.push(AppendRequest {
                         job,
-                        events: interruption_events(view, &lease_lost_reason(&owner)),
+                        events,
                         epoch: Some(epoch),
                     });
                     rescued.push(job);

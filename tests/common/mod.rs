@@ -528,3 +528,4 @@ pub fn mean_volume_db(path: &Path) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("dB").trim().parse().ok())
         .unwrap_or(-100.0)
 }
+pub mod pg;

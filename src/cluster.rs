@@ -1,0 +1,460 @@
+//! Cluster mode: several daemons on one shared event store (PostgreSQL), behaving as one service.
+//!
+//! The shared store is the truth; each daemon's `Views` are a cache of it, fed by one [`Follower`]
+//! that tails the store's global feed in id order (`read_since`; the store assigns ids in commit
+//! order, so a cursor never skips an event that commits later). Every write goes to the store
+//! through the [`SharedJournal`], which batches the appends that arrive while one transaction is in
+//! flight (group commit), and answers a caller only once the follower has applied its ids, so a
+//! daemon always reads its own writes. Events written by other daemons reach the views the same
+//! way (woken by the store's notifications, or its one-second poll), and with them the cancels,
+//! pauses and new jobs the scheduler reacts to ([`Remote`]).
+//!
+//! A store that cannot be reached is not fatal here (unlike a failed redb commit): writes are
+//! answered `503` while it is down, `/healthz` says so, and everything resumes when it answers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::{oneshot, watch, Notify};
+use tracing::{error, info, warn};
+
+use crate::actors::journal::{Append, AppendAll, Close, JournalError, Ping};
+use crate::event::{stage, Event, EventId, IdempotencyTag, JobId, JobView, Kind, Refusal};
+use crate::store::contract::{pause_state, AppendRequest, EventStore, Owner};
+use crate::views::Views;
+
+/// Events read from the store per round trip of the follower.
+const PAGE: usize = 2_000;
+/// How long a writer waits for its own commit to reach the views before answering anyway.
+const CATCH_UP: Duration = Duration::from_secs(10);
+
+/// What other daemons changed that the scheduler acts on (sent after each applied page).
+#[derive(Message, Clone, Copy, Debug)]
+#[rtype(result = "()")]
+pub struct Remote {
+    /// The queue's pause state, when an applied event set it.
+    pub paused: Option<bool>,
+}
+
+/// This daemon's place in the cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    pub store: Arc<dyn EventStore>,
+    pub follower: Arc<Follower>,
+    pub owner: Owner,
+    /// How long a claim or a renewal holds a job.
+    pub lease: Duration,
+    /// How often running jobs' leases are renewed (and expired ones looked for).
+    pub renew_every: Duration,
+}
+
+/// Tails the shared store into the views.
+pub struct Follower {
+    store: Arc<dyn EventStore>,
+    views: Arc<Views>,
+    kick: Notify,
+    applied: watch::Sender<EventId>,
+    /// `Some(cause)` while the store cannot be read.
+    down: watch::Sender<Option<String>>,
+    listeners: Mutex<Vec<Recipient<Remote>>>,
+}
+
+impl Follower {
+    /// A follower whose views already hold the store's heads up to `views.last_id()`.
+    pub fn new(store: Arc<dyn EventStore>, views: Arc<Views>) -> Arc<Follower> {
+        let last = views.last_id();
+        Arc::new(Follower {
+            store,
+            views,
+            kick: Notify::new(),
+            applied: watch::channel(last).0,
+            down: watch::channel(None).0,
+            listeners: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Starts the tailing task (inside the runtime).
+    pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move { me.run().await })
+    }
+
+    /// Who hears of [`Remote`] changes.
+    pub fn listen(&self, to: Recipient<Remote>) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(to);
+    }
+
+    /// Why the store cannot be read now, if it cannot.
+    pub fn fault(&self) -> Option<String> {
+        self.down.borrow().clone()
+    }
+
+    /// Resolves once the views hold every event up to `id` (or after [`CATCH_UP`]).
+    pub async fn catch_up(&self, id: EventId) {
+        if self.views.last_id() >= id {
+            return;
+        }
+        self.kick.notify_one();
+        let mut rx = self.applied.subscribe();
+        if tokio::time::timeout(CATCH_UP, rx.wait_for(|a| *a >= id))
+            .await
+            .is_err()
+        {
+            warn!(id, "the views did not catch up with a commit in time");
+        }
+    }
+
+    async fn run(&self) {
+        let mut any = self.store.subscribe_all();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.drain().await {
+                Ok(()) => {
+                    if self.down.borrow().is_some() {
+                        info!("the event store answers again");
+                        self.down.send_replace(None);
+                    }
+                    backoff = Duration::from_millis(100);
+                    tokio::select! {
+                        _ = any.changed() => {}
+                        _ = self.kick.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+                Err(cause) => {
+                    if self.down.borrow().is_none() {
+                        error!(%cause, "the event store cannot be read");
+                        self.down.send_replace(Some(cause));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// Applies every event committed after the views' last id.
+    async fn drain(&self) -> Result<(), String> {
+        loop {
+            let cursor = self.views.last_id();
+            let events = self
+                .store
+                .read_since(cursor, PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
+            let n = events.len();
+            if n > 0 {
+                self.apply(&events);
+            }
+            if n < PAGE {
+                return Ok(());
+            }
+        }
+    }
+
+    fn apply(&self, events: &[Event]) {
+        let Some(last) = events.last().map(|e| e.id) else {
+            return;
+        };
+        let mut work: HashMap<JobId, Option<JobView>> = HashMap::new();
+        let mut created = Vec::new();
+        let mut paused = None;
+        for ev in events {
+            if ev.job == JobId::DAEMON {
+                if let Some(p) = pause_state(ev) {
+                    paused = Some(p);
+                }
+                continue;
+            }
+            let slot = work
+                .entry(ev.job)
+                .or_insert_with(|| self.views.view(ev.job).map(|v| (*v).clone()));
+            match slot {
+                Some(v) if ev.id > v.last_event_id => v.apply(ev),
+                Some(_) => {}
+                None => {
+                    *slot = JobView::create(ev);
+                    if slot.is_some() {
+                        created.push(ev.job);
+                    }
+                }
+            }
+        }
+        self.views
+            .publish(work.into_values().flatten().collect(), &created, last);
+        self.applied.send_replace(last);
+        let listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for l in listeners {
+            l.do_send(Remote { paused });
+        }
+    }
+}
+
+/// Builds the views of a shared store from its heads (no event is decoded), up to `last`.
+pub fn views_from_heads(mut heads: Vec<JobView>, last: EventId) -> Views {
+    heads.sort_by_key(|v| v.first_event_id);
+    let created: Vec<JobId> = heads.iter().map(|v| v.id).collect();
+    let views = Views::new();
+    views.publish(heads, &created, last);
+    views
+}
+
+/// Who waits for a unit of appends.
+enum Reply {
+    One(oneshot::Sender<Result<Vec<EventId>, JournalError>>),
+    All(oneshot::Sender<Result<Vec<Vec<EventId>>, JournalError>>),
+}
+
+struct Unit {
+    appends: Vec<Append>,
+    reply: Reply,
+}
+
+/// The writer of a shared store: the journal's messages, group-committed into store transactions.
+pub struct SharedJournal {
+    store: Arc<dyn EventStore>,
+    follower: Arc<Follower>,
+    views: Arc<Views>,
+    pending: Vec<Unit>,
+    in_flight: bool,
+    closing: Vec<oneshot::Sender<()>>,
+}
+
+impl SharedJournal {
+    pub fn new(store: Arc<dyn EventStore>, follower: Arc<Follower>, views: Arc<Views>) -> Self {
+        SharedJournal {
+            store,
+            follower,
+            views,
+            pending: Vec::new(),
+            in_flight: false,
+            closing: Vec::new(),
+        }
+    }
+
+    fn queue(&mut self, appends: Vec<Append>, reply: Reply, ctx: &mut Context<Self>) {
+        self.pending.push(Unit { appends, reply });
+        if !self.in_flight {
+            self.in_flight = true;
+            ctx.notify(Flush);
+        }
+    }
+
+    /// Checks what can be checked before the transaction (idempotency keys, batch units as a
+    /// whole against the cached views); answers the units refused here.
+    fn precheck(&self, unit: &Unit, now: i64) -> Result<(), Refusal> {
+        for a in &unit.appends {
+            let tag = a
+                .events
+                .first()
+                .filter(|e| e.kind == Kind::Queued)
+                .and_then(|e| e.payload.as_ref())
+                .and_then(IdempotencyTag::from_payload);
+            if let Some(t) = tag {
+                if self.views.key_in_use(&t.key, now) {
+                    return Err(Refusal::KeyInUse { key: t.key });
+                }
+            }
+        }
+        if unit.appends.len() > 1 {
+            let mut work: HashMap<JobId, Option<JobView>> = HashMap::new();
+            for (index, a) in unit.appends.iter().enumerate() {
+                let slot = work
+                    .entry(a.job)
+                    .or_insert_with(|| self.views.view(a.job).map(|v| (*v).clone()));
+                stage(slot, a.job, a.events.clone(), a.epoch, 1, now).map_err(|e| {
+                    Refusal::InBatch {
+                        index,
+                        source: Box::new(e),
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        let units = std::mem::take(&mut self.pending);
+        if units.is_empty() {
+            self.in_flight = false;
+            for c in self.closing.drain(..) {
+                let _ = c.send(());
+            }
+            return;
+        }
+        let now = crate::event::now_ms();
+        let mut requests = Vec::new();
+        let mut plan = Vec::with_capacity(units.len());
+        for unit in units {
+            if let Err(r) = self.precheck(&unit, now) {
+                answer(unit.reply, Err(JournalError::Refused(r)));
+                continue;
+            }
+            let start = requests.len();
+            for a in unit.appends {
+                requests.push(AppendRequest {
+                    job: a.job,
+                    events: a.events,
+                    epoch: a.epoch,
+                });
+            }
+            plan.push((start..requests.len(), unit.reply));
+        }
+        let store = self.store.clone();
+        let follower = self.follower.clone();
+        let started = std::time::Instant::now();
+        let n = requests.len();
+        let work = async move {
+            let outcomes = if n == 0 {
+                Ok(Vec::new())
+            } else {
+                store.append(requests).await
+            };
+            if let Ok(outcomes) = &outcomes {
+                let last = outcomes
+                    .iter()
+                    .filter_map(|o| o.as_ref().ok())
+                    .filter_map(|ids| ids.last().copied())
+                    .max();
+                if let Some(last) = last {
+                    follower.catch_up(last).await;
+                }
+            }
+            outcomes
+        };
+        ctx.spawn(work.into_actor(self).map(move |outcomes, act, ctx| {
+            match outcomes {
+                Ok(outcomes) => {
+                    crate::metrics::get().commit(n, plan.len(), started.elapsed());
+                    for (range, reply) in plan {
+                        let mine = &outcomes[range];
+                        match reply {
+                            Reply::One(_) => {
+                                let r = mine
+                                    .first()
+                                    .cloned()
+                                    .unwrap_or(Err(Refusal::Empty))
+                                    .map_err(JournalError::Refused);
+                                answer(reply, r.map(Answer::One));
+                            }
+                            Reply::All(_) => {
+                                let refused = mine.iter().position(|o| o.is_err());
+                                let r = match refused {
+                                    None => Ok(Answer::All(
+                                        mine.iter().filter_map(|o| o.clone().ok()).collect(),
+                                    )),
+                                    Some(index) => {
+                                        error!(index, "a batch append was refused inside the store transaction after its check; the rest of the batch was written");
+                                        let source = mine[index].clone().err().map(Box::new);
+                                        Err(JournalError::Refused(Refusal::InBatch {
+                                            index,
+                                            source: source
+                                                .unwrap_or_else(|| Box::new(Refusal::Empty)),
+                                        }))
+                                    }
+                                };
+                                answer(reply, r);
+                            }
+                        }
+                    }
+                }
+                Err(fault) => {
+                    warn!(error = %fault, "the event store refused a commit");
+                    let msg = format!("The event store is unreachable ({fault}); try again.");
+                    for (_, reply) in plan {
+                        answer(reply, Err(JournalError::Unavailable(msg.clone())));
+                    }
+                }
+            }
+            act.flush(ctx);
+        }));
+    }
+}
+
+/// A unit's ids, of the reply's shape.
+enum Answer {
+    One(Vec<EventId>),
+    All(Vec<Vec<EventId>>),
+}
+
+fn answer(reply: Reply, r: Result<Answer, JournalError>) {
+    match reply {
+        Reply::One(tx) => {
+            let _ = tx.send(r.map(|a| match a {
+                Answer::One(ids) => ids,
+                Answer::All(mut all) => all.pop().unwrap_or_default(),
+            }));
+        }
+        Reply::All(tx) => {
+            let _ = tx.send(r.map(|a| match a {
+                Answer::All(all) => all,
+                Answer::One(ids) => vec![ids],
+            }));
+        }
+    }
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl Actor for SharedJournal {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(4096);
+    }
+}
+
+impl Handler<Flush> for SharedJournal {
+    type Result = ();
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
+        self.flush(ctx);
+    }
+}
+
+impl Handler<Append> for SharedJournal {
+    type Result = ResponseFuture<Result<Vec<EventId>, JournalError>>;
+    fn handle(&mut self, append: Append, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.queue(vec![append], Reply::One(tx), ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(JournalError::Closed)) })
+    }
+}
+
+impl Handler<AppendAll> for SharedJournal {
+    type Result = ResponseFuture<Result<Vec<Vec<EventId>>, JournalError>>;
+    fn handle(&mut self, msg: AppendAll, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.queue(msg.appends, Reply::All(tx), ctx);
+        Box::pin(async move { rx.await.unwrap_or(Err(JournalError::Closed)) })
+    }
+}
+
+impl Handler<Ping> for SharedJournal {
+    type Result = ();
+    fn handle(&mut self, _: Ping, _ctx: &mut Self::Context) {}
+}
+
+impl Handler<Close> for SharedJournal {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: Close, _ctx: &mut Self::Context) -> Self::Result {
+        if !self.in_flight {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = oneshot::channel();
+        self.closing.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}

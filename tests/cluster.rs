@@ -1,0 +1,211 @@
+//! Several daemons on one PostgreSQL store, black box: real `reelsmith serve` processes on real
+//! PostgreSQL (started by the test, see `common::pg`), real HTTP, real control sockets, real renders.
+//! They must behave as one service: one queue, one history, any daemon answers any client.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::pg::{self, PgServer};
+use common::*;
+use serde_json::{json, Value};
+
+/// A daemon of the cluster: its own state dir (outputs, socket), the shared store.
+fn member(dir: &Path, url: &str, name: &str, extra: &str) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = offline_config(&format!(
+        "{SMALL_RENDER}\n[daemon]\nname = \"{name}\"\nlease_secs = 3\nrenew_secs = 1\n{extra}"
+    ));
+    Daemon::start_in(dir, &cfg, &["--store-url", url])
+}
+
+fn ctl(d: &Daemon, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .expect("reelsmith ctl");
+    assert!(
+        out.status.success(),
+        "ctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn job_body(subject: &str, sentences: usize) -> Value {
+    json!({ "videoSubject": subject, "script": long_script(sentences) })
+}
+
+/// Every event of the store, by id, read through `d` (job by job), checking per-job order.
+fn histories(d: &Daemon, jobs: &[String]) -> HashMap<u64, String> {
+    let mut all = HashMap::new();
+    for j in jobs {
+        let evs = d.events(j);
+        let ids: Vec<u64> = evs.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "job {j}: ids not strictly increasing: {ids:?}"
+        );
+        for id in ids {
+            assert!(
+                all.insert(id, j.clone()).is_none(),
+                "event id {id} appears twice"
+            );
+        }
+    }
+    all
+}
+
+/// Waits (up to 30 s) until a tool of `job` (espeak-ng, ffmpeg: they name its folder) runs.
+fn wait_for_tools(job: &str) {
+    let t = Instant::now();
+    while processes_mentioning(job).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no tool of job {job} is running"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kinds(evs: &[Value], kind: &str) -> usize {
+    evs.iter().filter(|e| e["type"] == kind).count()
+}
+
+#[test]
+fn two_daemons_share_one_queue_and_every_accepted_job_runs_once() {
+    if !pg::available() {
+        return;
+    }
+    require_media_tools();
+    let server = PgServer::start();
+    let url = server.create_db("shared_queue");
+    let tmp = tempfile::tempdir().unwrap();
+    let a = member(&tmp.path().join("a"), &url, "alpha", "concurrency = 2\n");
+    let b = member(&tmp.path().join("b"), &url, "beta", "concurrency = 2\n");
+    // 8 clients, each submitting 2 jobs, alternating between the daemons.
+    let mut ids: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|c| {
+                let (a, b) = (&a, &b);
+                s.spawn(move || {
+                    (0..2)
+                        .map(|i| {
+                            let d = if (c + i) % 2 == 0 { a } else { b };
+                            d.submit(&job_body(&format!("client {c} job {i}"), 2))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(ids.len(), 16);
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), 16, "a job id was answered twice");
+    // Any daemon answers for any job; every one completes.
+    for (i, id) in ids.iter().enumerate() {
+        let d = if i % 2 == 0 { &b } else { &a };
+        let j = d.wait_for_state(id, &["completed", "failed"], Duration::from_secs(300));
+        assert_eq!(j["state"], "completed", "{j}");
+    }
+    ids.sort();
+    // Both daemons list the same 16 jobs.
+    for d in [&a, &b] {
+        let (s, v) = d.get("/api/jobs?limit=100");
+        assert_eq!(s, 200, "{v}");
+        let mut listed: Vec<String> = v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect();
+        listed.sort();
+        assert_eq!(listed, ids);
+    }
+    // Each ran once (one `running`, one `complete`), ids unique and increasing per job, the
+    // same history through either daemon.
+    let through_a = histories(&a, &ids);
+    let through_b = histories(&b, &ids);
+    assert_eq!(through_a, through_b);
+    let mut owners = HashSet::new();
+    for id in &ids {
+        let evs = a.events(id);
+        assert_eq!(
+            kinds(&evs, "running"),
+            1,
+            "job {id} ran more than once: {evs:?}"
+        );
+        assert_eq!(kinds(&evs, "complete"), 1, "{evs:?}");
+        let running = evs.iter().find(|e| e["type"] == "running").unwrap();
+        owners.insert(
+            running["payload"]["owner"]["daemon"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(
+        owners,
+        HashSet::from(["alpha".to_string(), "beta".to_string()]),
+        "both daemons should have run jobs"
+    );
+    // ctl status and /healthz name the engine and the live daemons.
+    let (s, h) = a.get("/healthz");
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(h["store"]["engine"], "postgres", "{h}");
+    let names: Vec<&str> = h["store"]["daemons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha", "beta"], "{h}");
+    let status = ctl(&b, &["status", "--json"]);
+    assert!(status.contains("\"postgres\""), "{status}");
+}
+
+#[test]
+fn a_cancel_on_one_daemon_stops_the_job_running_on_the_other() {
+    if !pg::available() {
+        return;
+    }
+    require_media_tools();
+    let server = PgServer::start();
+    let url = server.create_db("cross_cancel");
+    let tmp = tempfile::tempdir().unwrap();
+    // Only B runs jobs (A is a front door with nothing to claim while B holds it).
+    let b = member(&tmp.path().join("b"), &url, "beta", "");
+    let id = b.submit(&job_body("cancel me from elsewhere", 200));
+    b.wait_for_event(&id, Duration::from_secs(60), |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Generating voiceover with"))
+    });
+    let a = member(&tmp.path().join("a"), &url, "alpha", "");
+    wait_for_tools(&id);
+    // A poller on A follows the job's history while the cancel races B's progress.
+    let (s, v) = a.post("/api/cancel", &json!({ "jobId": id }));
+    assert_eq!(s, 200, "{v}");
+    let t = Instant::now();
+    let j = a.wait_for_state(&id, &["cancelled"], Duration::from_secs(10));
+    assert_eq!(j["state"], "cancelled", "{j}");
+    loop {
+        let left = processes_mentioning(&id);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "B's tools still running 5 s after the cancel: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(a.events(&id), b.events(&id));
+}
