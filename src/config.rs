@@ -800,8 +800,7 @@ impl Config {
             ));
         }
         let url = &self.store.url;
-        if !url.is_empty() && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
+        if !(url.is_empty() || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(invalid(
                 "store.url",
                 "must be empty (the embedded redb log) or a postgres:// URL",

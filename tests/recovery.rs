@@ -230,8 +230,9 @@ fn running_job_interrupted_by_restarts_is_requeued_then_failed() {
     let cfg = offline_config(&format!("{SMALL_RENDER}\n[daemon]\nmax_attempts = 2\n"));
     let mut d = Daemon::start_in(tmp.path(), &cfg, &[]);
     let id = d.submit(&json!({ "videoSubject": "interrupted twice", "script": long_script(200) }));
-    // Crash during the voice stage (espeak-ng, one process a sentence).
-    let j = wait_running(&d, &id, "Generating voiceover with");
+    // Crash during the voice stage (espeak-ng, one process a sentence), once the voice choice
+    // (`Voice: ...`, recorded just after `Generating voiceover with`) is in the history too.
+    let j = wait_running(&d, &id, "Voice: ");
     assert_eq!(j["attempt"], 1, "{j}");
     let before = d.events(&id);
     let orphans = crash(&mut d, &id);

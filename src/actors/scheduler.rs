@@ -1145,6 +1145,18 @@ impl Handler<GetStatus> for Scheduler {
     }
 }
 
+impl Handler<Remote> for Scheduler {
+    type Result = ();
+
+    /// Other daemons wrote: new jobs may be queued, the pause state may have changed.
+    fn handle(&mut self, msg: Remote, ctx: &mut Self::Context) {
+        if let Some(p) = msg.paused {
+            self.paused = p;
+        }
+        self.pump(ctx);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -1322,17 +1334,5 @@ mod tests {
             assert_eq!(cancelled.unwrap(), job);
             wait_state(&r, job, JobState::Cancelled, Duration::from_secs(5)).await;
         });
-    }
-}
-
-impl Handler<Remote> for Scheduler {
-    type Result = ();
-
-    /// Other daemons wrote: new jobs may be queued, the pause state may have changed.
-    fn handle(&mut self, msg: Remote, ctx: &mut Self::Context) {
-        if let Some(p) = msg.paused {
-            self.paused = p;
-        }
-        self.pump(ctx);
     }
 }
