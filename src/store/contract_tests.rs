@@ -142,7 +142,7 @@ async fn claims_leases_and_rescue((s1, s2): Handles) {
     assert!(g1.windows(2).all(|w| pos(&w[0]) < pos(&w[1])));
 
     // The runner of attempt 1 may write; renewals hold.
-    let job = g1.first().copied().unwrap_or(g2[0]);
+    let job = g1.first().or(g2.first()).copied().unwrap();
     let progress = AppendRequest {
         job,
         events: vec![NewEvent::progress(0.5)],
