@@ -159,7 +159,12 @@ async fn retention(core: Core) {
     loop {
         tick.tick().await;
         let days = core.config().retention.keep_days;
-        if days == 0 || core.log_fault().is_some() {
+        // A shared store keeps its history (retention sweeps a redb log; see the README).
+        if days == 0
+            || core.log_fault().is_some()
+            || core.store_fault().is_some()
+            || core.is_shared()
+        {
             continue;
         }
         match core.purge(days, None, true).await {

@@ -780,6 +780,11 @@ impl Core {
         self.inner.faults.borrow().clone()
     }
 
+    /// Whether the core runs on a store several daemons share.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner.log, Log::Shared(_))
+    }
+
     /// Why a shared store cannot be reached now (it is not fatal: the daemon waits for it).
     pub fn store_fault(&self) -> Option<String> {
         match &self.inner.log {

@@ -748,7 +748,11 @@ mod tests {
                     9 => events.extend(story(0).into_iter().take(2)),
                     _ => events.extend(story(n)),
                 }
-                journal.send(Append::new(job, events)).await.unwrap().unwrap();
+                journal
+                    .send(Append::new(job, events))
+                    .await
+                    .unwrap()
+                    .unwrap();
             }
             // A folded job re-opened by a retry is whole again and wakes its followers.
             let old = jobs[0];

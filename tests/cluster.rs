@@ -209,3 +209,167 @@ fn a_cancel_on_one_daemon_stops_the_job_running_on_the_other() {
     }
     assert_eq!(a.events(&id), b.events(&id));
 }
+
+#[test]
+fn a_killed_daemons_job_is_rescued_by_another_and_a_revived_stale_runner_cannot_write() {
+    if !pg::available() {
+        return;
+    }
+    require_media_tools();
+    let server = PgServer::start();
+    let url = server.create_db("rescue");
+    let tmp = tempfile::tempdir().unwrap();
+    // kill -9: B dies while running the job; A rescues it once the lease (3 s) expires.
+    let mut b = member(&tmp.path().join("b"), &url, "beta", "max_attempts = 3\n");
+    let id = b.submit(&job_body("rescued after a crash", 4));
+    b.wait_for_state(&id, &["running"], Duration::from_secs(60));
+    b.kill9_with_children();
+    let killed = Instant::now();
+    let a = member(&tmp.path().join("a"), &url, "alpha", "max_attempts = 3\n");
+    let rescue = a.wait_for_event(&id, Duration::from_secs(30), |e| {
+        e["message"] == "Job interrupted: daemon beta stopped renewing its lease."
+    });
+    eprintln!("rescued {:?} after the kill -9", killed.elapsed());
+    let j = a.wait_for_state(&id, &["completed", "failed"], Duration::from_secs(120));
+    assert_eq!(j["state"], "completed", "{j}");
+    let evs = a.events(&id);
+    let running: Vec<&Value> = evs.iter().filter(|e| e["type"] == "running").collect();
+    assert_eq!(running.len(), 2, "{evs:?}");
+    assert_eq!(running[1]["payload"]["owner"]["daemon"], "alpha");
+    assert!(running[1]["id"].as_u64() > rescue["id"].as_u64());
+
+    // SIGSTOP: A's runner freezes past its lease; C rescues and completes the job; A, revived,
+    // is refused (stale epoch) and stops its attempt: nothing of A's lands after the rescue.
+    let id = a.submit(&job_body("frozen runner", 40));
+    a.wait_for_event(&id, Duration::from_secs(60), |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Generating voiceover with"))
+    });
+    // SAFETY: signalling the daemon this test started.
+    unsafe { libc::kill(a.pid() as i32, libc::SIGSTOP) };
+    let c = member(&tmp.path().join("c"), &url, "gamma", "max_attempts = 3\n");
+    c.wait_for_event(&id, Duration::from_secs(30), |e| {
+        e["message"] == "Job interrupted: daemon alpha stopped renewing its lease."
+    });
+    c.wait_for_event(&id, Duration::from_secs(30), |e| {
+        e["type"] == "running" && e["payload"]["owner"]["daemon"] == "gamma"
+    });
+    unsafe { libc::kill(a.pid() as i32, libc::SIGCONT) };
+    let j = c.wait_for_state(&id, &["completed", "failed"], Duration::from_secs(180));
+    assert_eq!(j["state"], "completed", "{j}");
+    let evs = c.events(&id);
+    assert_eq!(kinds(&evs, "complete"), 1, "{evs:?}");
+    // After gamma's start, every event is gamma's attempt: the epoch in progress payloads and
+    // stage events never goes back to alpha's.
+    let start = evs
+        .iter()
+        .position(|e| e["type"] == "running" && e["payload"]["owner"]["daemon"] == "gamma")
+        .unwrap();
+    assert!(
+        !evs[start..]
+            .iter()
+            .any(|e| e["message"] == "Job interrupted by a daemon shutdown."),
+        "{evs:?}"
+    );
+    // A is alive and serving, and says its lease was lost.
+    a.assert_serving();
+    let t = Instant::now();
+    while !a.logs().contains("lease was lost")
+        && !a.logs().contains("no longer the job's running attempt")
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "A never noticed: {}",
+            a.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_pause_on_one_daemon_stops_claims_on_all_and_survives_their_restarts() {
+    if !pg::available() {
+        return;
+    }
+    let server = PgServer::start();
+    let url = server.create_db("pause");
+    let tmp = tempfile::tempdir().unwrap();
+    let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
+    let mut a = member(&da, &url, "alpha", "");
+    let mut b = member(&db, &url, "beta", "");
+    ctl(&a, &["pause"]);
+    let id = b.submit(&job_body("held by a pause elsewhere", 2));
+    // B learns of the pause through the store: its job stays queued. A full lease period lets
+    // any claim happen if it were going to.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(b.job(&id)["state"], "queued");
+    a.terminate(Duration::from_secs(20));
+    b.terminate(Duration::from_secs(20));
+    let a = member(&da, &url, "alpha", "");
+    let b = member(&db, &url, "beta", "");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(a.job(&id)["state"], "queued", "a restart resumed the queue");
+    let st = ctl(&b, &["status", "--json"]);
+    assert!(
+        st.contains("\"paused\": true") || st.contains("\"paused\":true"),
+        "{st}"
+    );
+    ctl(&b, &["resume"]);
+    if std::process::Command::new("ffmpeg")
+        .arg("-version")
+        .output()
+        .is_ok()
+    {
+        let j = a.wait_for_state(&id, &["completed", "failed"], Duration::from_secs(120));
+        assert_eq!(j["state"], "completed", "{j}");
+    }
+}
+
+#[test]
+fn postgres_restarted_under_a_daemon_is_reported_and_nothing_acknowledged_is_lost() {
+    if !pg::available() {
+        return;
+    }
+    let mut server = PgServer::start();
+    let url = server.create_db("outage");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = member(&tmp.path().join("a"), &url, "alpha", "");
+    ctl(&d, &["pause"]);
+    let before: Vec<String> = (0..5)
+        .map(|i| d.submit(&job_body(&format!("before {i}"), 2)))
+        .collect();
+    server.stop();
+    // Unhealthy while the store is down; submissions are refused with a clear 503.
+    let t = Instant::now();
+    loop {
+        let (s, h) = d.get("/healthz");
+        if s == 503 {
+            assert!(
+                h["message"].as_str().unwrap().contains("event store"),
+                "{h}"
+            );
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "still healthy: {h}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (s, v) = d.post("/api/generate", &job_body("during", 2));
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["status"], "error");
+    server.run();
+    // Back without a restart of the daemon.
+    let t = Instant::now();
+    loop {
+        let (s, _) = d.get("/healthz");
+        if s == 200 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "never healthy again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = d.submit(&job_body("after", 2));
+    for id in before.iter().chain([&after]) {
+        assert_eq!(d.job(id)["state"], "queued", "{id}");
+    }
+}

@@ -92,6 +92,9 @@ CREATE TABLE daemons (
 "#,
 ];
 
+/// Session settings of every pooled connection.
+const SESSION_OPTIONS: &str = "-c idle_in_transaction_session_timeout=5000 -c lock_timeout=15000";
+
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -195,7 +198,11 @@ impl PgStore {
     /// listener. Must run inside a tokio runtime.
     pub async fn connect(url: &str) -> Result<PgStore, StoreFault> {
         migrate(url).await?;
-        let cfg = tokio_postgres::Config::from_str(url).map_err(fault(unavailable))?;
+        let mut cfg = tokio_postgres::Config::from_str(url).map_err(fault(unavailable))?;
+        // A daemon frozen (SIGSTOP, a stalled VM) inside a transaction would hold the log head's
+        // lock and stop every other daemon: the server ends such a session after 5 s (its
+        // transaction rolls back; that daemon's lease lapses and its job is rescued).
+        cfg.options(SESSION_OPTIONS);
         let mgr = Manager::from_config(
             cfg.clone(),
             NoTls,
