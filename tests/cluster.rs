@@ -190,6 +190,34 @@ fn a_cancel_on_one_daemon_stops_the_job_running_on_the_other() {
     });
     let a = member(&tmp.path().join("a"), &url, "alpha", "");
     wait_for_tools(&id);
+    // A poller on A follows the job run by B, with long polls from a cursor, while B's progress
+    // and A's cancel race: it must see every event, in order, none twice.
+    let poller = {
+        let (addr, id) = (a.addr, id.clone());
+        std::thread::spawn(move || {
+            let mut seen: Vec<Value> = Vec::new();
+            let mut after = 0;
+            loop {
+                let (s, body) = http(
+                    addr,
+                    "GET",
+                    &format!("/api/jobs/{id}/events?after={after}&wait=2&limit=7"),
+                    &[],
+                    b"",
+                );
+                assert_eq!(s, 200);
+                let v: Value = serde_json::from_slice(&body).unwrap();
+                let page = v["events"].as_array().cloned().unwrap_or_default();
+                if let Some(last) = page.last() {
+                    after = last["id"].as_u64().unwrap();
+                }
+                seen.extend(page);
+                if v["state"] == "cancelled" && v["more"] == false {
+                    return seen;
+                }
+            }
+        })
+    };
     // A poller on A follows the job's history while the cancel races B's progress.
     let (s, v) = a.post("/api/cancel", &json!({ "jobId": id }));
     assert_eq!(s, 200, "{v}");
@@ -208,6 +236,12 @@ fn a_cancel_on_one_daemon_stops_the_job_running_on_the_other() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(a.events(&id), b.events(&id));
+    let seen = poller.join().unwrap();
+    assert_eq!(
+        seen,
+        a.events(&id),
+        "the poller on A missed or repeated events"
+    );
 }
 
 #[test]
