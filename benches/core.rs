@@ -3,7 +3,9 @@
 //! submissions/s with 64 clients, event pages (200 and 5 events) with 16 connections, long-poll
 //! wake-up with 100 waiters, start-up replay of 1M events, and RSS, idle and with 100,000 finished
 //! jobs in the log (memory must not grow with history). Run: `cargo bench --bench core`;
-//! `BENCH_PHASES=history` (or `load`, `replay`, comma-separated) runs only some.
+//! `BENCH_PHASES=history` (or `load`, `replay`, `pg`, comma-separated) runs only some. `pg` runs
+//! the same loads on the PostgreSQL engine (a server started on the same machine, see
+//! `tests/common/pg.rs`): submissions with one daemon then two, pages, cross-daemon wake-up.
 //!
 //! Every phase is bounded (fixed durations or counts). Env: `BENCH_SECS` (seconds per throughput
 //! phase, default 5), `BENCH_REPLAY_EVENTS` (default 1000000), `BENCH_HISTORY_JOBS` (default 100000).
@@ -56,8 +58,16 @@ fn daemon_binary() -> PathBuf {
     bin
 }
 
+#[path = "../tests/common/pg.rs"]
+mod pg;
+
 impl Daemon {
     fn start(dir: &Path) -> Daemon {
+        Daemon::start_with(dir, &[])
+    }
+
+    /// Started with extra `serve` arguments (`--store-url`).
+    fn start_with(dir: &Path, extra: &[&str]) -> Daemon {
         let cfg = dir.join("bench.toml");
         std::fs::write(
             &cfg,
@@ -74,6 +84,7 @@ impl Daemon {
             .arg("--socket")
             .arg(dir.join("reelsmith.sock"))
             .args(["--listen", "127.0.0.1:0", "--paused"])
+            .args(extra)
             .env(
                 "RUST_LOG",
                 std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -599,13 +610,18 @@ fn main() {
     let request = valid_request();
     // BENCH_PHASES: a comma list of `load` (pages, submissions, long polls), `replay` (1M events)
     // and `history` (RSS with 100,000 finished jobs); all by default.
-    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "load,replay,history".into());
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "load,replay,history,pg".into());
     let phase = |p: &str| phases.split(',').any(|x| x.trim() == p);
     if phase("load") {
         load_phases(&rt, &mut rows, &request, dur);
     }
     if phase("replay") {
         replay_phase(&mut rows, &request, replay_events);
+    }
+    if phase("pg") {
+        if pg::available() {
+            pg_phase(&rt, &mut rows, dur);
+        }
     }
     if phase("history") {
         let jobs: u64 = std::env::var("BENCH_HISTORY_JOBS")
@@ -937,5 +953,170 @@ fn load_phases(rt: &tokio::runtime::Runtime, out: &mut Vec<Row>, request: &Value
         None,
     );
     d.stop();
+    out.extend(rows);
+}
+
+/// The PostgreSQL engine: durable submissions with 64 clients on one daemon, then spread over two;
+/// 200- and 5-event pages; long-poll wake-up across daemons (waiters on B, cancels on A).
+fn pg_phase(rt: &tokio::runtime::Runtime, out: &mut Vec<Row>, dur: Duration) {
+    let server = pg::PgServer::start();
+    let url = server.create_db("bench");
+    let tmp = tempfile::tempdir().unwrap();
+    let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&da).unwrap();
+    std::fs::create_dir_all(&db).unwrap();
+    let a = Daemon::start_with(&da, &["--store-url", &url]);
+    let b = Daemon::start_with(&db, &["--store-url", &url]);
+    let (aa, ba) = (a.addr, b.addr);
+    let mut rows = Vec::new();
+    rt.block_on(async {
+        let submit = |i: usize| {
+            (
+                "/api/generate".to_string(),
+                Bytes::from(format!(
+                    "{{\"videoSubject\":\"pg bench {i}\",\"paragraphNumber\":\"2\"}}"
+                )),
+            )
+        };
+        let one = closed_loop(aa, 64, dur, Method::POST, submit).await;
+        let (l1, l2) = tokio::join!(
+            closed_loop(aa, 32, dur, Method::POST, submit),
+            closed_loop(ba, 32, dur, Method::POST, submit)
+        );
+        for (what, rate, mut lat, errors) in [
+            (
+                "PostgreSQL: durable submissions, 64 clients, 1 daemon",
+                one.rate(),
+                one.lat.clone(),
+                one.errors,
+            ),
+            (
+                "PostgreSQL: durable submissions, 64 clients over 2 daemons",
+                l1.rate() + l2.rate(),
+                [l1.lat.clone(), l2.lat.clone()].concat(),
+                l1.errors + l2.errors,
+            ),
+        ] {
+            lat.sort_unstable();
+            let p99 = pct(&lat, 0.99) as f64 / 1000.0;
+            row(
+                &mut rows,
+                what,
+                format!(
+                    "{rate:.0} /s, p50 {:.2} ms, p99 {p99:.2} ms, errors {errors}",
+                    pct(&lat, 0.5) as f64 / 1000.0
+                ),
+                ">= 5,000/s, p99 < 25 ms, 0 errors",
+                Some(rate >= 5_000.0 && p99 < 25.0 && errors == 0),
+            );
+        }
+        // A job with 300 events: one submit, then cancels/retries make its history long.
+        let mut c = Conn::open(aa).await;
+        let v = c
+            .json(
+                Method::POST,
+                "/api/generate",
+                json!({ "videoSubject": "long history" }),
+            )
+            .await;
+        let long = v["jobId"].as_str().unwrap().to_string();
+        while c
+            .json(Method::GET, &format!("/api/jobs/{long}"), Value::Null)
+            .await["job"]["lastEventId"]
+            .as_u64()
+            .unwrap()
+            < 1
+        {}
+        let mut n = 1;
+        while n < 300 {
+            c.json(Method::POST, &format!("/api/jobs/{long}/cancel"), json!({}))
+                .await;
+            c.json(Method::POST, &format!("/api/jobs/{long}/retry"), json!({}))
+                .await;
+            n += 3;
+        }
+        for (limit, goal) in [(200usize, 5_000.0), (5, 20_000.0)] {
+            let path = format!("/api/jobs/{long}/events?after=0&limit={limit}");
+            // The daemon closes idle keep-alive connections: a fresh one after each loop.
+            c = Conn::open(aa).await;
+            let v = c.json(Method::GET, &path, Value::Null).await;
+            assert_eq!(v["events"].as_array().unwrap().len(), limit, "{v}");
+            let l = closed_loop(ba, 16, dur, Method::GET, move |_| {
+                (path.clone(), Bytes::new())
+            })
+            .await;
+            row(
+                &mut rows,
+                &format!("PostgreSQL: {limit}-event page, 16 conns"),
+                format!(
+                    "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
+                    l.rate(),
+                    pct(&l.lat, 0.5) as f64 / 1000.0,
+                    pct(&l.lat, 0.99) as f64 / 1000.0,
+                    l.errors
+                ),
+                "(redb's targets: 5,000 / 20,000 req/s)",
+                Some(l.rate() >= goal && l.errors == 0),
+            );
+        }
+        // Cross-daemon wake-up: 100 waiters on B, each woken by a cancel on A.
+        c = Conn::open(aa).await;
+        let mut jobs = Vec::new();
+        for i in 0..100 {
+            let v = c
+                .json(
+                    Method::POST,
+                    "/api/generate",
+                    json!({ "videoSubject": format!("waiter {i}") }),
+                )
+                .await;
+            jobs.push(v["jobId"].as_str().unwrap().to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut waiters = Vec::new();
+        for id in jobs.clone() {
+            waiters.push(tokio::spawn(async move {
+                let mut cb = Conn::open(ba).await;
+                let j = cb
+                    .json(Method::GET, &format!("/api/jobs/{id}"), Value::Null)
+                    .await;
+                let last = j["job"]["lastEventId"].as_u64().unwrap();
+                let path = format!("/api/jobs/{id}/events?after={last}&wait=30");
+                let (s, _) = cb
+                    .call(Method::GET, &path, Bytes::new())
+                    .await
+                    .expect("long poll");
+                assert_eq!(s, 200);
+                Instant::now()
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        c = Conn::open(aa).await;
+        let mut sent = Vec::new();
+        for id in &jobs {
+            sent.push(Instant::now());
+            c.json(Method::POST, &format!("/api/jobs/{id}/cancel"), json!({}))
+                .await;
+        }
+        let mut lat = Vec::new();
+        for (w, t) in waiters.into_iter().zip(sent) {
+            lat.push(w.await.unwrap().saturating_duration_since(t).as_micros() as u64);
+        }
+        lat.sort_unstable();
+        let p99 = pct(&lat, 0.99) as f64 / 1000.0;
+        row(
+            &mut rows,
+            "PostgreSQL: long-poll wake-up across daemons, 100 waiters",
+            format!(
+                "from cancel sent on A to B's answer: p50 {:.2} ms p99 {p99:.2} ms",
+                pct(&lat, 0.5) as f64 / 1000.0
+            ),
+            "p99 < 50 ms",
+            Some(p99 < 50.0),
+        );
+    });
+    a.stop();
+    b.stop();
+    drop(server);
     out.extend(rows);
 }
