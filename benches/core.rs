@@ -618,10 +618,8 @@ fn main() {
     if phase("replay") {
         replay_phase(&mut rows, &request, replay_events);
     }
-    if phase("pg") {
-        if pg::available() {
-            pg_phase(&rt, &mut rows, dur);
-        }
+    if phase("pg") && pg::available() {
+        pg_phase(&rt, &mut rows, dur);
     }
     if phase("history") {
         let jobs: u64 = std::env::var("BENCH_HISTORY_JOBS")
