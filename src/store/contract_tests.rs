@@ -3,9 +3,7 @@
 //! running as root). Two handles on one store stand for two daemons.
 
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -246,123 +244,17 @@ async fn contract_on_redb() {
     suite(&open).await;
 }
 
-/// A PostgreSQL cluster in a temp dir, stopped on drop.
-struct PgServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-impl PgServer {
-    fn start() -> PgServer {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let root = unsafe { libc::geteuid() } == 0;
-        let as_pg = |cmd: &str| -> Command {
-            if root {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--", cmd]);
-                c
-            } else {
-                Command::new(cmd)
-            }
-        };
-        if root {
-            let st = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(st.success());
-        }
-        let st = as_pg(&format!("{PG_BIN}/initdb"))
-            .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "-D"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .status()
-            .expect("initdb (apt-get install postgresql)");
-        assert!(st.success(), "initdb failed");
-        let port = free_port();
-        let child = as_pg(&format!("{PG_BIN}/postgres"))
-            .arg("-D")
-            .arg(&data)
-            .arg("-k")
-            .arg(dir.path())
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = PgServer {
-            child,
-            port,
-            _dir: dir,
-        };
-        server.wait_ready(&data);
-        server
-    }
-
-    fn wait_ready(&self, data: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
-                && data.join("postmaster.pid").exists()
-            {
-                let ok = Command::new(format!("{PG_BIN}/pg_isready"))
-                    .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-                    .stdout(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if ok {
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("postgres did not start within 60 s");
-    }
-
-    fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
-    }
-
-    async fn create_db(&self, name: &str) -> String {
-        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        self.url(name)
-    }
-}
-
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        // SIGTERM: a smart shutdown; the process is ours (by PID).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+/// The tests' PostgreSQL server (one harness for these and the black-box cluster tests).
+#[path = "../../tests/common/pg.rs"]
+mod pg;
+use pg::PgServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contract_on_postgres() {
     let server = PgServer::start();
     let mut urls = Vec::new();
     for i in 0..3 {
-        urls.push(server.create_db(&format!("contract{i}")).await);
+        urls.push(server.create_db(&format!("contract{i}")));
     }
     // Each `open()` hands out the next scenario's database; the reopen in `pause_and_wakeups`
     // (the 4th call) reconnects to the 3rd. Two connections stand for two daemons.
@@ -384,7 +276,7 @@ async fn contract_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_refuses_a_schema_newer_than_it_knows() {
     let server = PgServer::start();
-    let url = server.create_db("future").await;
+    let url = server.create_db("future");
     assert_eq!(
         super::postgres::migrate(&url).await.unwrap(),
         super::postgres::SCHEMA_VERSION
@@ -444,7 +336,7 @@ async fn store_copy_moves_a_redb_history_into_postgres_unchanged() {
         s.set_paused(true, json!({"via": "test"})).await.unwrap();
     }
     let server = PgServer::start();
-    let url = server.create_db("copy").await;
+    let url = server.create_db("copy");
     let (from, to) = (path.clone(), url.clone());
     let copied = std::thread::spawn(move || super::copy_to_postgres(&from, &to))
         .join()
