@@ -361,9 +361,12 @@ mod tests {
             assert!(ok, "{}", e.espeak);
             let program = super::super::voice::Wav::parse(&std::fs::read(&wav).unwrap()).unwrap();
             let (ours, theirs) = (s.samples.len() as f64, program.data.len() as f64 / 2.0);
-            // The same speech; a voice picked by language (`fr-fr+m1`) may differ by a few ms.
+            // The same speech, within a few per cent: a voice picked by language (`fr-fr+m1`) may
+            // differ by a few ms, and the library's state depends on what it spoke before (after
+            // fifty English sentences, `id+f3` speaks "Three hearts." 1% longer; in a whole test
+            // run, with other tests speaking in the same process, 3% longer).
             assert!(
-                (ours - theirs).abs() < 0.03 * theirs,
+                (ours - theirs).abs() < 0.05 * theirs,
                 "{}: {ours} samples, the program {theirs}",
                 e.espeak
             );
