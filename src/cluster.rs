@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, watch, Notify};
 use tracing::{error, info, warn};
 
 use crate::actors::journal::{Append, AppendAll, Close, JournalError, Ping};
-use crate::event::{stage, Event, EventId, IdempotencyTag, JobId, JobView, Kind, Refusal};
+use crate::event::{Event, EventId, IdempotencyTag, JobId, JobView, Kind, Refusal};
 use crate::store::contract::{pause_state, AppendRequest, EventStore, Owner};
 use crate::views::Views;
 
@@ -249,8 +249,8 @@ impl SharedJournal {
         }
     }
 
-    /// Checks what can be checked before the transaction (idempotency keys, batch units as a
-    /// whole against the cached views); answers the units refused here.
+    /// Refuses, before the transaction, a submit whose idempotency key the cached views already
+    /// know as bound (the store checks again inside the transaction, against every commit).
     fn precheck(&self, unit: &Unit, now: i64) -> Result<(), Refusal> {
         for a in &unit.appends {
             let tag = a
@@ -263,20 +263,6 @@ impl SharedJournal {
                 if self.views.key_in_use(&t.key, now) {
                     return Err(Refusal::KeyInUse { key: t.key });
                 }
-            }
-        }
-        if unit.appends.len() > 1 {
-            let mut work: HashMap<JobId, Option<JobView>> = HashMap::new();
-            for (index, a) in unit.appends.iter().enumerate() {
-                let slot = work
-                    .entry(a.job)
-                    .or_insert_with(|| self.views.view(a.job).map(|v| (*v).clone()));
-                stage(slot, a.job, a.events.clone(), a.epoch, 1, now).map_err(|e| {
-                    Refusal::InBatch {
-                        index,
-                        source: Box::new(e),
-                    }
-                })?;
             }
         }
         Ok(())
@@ -300,11 +286,12 @@ impl SharedJournal {
                 continue;
             }
             let start = requests.len();
-            for a in unit.appends {
+            let n = unit.appends.len();
+            for (i, a) in unit.appends.into_iter().enumerate() {
+                // A batch submit's appends are one unit in the store: all or none.
                 requests.push(AppendRequest {
-                    job: a.job,
-                    events: a.events,
-                    epoch: a.epoch,
+                    with_next: matches!(unit.reply, Reply::All(_)) && i + 1 < n,
+                    ..AppendRequest::new(a.job, a.events, a.epoch)
                 });
             }
             plan.push((start..requests.len(), unit.reply));
@@ -320,11 +307,21 @@ impl SharedJournal {
                 store.append(requests).await
             };
             if let Ok(outcomes) = &outcomes {
-                let last = outcomes
+                let mut last = outcomes
                     .iter()
                     .filter_map(|o| o.as_ref().ok())
                     .filter_map(|ids| ids.last().copied())
                     .max();
+                if outcomes
+                    .iter()
+                    .any(|o| matches!(o, Err(Refusal::KeyInUse { .. })))
+                {
+                    // The submit that bound the key committed before this transaction, perhaps on
+                    // another daemon: the refused caller looks it up in the views.
+                    if let Ok(id) = store.last_id().await {
+                        last = last.max(Some(id));
+                    }
+                }
                 if let Some(last) = last {
                     follower.catch_up(last).await;
                 }
@@ -347,18 +344,24 @@ impl SharedJournal {
                                 answer(reply, r.map(Answer::One));
                             }
                             Reply::All(_) => {
-                                let refused = mine.iter().position(|o| o.is_err());
+                                // The store refuses a unit whole: each of its appends carries the
+                                // unit's refusal (`InBatch` naming the bad one, or `KeyInUse`).
+                                let refused = mine
+                                    .iter()
+                                    .enumerate()
+                                    .find_map(|(i, o)| o.as_ref().err().map(|e| (i, e.clone())));
                                 let r = match refused {
                                     None => Ok(Answer::All(
                                         mine.iter().filter_map(|o| o.clone().ok()).collect(),
                                     )),
-                                    Some(index) => {
-                                        error!(index, "a batch append was refused inside the store transaction after its check; the rest of the batch was written");
-                                        let source = mine[index].clone().err().map(Box::new);
+                                    Some((
+                                        _,
+                                        e @ (Refusal::InBatch { .. } | Refusal::KeyInUse { .. }),
+                                    )) => Err(JournalError::Refused(e)),
+                                    Some((index, e)) => {
                                         Err(JournalError::Refused(Refusal::InBatch {
                                             index,
-                                            source: source
-                                                .unwrap_or_else(|| Box::new(Refusal::Empty)),
+                                            source: Box::new(e),
                                         }))
                                     }
                                 };

@@ -407,3 +407,58 @@ fn postgres_restarted_under_a_daemon_is_reported_and_nothing_acknowledged_is_los
         assert_eq!(d.job(id)["state"], "queued", "{id}");
     }
 }
+
+#[test]
+fn one_idempotency_key_sent_to_both_daemons_at_once_makes_one_submit() {
+    if !pg::available() {
+        return;
+    }
+    let server = PgServer::start();
+    let url = server.create_db("one_key");
+    let tmp = tempfile::tempdir().unwrap();
+    let a = member(&tmp.path().join("a"), &url, "alpha", "");
+    let b = member(&tmp.path().join("b"), &url, "beta", "");
+    // Held in the queue: the test is about the submit, not the render.
+    ctl(&a, &["pause"]);
+    let body = json!({ "jobs": [job_body("keyed one", 1), job_body("keyed two", 1)] }).to_string();
+    for round in 0..5 {
+        let key = format!("storm-{round}");
+        let barrier = std::sync::Barrier::new(8);
+        let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|c| {
+                    let d = if c % 2 == 0 { &a } else { &b };
+                    let (body, key, barrier) = (&body, &key, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        let (st, _, bytes) = http_full(
+                            d.addr,
+                            "POST",
+                            "/api/generate/batch",
+                            &[
+                                ("Content-Type", "application/json"),
+                                ("Idempotency-Key", key),
+                            ],
+                            body.as_bytes(),
+                        );
+                        (st, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // Every client gets the one submit's two jobs, from whichever daemon it asked.
+        let first = &answers[0].1["jobIds"];
+        assert_eq!(first.as_array().map(Vec::len), Some(2), "{answers:?}");
+        for (st, v) in &answers {
+            assert_eq!(*st, 200, "{v}");
+            assert_eq!(&v["jobIds"], first, "round {round}: {answers:?}");
+        }
+    }
+    // Five submits of two jobs: ten jobs, listed alike by both daemons.
+    for d in [&a, &b] {
+        let (s, v) = d.get("/api/jobs?limit=100");
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["jobs"].as_array().unwrap().len(), 10, "{v}");
+    }
+}

@@ -35,12 +35,25 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type EngineError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One job's events, all or none. `epoch`: the attempt the appender runs (job runners), `None` for
-/// everyone else (submissions, cancels, admin).
+/// everyone else (submissions, cancels, admin). `with_next`: this request stands or falls with the
+/// next one of the batch (a batch submit's jobs form one such chain, a unit).
 #[derive(Clone, Debug)]
 pub struct AppendRequest {
     pub job: JobId,
     pub events: Vec<NewEvent>,
     pub epoch: Option<u32>,
+    pub with_next: bool,
+}
+
+impl AppendRequest {
+    pub fn new(job: JobId, events: Vec<NewEvent>, epoch: Option<u32>) -> AppendRequest {
+        AppendRequest {
+            job,
+            events,
+            epoch,
+            with_next: false,
+        }
+    }
 }
 
 /// One append's answer inside a batch: its ids, or why it alone was refused.
@@ -165,6 +178,122 @@ pub trait EventStore: Send + Sync {
 
     /// A receiver that changes after every commit.
     fn subscribe_all(&self) -> watch::Receiver<EventId>;
+}
+
+/// A batch staged against the heads inside an engine's write transaction.
+pub(crate) struct Staged {
+    /// One per request, in order.
+    pub outcomes: Vec<AppendOutcome>,
+    /// The accepted events, ids ascending.
+    pub events: Vec<Event>,
+    /// Jobs the batch creates.
+    pub created: Vec<JobId>,
+    /// Idempotency keys the batch binds, with the job of their first `queued` event.
+    pub bound: Vec<(String, JobId)>,
+}
+
+/// Stages `batch` unit by unit (a unit is a chain of requests joined by `with_next`, all or none)
+/// against `work` (the heads, filled on demand by `head`), giving ids from `next` and stamping
+/// `now`. A unit whose `queued` events carry an idempotency key that `key_live` says is bound, or
+/// that an earlier unit of this batch binds, is refused whole with `KeyInUse`; a unit with an
+/// illegal request is refused whole, each of its requests answered `InBatch` naming the first bad
+/// one (a unit of one request gets that request's own refusal). A refused unit leaves `work` and
+/// the ids untouched. Both engines call this inside their write transaction, so the checks and the
+/// ids are those of the commit.
+pub(crate) fn stage_batch(
+    work: &mut std::collections::HashMap<JobId, Option<JobView>>,
+    mut head: impl FnMut(JobId) -> Option<JobView>,
+    batch: Vec<AppendRequest>,
+    mut next: EventId,
+    now: i64,
+    key_live: impl Fn(&str) -> bool,
+) -> Staged {
+    let mut out = Staged {
+        outcomes: Vec::with_capacity(batch.len()),
+        events: Vec::new(),
+        created: Vec::new(),
+        bound: Vec::new(),
+    };
+    let mut units: Vec<Vec<AppendRequest>> = Vec::new();
+    let mut open = false;
+    for req in batch {
+        let joins = req.with_next;
+        match units.last_mut() {
+            Some(u) if open => u.push(req),
+            _ => units.push(vec![req]),
+        }
+        open = joins;
+    }
+    for unit in units {
+        let n = unit.len();
+        let key = unit.iter().find_map(|r| {
+            r.events
+                .first()
+                .filter(|e| e.kind == crate::event::Kind::Queued)
+                .and_then(|e| e.payload.as_ref())
+                .and_then(crate::event::IdempotencyTag::from_payload)
+                .map(|t| (t.key, r.job))
+        });
+        if let Some((k, _)) = &key {
+            if key_live(k) || out.bound.iter().any(|(b, _)| b == k) {
+                let r = Refusal::KeyInUse { key: k.clone() };
+                out.outcomes.extend((0..n).map(|_| Err(r.clone())));
+                continue;
+            }
+        }
+        let mut saved: Vec<(JobId, Option<JobView>)> = Vec::new();
+        let mut staged: Vec<Vec<Event>> = Vec::with_capacity(n);
+        let mut created = Vec::new();
+        let mut refused = None;
+        let mut at = next;
+        for (index, req) in unit.into_iter().enumerate() {
+            let job = req.job;
+            let slot = work.entry(job).or_insert_with(|| head(job));
+            if !saved.iter().any(|(j, _)| *j == job) {
+                saved.push((job, slot.clone()));
+            }
+            let creates = slot.is_none() && job != JobId::DAEMON;
+            match crate::event::stage(slot, job, req.events, req.epoch, at, now) {
+                Ok(evs) => {
+                    at += evs.len() as u64;
+                    if creates {
+                        created.push(job);
+                    }
+                    staged.push(evs);
+                }
+                Err(r) => {
+                    refused = Some((index, r));
+                    break;
+                }
+            }
+        }
+        match refused {
+            None => {
+                next = at;
+                for evs in staged {
+                    out.outcomes.push(Ok(evs.iter().map(|e| e.id).collect()));
+                    out.events.extend(evs);
+                }
+                out.created.extend(created);
+                out.bound.extend(key);
+            }
+            Some((index, r)) => {
+                for (job, before) in saved {
+                    work.insert(job, before);
+                }
+                if n == 1 {
+                    out.outcomes.push(Err(r));
+                } else {
+                    let r = Refusal::InBatch {
+                        index,
+                        source: Box::new(r),
+                    };
+                    out.outcomes.extend((0..n).map(|_| Err(r.clone())));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The admin event of a pause or resume.

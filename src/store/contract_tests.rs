@@ -27,6 +27,7 @@ fn req(job: JobId, events: Vec<NewEvent>) -> AppendRequest {
         job,
         events,
         epoch: None,
+        with_next: false,
     }
 }
 
@@ -81,6 +82,80 @@ async fn appends_and_reads(s: &dyn EventStore) {
         assert_eq!(s.head(job).await.unwrap().unwrap(), rebuilt);
     }
     assert!(s.head(JobId::new()).await.unwrap().is_none());
+}
+
+fn keyed(key: &str, index: u32, count: u32) -> NewEvent {
+    NewEvent::new(Kind::Queued, Level::Info, "Job queued.").with_payload(json!({
+        "maxAttempts": 2,
+        "request": { "videoSubject": "octopus" },
+        "idempotency": { "key": key, "digest": "d", "index": index, "count": count },
+    }))
+}
+
+fn joined(mut r: AppendRequest) -> AppendRequest {
+    r.with_next = true;
+    r
+}
+
+/// Units (a batch submit's appends) are all or none, and an idempotency key binds one submit,
+/// whichever daemon took it: both checked inside the write transaction.
+async fn units_and_keys((s1, s2): (&dyn EventStore, &dyn EventStore)) {
+    let before = s1.last_id().await.unwrap();
+    let (lone, a, b) = (JobId::new(), JobId::new(), JobId::new());
+    let done = NewEvent::new(Kind::Complete, Level::Success, "done");
+    let out = s1
+        .append(vec![
+            req(lone, vec![queued()]),
+            joined(req(a, vec![queued()])),
+            req(b, vec![done]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out[0].as_ref().unwrap(), &vec![before + 1]);
+    for o in &out[1..] {
+        assert!(
+            matches!(o, Err(Refusal::InBatch { index: 1, source }) if matches!(**source, Refusal::UnknownJob(_) | Refusal::Illegal(_))),
+            "{out:?}"
+        );
+    }
+    assert!(
+        s1.head(a).await.unwrap().is_none(),
+        "none of the unit is written"
+    );
+    assert_eq!(s2.last_id().await.unwrap(), before + 1);
+
+    // One key, one submit: on the other daemon, and in one batch, a second use is refused whole.
+    let (k1, k2) = (JobId::new(), JobId::new());
+    let out = s1
+        .append(vec![
+            joined(req(k1, vec![keyed("k", 0, 2)])),
+            req(k2, vec![keyed("k", 1, 2)]),
+        ])
+        .await
+        .unwrap();
+    assert!(out.iter().all(|o| o.is_ok()), "{out:?}");
+    let again = s2
+        .append(vec![req(JobId::new(), vec![keyed("k", 0, 1)])])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![Err(Refusal::KeyInUse { key: "k".into() })]);
+    let (m1, m2, m3) = (JobId::new(), JobId::new(), JobId::new());
+    let out = s2
+        .append(vec![
+            req(m1, vec![keyed("m", 0, 1)]),
+            joined(req(m2, vec![keyed("m", 0, 2)])),
+            req(m3, vec![keyed("m", 1, 2)]),
+        ])
+        .await
+        .unwrap();
+    assert!(out[0].is_ok(), "{out:?}");
+    assert!(
+        out[1..]
+            .iter()
+            .all(|o| o == &Err(Refusal::KeyInUse { key: "m".into() })),
+        "{out:?}"
+    );
+    assert!(s1.head(m2).await.unwrap().is_none());
 }
 
 async fn lists_newest_first(s: &dyn EventStore) {
@@ -145,6 +220,7 @@ async fn claims_leases_and_rescue((s1, s2): Handles) {
         job,
         events: vec![NewEvent::progress(0.5)],
         epoch: Some(1),
+        with_next: false,
     };
     assert!(s1.append(vec![progress.clone()]).await.unwrap()[0].is_ok());
     assert!(s1.renew(job, 1, lease).await.unwrap());
@@ -217,6 +293,7 @@ async fn pause_and_wakeups((s1, s2): Handles, reopen: Open<'_>) {
 async fn suite(open: Open<'_>) {
     let (s1, s2) = open().await;
     appends_and_reads(s1.as_ref()).await;
+    units_and_keys((s1.as_ref(), s2.as_ref())).await;
     lists_newest_first(s2.as_ref()).await;
     drop((s1, s2));
     claims_leases_and_rescue(open().await).await;

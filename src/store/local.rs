@@ -17,11 +17,11 @@ use serde_json::Value;
 use tokio::sync::{watch, Mutex};
 
 use super::contract::{
-    lease_lost_reason, pause_event, pause_state, running_event, AppendOutcome, AppendRequest,
-    Claimed, EventStore, Owner, StoreFault, StoreFuture,
+    lease_lost_reason, pause_event, pause_state, running_event, stage_batch, AppendOutcome,
+    AppendRequest, Claimed, EventStore, Owner, Staged, StoreFault, StoreFuture,
 };
 use super::{OpenError, Store};
-use crate::event::{interruption_events, now_ms, stage, Event, EventId, JobId, JobState, JobView};
+use crate::event::{interruption_events, now_ms, Event, EventId, JobId, JobState, JobView};
 use crate::views::Views;
 
 const ENGINE: &str = "redb";
@@ -88,27 +88,21 @@ impl LocalStore {
         let now = now_ms();
         let first = st.next_id;
         let mut work: HashMap<JobId, Option<JobView>> = HashMap::new();
-        let mut events: Vec<Event> = Vec::new();
-        let mut created = Vec::new();
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for req in batch {
-            let job = req.job;
-            let slot = work
-                .entry(job)
-                .or_insert_with(|| self.views.view(job).map(|v| (*v).clone()));
-            let creates = slot.is_none() && job != JobId::DAEMON;
-            match stage(slot, job, req.events, req.epoch, st.next_id, now) {
-                Ok(evs) => {
-                    st.next_id += evs.len() as u64;
-                    if creates {
-                        created.push(job);
-                    }
-                    outcomes.push(Ok(evs.iter().map(|e| e.id).collect()));
-                    events.extend(evs);
-                }
-                Err(r) => outcomes.push(Err(r)),
-            }
-        }
+        let views = &self.views;
+        let Staged {
+            outcomes,
+            events,
+            created,
+            bound: _,
+        } = stage_batch(
+            &mut work,
+            |job| views.view(job).map(|v| (*v).clone()),
+            batch,
+            st.next_id,
+            now,
+            |key| views.key_in_use(key, now),
+        );
+        st.next_id += events.len() as u64;
         let Some(last) = events.last().map(|e| e.id) else {
             return Ok(outcomes);
         };
@@ -222,6 +216,7 @@ impl EventStore for LocalStore {
                 job: view.id,
                 events: vec![running_event(&view, owner, until)],
                 epoch: None,
+                with_next: false,
             };
             let out = self.append_locked(&mut st, vec![req]).await?;
             if out.first().is_none_or(|r| r.is_err()) {
@@ -295,6 +290,7 @@ impl EventStore for LocalStore {
                         job,
                         events: interruption_events(&view, &lease_lost_reason(&owner)),
                         epoch: Some(epoch),
+                        with_next: false,
                     });
                     rescued.push(job);
                 }
@@ -317,6 +313,7 @@ impl EventStore for LocalStore {
                 job: JobId::DAEMON,
                 events: vec![pause_event(paused, by)],
                 epoch: None,
+                with_next: false,
             };
             let out = self.append_locked(&mut st, vec![req]).await?;
             match out.into_iter().next() {

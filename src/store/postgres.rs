@@ -32,12 +32,12 @@ use uuid::Uuid;
 
 use super::codec;
 use super::contract::{
-    lease_lost_reason, pause_event, pause_state, running_event, AppendOutcome, AppendRequest,
-    Claimed, EngineError, EventStore, Owner, StoreFault, StoreFuture,
+    lease_lost_reason, pause_event, pause_state, running_event, stage_batch, AppendOutcome,
+    AppendRequest, Claimed, EngineError, EventStore, Owner, Staged, StoreFault, StoreFuture,
 };
 use crate::event::{
-    interruption_events, now_ms, stage, Event, EventId, JobId, JobState, JobView, Kind, Level,
-    NewEvent,
+    interruption_events, now_ms, Event, EventId, IdempotencyTag, JobId, JobState, JobView, Kind,
+    Level, NewEvent, IDEMPOTENCY_WINDOW_MS,
 };
 
 const ENGINE: &str = "postgres";
@@ -88,6 +88,15 @@ CREATE TABLE daemons (
     started_ms bigint NOT NULL,
     heartbeat_ms bigint NOT NULL,
     running jsonb NOT NULL
+);
+"#,
+    // Idempotency keys bound by submits (checked inside the append transaction); a key older than
+    // the window may be bound again.
+    r#"
+CREATE TABLE idempotency_keys (
+    key text PRIMARY KEY,
+    job uuid NOT NULL,
+    created_ms bigint NOT NULL
 );
 "#,
 ];
@@ -249,6 +258,7 @@ impl PgStore {
             ));
         }
         let mut heads: HashMap<JobId, JobView> = HashMap::new();
+        let mut keys: HashMap<String, (Uuid, i64)> = HashMap::new();
         let (mut after, mut count, mut paused) = (0, 0u64, None);
         loop {
             let page = next_page(after).await?;
@@ -265,6 +275,17 @@ impl PgStore {
                     None => {
                         if let Some(v) = JobView::create(ev) {
                             heads.insert(ev.job, v);
+                        }
+                        let tag = (ev.kind == Kind::Queued)
+                            .then_some(ev.payload.as_ref())
+                            .flatten()
+                            .and_then(IdempotencyTag::from_payload);
+                        if let Some(t) = tag {
+                            // The submit that bound the key last; its first job.
+                            let e = keys.entry(t.key).or_insert((ev.job.0, ev.timestamp_ms));
+                            if t.index == 0 && ev.timestamp_ms >= e.1 {
+                                *e = (ev.job.0, ev.timestamp_ms);
+                            }
                         }
                     }
                 }
@@ -284,6 +305,19 @@ impl PgStore {
         let views: Vec<JobView> = heads.into_values().collect();
         for chunk in views.chunks(5_000) {
             Self::write_heads(&tx, chunk).await?;
+        }
+        let keys: Vec<(String, (Uuid, i64))> = keys.into_iter().collect();
+        for chunk in keys.chunks(5_000) {
+            let k: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+            let j: Vec<Uuid> = chunk.iter().map(|(_, (j, _))| *j).collect();
+            let t: Vec<i64> = chunk.iter().map(|(_, (_, t))| *t).collect();
+            tx.execute(
+                "INSERT INTO idempotency_keys (key, job, created_ms)
+                 SELECT * FROM UNNEST($1::text[], $2::uuid[], $3::bigint[])",
+                &[&k, &j, &t],
+            )
+            .await
+            .map_err(fault(write_fault))?;
         }
         if let Some(p) = paused {
             tx.execute(
@@ -338,7 +372,7 @@ impl PgStore {
     async fn write_batch(
         tx: &Transaction<'_>,
         batch: Vec<AppendRequest>,
-        mut next: EventId,
+        next: EventId,
     ) -> Result<(Vec<AppendOutcome>, Vec<Event>, Vec<JobView>), StoreFault> {
         let mut ids: Vec<Uuid> = batch
             .iter()
@@ -362,18 +396,49 @@ impl PgStore {
             work.insert(JobId(id), Some(view));
         }
         let now = now_ms();
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut events = Vec::new();
-        for req in batch {
-            let slot = work.entry(req.job).or_insert(None);
-            match stage(slot, req.job, req.events, req.epoch, next, now) {
-                Ok(evs) => {
-                    next += evs.len() as u64;
-                    outcomes.push(Ok(evs.iter().map(|e| e.id).collect()));
-                    events.extend(evs);
-                }
-                Err(r) => outcomes.push(Err(r)),
+        // Every write transaction holds the log head, so the keys read here are those of every
+        // commit before this one: two daemons cannot bind one key.
+        let keys: Vec<String> = batch
+            .iter()
+            .filter_map(|r| {
+                r.events
+                    .first()
+                    .filter(|e| e.kind == Kind::Queued)
+                    .and_then(|e| e.payload.as_ref())
+                    .and_then(IdempotencyTag::from_payload)
+                    .map(|t| t.key)
+            })
+            .collect();
+        let mut live = std::collections::HashSet::new();
+        if !keys.is_empty() {
+            for row in tx
+                .query(
+                    "SELECT key FROM idempotency_keys WHERE key = ANY($1) AND created_ms > $2",
+                    &[&keys, &(now - IDEMPOTENCY_WINDOW_MS)],
+                )
+                .await
+                .map_err(fault(write_fault))?
+            {
+                live.insert(row.get::<_, String>(0));
             }
+        }
+        let Staged {
+            outcomes,
+            events,
+            bound,
+            created: _,
+        } = stage_batch(&mut work, |_| None, batch, next, now, |k| live.contains(k));
+        if !bound.is_empty() {
+            let b_keys: Vec<&str> = bound.iter().map(|(k, _)| k.as_str()).collect();
+            let b_jobs: Vec<Uuid> = bound.iter().map(|(_, j)| j.0).collect();
+            tx.execute(
+                "INSERT INTO idempotency_keys (key, job, created_ms)
+                 SELECT k, j, $3 FROM UNNEST($1::text[], $2::uuid[]) AS b(k, j)
+                 ON CONFLICT (key) DO UPDATE SET job = excluded.job, created_ms = excluded.created_ms",
+                &[&b_keys, &b_jobs, &now],
+            )
+            .await
+            .map_err(fault(write_fault))?;
         }
         if events.is_empty() {
             return Ok((outcomes, events, Vec::new()));
@@ -813,6 +878,7 @@ impl EventStore for PgStore {
                 job: view.id,
                 events: vec![running_event(&view, owner, until)],
                 epoch: None,
+                with_next: false,
             };
             let (outcomes, events, changed) = Self::write_batch(&tx, vec![req], next).await?;
             if outcomes.first().is_none_or(|r| r.is_err()) {
@@ -924,6 +990,7 @@ impl EventStore for PgStore {
                         job,
                         events,
                         epoch: Some(epoch),
+                        with_next: false,
                     });
                     rescued.push(job);
                 }
@@ -954,6 +1021,7 @@ impl EventStore for PgStore {
                 job: JobId::DAEMON,
                 events: vec![pause_event(paused, by)],
                 epoch: None,
+                with_next: false,
             };
             let out = self.append(vec![req]).await?;
             match out.into_iter().next() {
