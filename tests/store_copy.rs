@@ -6,7 +6,8 @@
 //! limit, each state), each job, each job's events (every page, small limits, every cursor), the
 //! job and daemon-wide event streams, the daemon's admin events, `/healthz` and `ctl status` (the
 //! pause is a cluster setting: the copy keeps the queue paused). A second copy into the now
-//! non-empty store is refused and changes nothing.
+//! non-empty store is refused and changes nothing. A `ctl backup` taken while a job ran, copied,
+//! has its running job rescued by the first daemon on the copy.
 
 mod common;
 
@@ -364,12 +365,9 @@ fn store_copy_of_a_redb_log_with_jobs_in_every_state_answers_the_same_api_reads(
     // Admin events: pause, resume (nothing is queued), pause again; the queue stays paused.
     ctl(&d, &["pause"]);
     ctl(&d, &["resume"]);
-    // More admin events: a concurrency change (per daemon: both start from the config's) and a
-    // backup.
+    // More admin events: a concurrency change (per daemon: both start from the config's).
     ctl(&d, &["concurrency", "2"]);
     ctl(&d, &["concurrency", "1"]);
-    let backup = tmp.path().join("backup.redb");
-    ctl(&d, &["backup", backup.to_str().unwrap()]);
     // Interrupted: running when the daemon stops (after the second pause), so re-queued.
     let interrupted =
         d.submit(&json!({ "videoSubject": "interrupted by the stop", "script": long_script(200) }));
@@ -379,6 +377,9 @@ fn store_copy_of_a_redb_log_with_jobs_in_every_state_answers_the_same_api_reads(
             .is_some_and(|m| m.starts_with("Generating voiceover with"))
     });
     ctl(&d, &["pause"]);
+    // A backup (an admin event) while that job runs: a log with a job `running` in it.
+    let backup = tmp.path().join("backup.redb");
+    ctl(&d, &["backup", backup.to_str().unwrap()]);
     // Queued behind the pause: a retried failure, a batch of two, and one cancelled while queued.
     ctl(&d, &["retry", &retried]);
     let batch = post(
@@ -398,6 +399,7 @@ fn store_copy_of_a_redb_log_with_jobs_in_every_state_answers_the_same_api_reads(
     let dropped = d.submit(&json!({ "videoSubject": "cancelled in the queue", "script": SHORT }));
     let reply = ctl(&d, &["cancel", &dropped]);
     assert_eq!(reply["outcome"], "cancelled", "{reply}");
+    let first_pid = d.pid();
     let st = d.terminate(Duration::from_secs(30));
     assert!(st.success(), "the redb daemon did not stop cleanly: {st:?}");
 
@@ -513,6 +515,35 @@ fn store_copy_of_a_redb_log_with_jobs_in_every_state_answers_the_same_api_reads(
     );
     assert_eq!(server.sql("copied", counts), stored);
     assert_same_reads(&before, &reads(&pgd, &jobs));
+
+    // The backup, copied: its running job has nobody renewing it, so the first daemon on the copy
+    // rescues it like any job of a daemon that stopped (re-queued: the backup's queue is paused).
+    let from_backup = server.create_db("from_backup");
+    let out = store_copy(&backup, &from_backup);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tmp.path().join("from-backup");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fast = format!("{cfg}\n[daemon]\nlease_secs = 3\nrenew_secs = 1\n");
+    let b = Daemon::start_in(&dir, &fast, &["--store-url", &from_backup]);
+    let evs = b.events(&interrupted);
+    let running = evs.iter().rfind(|e| e["type"] == "running").unwrap();
+    let ran_by = &running["payload"]["owner"];
+    assert_eq!(ran_by["pid"], first_pid, "{running}");
+    let rescue = format!(
+        "Job interrupted: daemon {}-{first_pid} stopped renewing its lease.",
+        ran_by["host"].as_str().unwrap()
+    );
+    b.wait_for_event(&interrupted, Duration::from_secs(30), |e| {
+        e["message"] == rescue
+    });
+    let j = b.wait_for_state(&interrupted, &["queued"], Duration::from_secs(10));
+    assert_eq!(j["attempt"], 1, "{j}");
+    let (_, h) = b.get("/healthz");
+    assert_eq!(h["jobs"]["running"], 0, "{h}");
 
     // The copied queue is live: a queued job cancels; resumed on PostgreSQL, the others run.
     let reply = ctl(&pgd, &["cancel", &interrupted]);

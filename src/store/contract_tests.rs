@@ -466,4 +466,16 @@ async fn store_copy_moves_a_redb_history_into_postgres_unchanged() {
         .join()
         .unwrap();
     assert!(again.unwrap_err().to_string().contains("not empty"));
+    // The job running in the source has nobody renewing it here: its lease is already expired,
+    // and the first rescue puts it back in the queue, naming the daemon that ran it.
+    assert_eq!(dst.rescue_expired().await.unwrap(), vec![jobs[0]]);
+    let head = dst.head(jobs[0]).await.unwrap().unwrap();
+    assert_eq!(head.state, JobState::Queued, "{head:?}");
+    let evs = dst.read_job(jobs[0], 0, 1000).await.unwrap();
+    assert!(
+        evs.iter()
+            .any(|e| e.message == "Job interrupted: daemon one stopped renewing its lease."),
+        "{evs:?}"
+    );
+    assert!(dst.rescue_expired().await.unwrap().is_empty());
 }

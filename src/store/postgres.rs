@@ -152,6 +152,24 @@ impl Drop for PgStore {
     }
 }
 
+/// The owner of a copied job's running attempt, from its `running` event: a single daemon's records
+/// `{host, pid}` only, and its name is then the one such a daemon has, `<host>-<pid>`.
+fn copied_owner(view: &JobView) -> Owner {
+    let field = |k: &str| view.owner.as_ref().and_then(|o| o.get(k));
+    let host = field("host")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let pid = field("pid")
+        .and_then(Value::as_u64)
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or(0);
+    let daemon = field("daemon")
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("{host}-{pid}"), str::to_string);
+    Owner { daemon, host, pid }
+}
+
 /// Applies the migrations this build knows to the database at `url`; answers the version now in
 /// force. Refuses a newer schema.
 pub async fn migrate(url: &str) -> Result<i64, StoreFault> {
@@ -237,7 +255,10 @@ impl PgStore {
     /// Writes a history recorded elsewhere, ids kept, into this store, which must be empty
     /// (`reelsmith store copy`). `pages` yields the events in id order; heads are folded here and
     /// written at the end, in the same transaction, so a failed copy leaves the store empty.
-    /// Answers (events, jobs) written.
+    /// A job still running in the copied history (a `ctl backup` of a busy daemon, the log of one
+    /// that crashed) gets a lease that has already expired, held by the daemon of its `running`
+    /// event: nothing runs it here, so the first daemon on the copy rescues it as it would any job
+    /// of a daemon that stopped renewing. Answers (events, jobs) written.
     pub async fn import<F, Fut>(&self, mut next_page: F) -> Result<(u64, u64), StoreFault>
     where
         F: FnMut(EventId) -> Fut,
@@ -305,6 +326,15 @@ impl PgStore {
         let views: Vec<JobView> = heads.into_values().collect();
         for chunk in views.chunks(5_000) {
             Self::write_heads(&tx, chunk).await?;
+        }
+        for v in views.iter().filter(|v| v.state == JobState::Running) {
+            let owner = serde_json::to_value(copied_owner(v)).map_err(codec_fault)?;
+            tx.execute(
+                "INSERT INTO leases (job, epoch, owner, expires_ms) VALUES ($1, $2, $3, 0)",
+                &[&v.id.0, &(v.attempt as i32), &owner],
+            )
+            .await
+            .map_err(fault(write_fault))?;
         }
         let keys: Vec<(String, (Uuid, i64))> = keys.into_iter().collect();
         for chunk in keys.chunks(5_000) {
