@@ -5,7 +5,9 @@
 //! order, so a cursor never skips an event that commits later). Every write goes to the store
 //! through the [`SharedJournal`], which batches the appends that arrive while one transaction is in
 //! flight (group commit), and answers a caller only once the follower has applied its ids, so a
-//! daemon always reads its own writes. Events written by other daemons reach the views the same
+//! daemon always reads its own writes. Its own commits reach the views straight from the store's
+//! commit (no read-back) when they follow the views' last id without a gap; otherwise the follower
+//! reads the gap and them in order. Events written by other daemons reach the views the same
 //! way (woken by the store's notifications, or its one-second poll), and with them the cancels,
 //! pauses and new jobs the scheduler reacts to ([`Remote`]).
 //!
@@ -59,6 +61,9 @@ pub struct Follower {
     /// `Some(cause)` while the store cannot be read.
     down: watch::Sender<Option<String>>,
     listeners: Mutex<Vec<Recipient<Remote>>>,
+    /// Held while events are applied, so the store's pages and this daemon's own commits reach
+    /// the views once each, in id order.
+    applying: Mutex<()>,
 }
 
 impl Follower {
@@ -72,7 +77,27 @@ impl Follower {
             applied: watch::channel(last).0,
             down: watch::channel(None).0,
             listeners: Mutex::new(Vec::new()),
+            applying: Mutex::new(()),
         })
+    }
+
+    /// Starts taking this daemon's own commits straight from the store (no read-back): a commit
+    /// that follows the views' last id without a gap is applied at once; one behind another
+    /// daemon's unread commit is left to the tailing task, which reads both in order.
+    pub fn take_own_commits(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        self.store.on_commit(Arc::new(move |events: &[Event]| {
+            if let Some(me) = me.upgrade() {
+                me.own_commit(events);
+            }
+        }));
+    }
+
+    fn own_commit(&self, events: &[Event]) {
+        let _held = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+        if events.first().map(|e| e.id) == Some(self.views.last_id() + 1) {
+            self.apply(events);
+        }
     }
 
     /// Starts the tailing task (inside the runtime).
@@ -149,7 +174,11 @@ impl Follower {
                 .map_err(|e| e.to_string())?;
             let n = events.len();
             if n > 0 {
-                self.apply(&events);
+                let _held = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+                // Own commits may have been applied since the read.
+                let cur = self.views.last_id();
+                let fresh = events.partition_point(|e| e.id <= cur);
+                self.apply(&events[fresh..]);
             }
             if n < PAGE {
                 return Ok(());

@@ -101,6 +101,7 @@ pub async fn open_shared(config: &Config) -> anyhow::Result<(Log, Arc<Views>)> {
     );
     let store: Arc<dyn EventStore> = pg.clone();
     let follower = Follower::new(store, views.clone());
+    follower.take_own_commits();
     follower.spawn();
     let owner = Owner {
         daemon: config.daemon_name(),

@@ -56,6 +56,10 @@ impl AppendRequest {
     }
 }
 
+/// Called by an engine with the events of each of this process's commits, in commit order, right
+/// after the commit (before the writer is answered).
+pub type CommitHook = std::sync::Arc<dyn Fn(&[Event]) + Send + Sync>;
+
 /// One append's answer inside a batch: its ids, or why it alone was refused.
 pub type AppendOutcome = Result<Vec<EventId>, Refusal>;
 
@@ -178,6 +182,12 @@ pub trait EventStore: Send + Sync {
 
     /// A receiver that changes after every commit.
     fn subscribe_all(&self) -> watch::Receiver<EventId>;
+
+    /// Hands this process's own commits to `hook` as they happen (one hook; a later call replaces
+    /// it). Engines without a use for it ignore it.
+    fn on_commit(&self, hook: CommitHook) {
+        let _ = hook;
+    }
 }
 
 /// A batch staged against the heads inside an engine's write transaction.

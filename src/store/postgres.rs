@@ -23,17 +23,19 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value;
 use tokio::sync::watch;
-use tokio_postgres::{NoTls, Transaction};
+use tokio_postgres::NoTls;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
 use super::codec;
 use super::contract::{
     lease_lost_reason, pause_event, pause_state, running_event, stage_batch, AppendOutcome,
-    AppendRequest, Claimed, EngineError, EventStore, Owner, Staged, StoreFault, StoreFuture,
+    AppendRequest, Claimed, CommitHook, EngineError, EventStore, Owner, Staged, StoreFault,
+    StoreFuture,
 };
 use crate::event::{
     interruption_events, now_ms, Event, EventId, IdempotencyTag, JobId, JobState, JobView, Kind,
@@ -101,6 +103,25 @@ CREATE TABLE idempotency_keys (
 "#,
 ];
 
+// The statements of the write path, prepared once per pooled connection.
+const LOCK_HEAD: &str = "SELECT last_id FROM log_head FOR UPDATE";
+const LOCK_JOBS: &str = "SELECT id, head FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+const LIVE_KEYS: &str = "SELECT key FROM idempotency_keys WHERE key = ANY($1) AND created_ms > $2";
+const INSERT_EVENTS: &str =
+    "INSERT INTO events (id, job, record) SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bytea[])";
+const UPSERT_HEADS: &str = "INSERT INTO jobs (id, first_event, state, queued_at, cancel_requested, head)
+     SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::bigint[], $5::boolean[], $6::jsonb[])
+     ON CONFLICT (id) DO UPDATE SET state = excluded.state, queued_at = excluded.queued_at,
+         cancel_requested = excluded.cancel_requested, head = excluded.head";
+const END_LEASES: &str = "DELETE FROM leases WHERE job = ANY($1)";
+const BIND_KEYS: &str = "INSERT INTO idempotency_keys (key, job, created_ms)
+     SELECT k, j, $3 FROM UNNEST($1::text[], $2::uuid[]) AS b(k, j)
+     ON CONFLICT (key) DO UPDATE SET job = excluded.job, created_ms = excluded.created_ms";
+const SET_PAUSED: &str = "INSERT INTO settings (key, value) VALUES ('paused', $1)
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+const SET_LAST: &str = "UPDATE log_head SET last_id = $1";
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
 /// Session settings of every pooled connection.
 const SESSION_OPTIONS: &str = "-c idle_in_transaction_session_timeout=5000 -c lock_timeout=15000";
 
@@ -141,6 +162,7 @@ struct Wakers {
 
 pub struct PgStore {
     pool: Pool,
+    hook: Mutex<Option<CommitHook>>,
     wakers: Arc<Mutex<Wakers>>,
     any: watch::Sender<EventId>,
     listener: tokio::task::JoinHandle<()>,
@@ -246,6 +268,7 @@ impl PgStore {
         let listener = tokio::spawn(listen(cfg, pool.clone(), wakers.clone(), any.clone()));
         Ok(PgStore {
             pool,
+            hook: Mutex::new(None),
             wakers,
             any,
             listener,
@@ -376,11 +399,12 @@ impl PgStore {
         let h_state: Vec<&str> = changed.iter().map(|v| v.state.as_str()).collect();
         let h_queued: Vec<i64> = changed.iter().map(|v| v.queued_at as i64).collect();
         let h_cancel: Vec<bool> = changed.iter().map(|v| v.cancel_requested).collect();
+        let st = tx
+            .prepare_cached(UPSERT_HEADS)
+            .await
+            .map_err(fault(write_fault))?;
         tx.execute(
-            "INSERT INTO jobs (id, first_event, state, queued_at, cancel_requested, head)
-             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::bigint[], $5::boolean[], $6::jsonb[])
-             ON CONFLICT (id) DO UPDATE SET state = excluded.state, queued_at = excluded.queued_at,
-                 cancel_requested = excluded.cancel_requested, head = excluded.head",
+            &st,
             &[&h_ids, &h_first, &h_state, &h_queued, &h_cancel, &heads],
         )
         .await
@@ -390,19 +414,22 @@ impl PgStore {
 
     /// Locks the log head and answers the next free id.
     async fn lock_head(tx: &Transaction<'_>) -> Result<EventId, StoreFault> {
-        let row = tx
-            .query_one("SELECT last_id FROM log_head FOR UPDATE", &[])
+        let st = tx
+            .prepare_cached(LOCK_HEAD)
             .await
             .map_err(fault(write_fault))?;
+        let row = tx.query_one(&st, &[]).await.map_err(fault(write_fault))?;
         Ok(row.get::<_, i64>(0) as u64 + 1)
     }
 
-    /// Stages `batch` against the locked heads and writes it, inside `tx` (whose log head the
-    /// caller locked; `next` is the first free id). Does not commit.
+    /// Stages `batch` against the locked heads and writes it, inside `tx`. `next`: the first free
+    /// id when the caller already locked the log head; `None` locks it here (in the same round
+    /// trip as the heads' reads). Does not commit. Statements are prepared once per connection
+    /// and sent pipelined: the reads in one round trip, the writes in another.
     async fn write_batch(
         tx: &Transaction<'_>,
         batch: Vec<AppendRequest>,
-        next: EventId,
+        next: Option<EventId>,
     ) -> Result<(Vec<AppendOutcome>, Vec<Event>, Vec<JobView>), StoreFault> {
         let mut ids: Vec<Uuid> = batch
             .iter()
@@ -411,23 +438,7 @@ impl PgStore {
             .collect();
         ids.sort();
         ids.dedup();
-        let mut work: HashMap<JobId, Option<JobView>> = HashMap::new();
-        for row in tx
-            .query(
-                "SELECT id, head FROM jobs WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-                &[&ids],
-            )
-            .await
-            .map_err(fault(write_fault))?
-        {
-            let id: Uuid = row.get(0);
-            let head: Value = row.get(1);
-            let view: JobView = serde_json::from_value(head).map_err(codec_fault)?;
-            work.insert(JobId(id), Some(view));
-        }
         let now = now_ms();
-        // Every write transaction holds the log head, so the keys read here are those of every
-        // commit before this one: two daemons cannot bind one key.
         let keys: Vec<String> = batch
             .iter()
             .filter_map(|r| {
@@ -439,87 +450,117 @@ impl PgStore {
                     .map(|t| t.key)
             })
             .collect();
-        let mut live = std::collections::HashSet::new();
-        if !keys.is_empty() {
-            for row in tx
-                .query(
-                    "SELECT key FROM idempotency_keys WHERE key = ANY($1) AND created_ms > $2",
-                    &[&keys, &(now - IDEMPOTENCY_WINDOW_MS)],
-                )
-                .await
-                .map_err(fault(write_fault))?
-            {
-                live.insert(row.get::<_, String>(0));
-            }
+        let prep = |sql: &'static str| async move {
+            tx.prepare_cached(sql).await.map_err(fault(write_fault))
+        };
+        let (s_head, s_jobs, s_keys) =
+            tokio::try_join!(prep(LOCK_HEAD), prep(LOCK_JOBS), prep(LIVE_KEYS))?;
+        // In this order on the server: the log head first (every write transaction takes it
+        // first), so the keys and heads read are those of every commit before this one, and two
+        // daemons cannot bind one key.
+        let (next, rows, key_rows) = tokio::try_join!(
+            async {
+                match next {
+                    Some(n) => Ok(n),
+                    None => tx
+                        .query_one(&s_head, &[])
+                        .await
+                        .map(|r| r.get::<_, i64>(0) as u64 + 1)
+                        .map_err(fault(write_fault)),
+                }
+            },
+            async { tx.query(&s_jobs, &[&ids]).await.map_err(fault(write_fault)) },
+            async {
+                if keys.is_empty() {
+                    return Ok(Vec::new());
+                }
+                tx.query(&s_keys, &[&keys, &(now - IDEMPOTENCY_WINDOW_MS)])
+                    .await
+                    .map_err(fault(write_fault))
+            },
+        )?;
+        let mut work: HashMap<JobId, Option<JobView>> = HashMap::new();
+        for row in rows {
+            let id: Uuid = row.get(0);
+            let head: Value = row.get(1);
+            let view: JobView = serde_json::from_value(head).map_err(codec_fault)?;
+            work.insert(JobId(id), Some(view));
         }
+        let live: std::collections::HashSet<String> =
+            key_rows.iter().map(|r| r.get::<_, String>(0)).collect();
         let Staged {
             outcomes,
             events,
             bound,
             created: _,
         } = stage_batch(&mut work, |_| None, batch, next, now, |k| live.contains(k));
-        if !bound.is_empty() {
-            let b_keys: Vec<&str> = bound.iter().map(|(k, _)| k.as_str()).collect();
-            let b_jobs: Vec<Uuid> = bound.iter().map(|(_, j)| j.0).collect();
-            tx.execute(
-                "INSERT INTO idempotency_keys (key, job, created_ms)
-                 SELECT k, j, $3 FROM UNNEST($1::text[], $2::uuid[]) AS b(k, j)
-                 ON CONFLICT (key) DO UPDATE SET job = excluded.job, created_ms = excluded.created_ms",
-                &[&b_keys, &b_jobs, &now],
-            )
-            .await
-            .map_err(fault(write_fault))?;
-        }
         if events.is_empty() {
             return Ok((outcomes, events, Vec::new()));
         }
-        let ev_ids: Vec<i64> = events.iter().map(|e| e.id as i64).collect();
-        let ev_jobs: Vec<Uuid> = events.iter().map(|e| e.job.0).collect();
-        let records: Vec<Vec<u8>> = events.iter().map(codec::encode).collect();
-        tx.execute(
-            "INSERT INTO events (id, job, record) SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bytea[])",
-            &[&ev_ids, &ev_jobs, &records],
-        )
-        .await
-        .map_err(fault(write_fault))?;
         let touched: std::collections::HashSet<JobId> = events.iter().map(|e| e.job).collect();
         let changed: Vec<JobView> = work
             .into_iter()
             .filter(|(j, _)| touched.contains(j))
             .filter_map(|(_, v)| v)
             .collect();
-        if !changed.is_empty() {
-            Self::write_heads(tx, &changed).await?;
-            let ended: Vec<Uuid> = changed
-                .iter()
-                .filter(|v| v.state != JobState::Running)
-                .map(|v| v.id.0)
-                .collect();
-            if !ended.is_empty() {
-                tx.execute("DELETE FROM leases WHERE job = ANY($1)", &[&ended])
+        let ended: Vec<Uuid> = changed
+            .iter()
+            .filter(|v| v.state != JobState::Running)
+            .map(|v| v.id.0)
+            .collect();
+        let paused = events.iter().filter_map(pause_state).next_back();
+        let last = events.last().map(|e| e.id).unwrap_or(0) as i64;
+        let ev_ids: Vec<i64> = events.iter().map(|e| e.id as i64).collect();
+        let ev_jobs: Vec<Uuid> = events.iter().map(|e| e.job.0).collect();
+        let records: Vec<Vec<u8>> = events.iter().map(codec::encode).collect();
+        let b_keys: Vec<&str> = bound.iter().map(|(k, _)| k.as_str()).collect();
+        let b_jobs: Vec<Uuid> = bound.iter().map(|(_, j)| j.0).collect();
+        let notify = notify_payload(last as u64, &events);
+        let (s_events, s_leases, s_bind, s_pause, s_last, s_notify) = tokio::try_join!(
+            prep(INSERT_EVENTS),
+            prep(END_LEASES),
+            prep(BIND_KEYS),
+            prep(SET_PAUSED),
+            prep(SET_LAST),
+            prep(NOTIFY)
+        )?;
+        let w = &fault(write_fault);
+        tokio::try_join!(
+            async {
+                tx.execute(&s_events, &[&ev_ids, &ev_jobs, &records])
                     .await
-                    .map_err(fault(write_fault))?;
-            }
-        }
-        if let Some(paused) = events.iter().filter_map(pause_state).next_back() {
-            tx.execute(
-                "INSERT INTO settings (key, value) VALUES ('paused', $1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&Value::Bool(paused)],
-            )
-            .await
-            .map_err(fault(write_fault))?;
-        }
-        let last = events.last().map(|e| e.id).unwrap_or(0);
-        tx.execute("UPDATE log_head SET last_id = $1", &[&(last as i64)])
-            .await
-            .map_err(fault(write_fault))?;
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&CHANNEL, &notify_payload(last, &events)],
-        )
-        .await
-        .map_err(fault(write_fault))?;
+                    .map_err(w)
+            },
+            async {
+                if changed.is_empty() {
+                    Ok(())
+                } else {
+                    Self::write_heads(tx, &changed).await
+                }
+            },
+            async {
+                if ended.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute(&s_leases, &[&ended]).await.map_err(w)
+            },
+            async {
+                if bound.is_empty() {
+                    return Ok(0);
+                }
+                tx.execute(&s_bind, &[&b_keys, &b_jobs, &now])
+                    .await
+                    .map_err(w)
+            },
+            async {
+                match paused {
+                    Some(p) => tx.execute(&s_pause, &[&Value::Bool(p)]).await.map_err(w),
+                    None => Ok(0),
+                }
+            },
+            async { tx.execute(&s_last, &[&last]).await.map_err(w) },
+            async { tx.execute(&s_notify, &[&CHANNEL, &notify]).await.map_err(w) },
+        )?;
         Ok((outcomes, events, changed))
     }
 
@@ -528,6 +569,10 @@ impl PgStore {
         let Some(last) = events.last().map(|e| e.id) else {
             return;
         };
+        let hook = self.hook.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(hook) = hook {
+            hook(events);
+        }
         let w = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
         for ev in events {
             if let Some(tx) = w.jobs.get(&ev.job) {
@@ -785,8 +830,7 @@ impl EventStore for PgStore {
         Box::pin(async move {
             let mut client = self.pool.get().await.map_err(pool_fault)?;
             let tx = client.transaction().await.map_err(fault(write_fault))?;
-            let next = Self::lock_head(&tx).await?;
-            let (outcomes, events, _) = Self::write_batch(&tx, batch, next).await?;
+            let (outcomes, events, _) = Self::write_batch(&tx, batch, None).await?;
             if events.is_empty() {
                 return Ok(outcomes);
             }
@@ -910,7 +954,7 @@ impl EventStore for PgStore {
                 epoch: None,
                 with_next: false,
             };
-            let (outcomes, events, changed) = Self::write_batch(&tx, vec![req], next).await?;
+            let (outcomes, events, changed) = Self::write_batch(&tx, vec![req], Some(next)).await?;
             if outcomes.first().is_none_or(|r| r.is_err()) {
                 return Ok(None);
             }
@@ -1025,7 +1069,7 @@ impl EventStore for PgStore {
                     rescued.push(job);
                 }
             }
-            let (_, events, _) = Self::write_batch(&tx, batch, next).await?;
+            let (_, events, _) = Self::write_batch(&tx, batch, Some(next)).await?;
             tx.commit().await.map_err(fault(write_fault))?;
             self.publish(&events);
             Ok(rescued)
@@ -1069,6 +1113,10 @@ impl EventStore for PgStore {
             .entry(job)
             .or_insert_with(|| watch::channel(0).0)
             .subscribe()
+    }
+
+    fn on_commit(&self, hook: CommitHook) {
+        *self.hook.lock().unwrap_or_else(|p| p.into_inner()) = Some(hook);
     }
 
     fn subscribe_all(&self) -> watch::Receiver<EventId> {
