@@ -516,6 +516,21 @@ fn store_copy_of_a_redb_log_with_jobs_in_every_state_answers_the_same_api_reads(
     assert_eq!(server.sql("copied", counts), stored);
     assert_same_reads(&before, &reads(&pgd, &jobs));
 
+    // A mistyped source is refused (not created, not copied as an empty history).
+    let typo = tmp.path().join("typo.redb");
+    let out = store_copy(&typo, &server.create_db("untouched"));
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "copied a missing log: {stderr}");
+    assert!(stderr.contains("no event log at"), "{stderr}");
+    assert!(!typo.exists());
+    assert_eq!(
+        server.sql(
+            "untouched",
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "0"
+    );
+
     // The backup, copied: its running job has nobody renewing it, so the first daemon on the copy
     // rescues it like any job of a daemon that stopped (re-queued: the backup's queue is paused).
     let from_backup = server.create_db("from_backup");

@@ -479,3 +479,43 @@ async fn store_copy_moves_a_redb_history_into_postgres_unchanged() {
     );
     assert!(dst.rescue_expired().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_copy_keeps_the_ids_retention_deleted_unused_and_refuses_a_missing_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(super::FILE_NAME);
+    let gone = {
+        let s = LocalStore::open(&path).unwrap();
+        submit(&s).await;
+        submit(&s).await
+    };
+    // Retention deleted the newest events (a crash came before its admin event): the log still
+    // remembers id 2 as given out.
+    {
+        let store = super::Store::open(&path).unwrap();
+        assert_eq!(store.purge(&[gone]).unwrap(), 1);
+    }
+    let server = PgServer::start();
+    let url = server.create_db("copy_gap");
+    let (from, to) = (path.clone(), url.clone());
+    let copied = std::thread::spawn(move || super::copy_to_postgres(&from, &to))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!(copied, (1, 1));
+    let dst = PgStore::connect(&url).await.unwrap();
+    assert_eq!(dst.last_id().await.unwrap(), 2);
+    let next = submit(&dst).await;
+    assert_eq!(dst.head(next).await.unwrap().unwrap().first_event_id, 3);
+
+    // A mistyped source is refused, and neither created nor copied (as an empty history).
+    let typo = dir.path().join("typo.redb");
+    let (from, to) = (typo.clone(), server.create_db("copy_typo"));
+    let err = std::thread::spawn(move || super::copy_to_postgres(&from, &to))
+        .join()
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no event log at"), "{err}");
+    assert!(!typo.exists());
+}

@@ -34,8 +34,19 @@ use guard::catch_panic;
 
 /// `reelsmith store copy`: copies the whole redb log at `from` (ids, jobs, admin events) into the
 /// empty PostgreSQL store at `to`, then checks that both hold the same events and jobs. Answers
-/// (events, jobs) copied.
+/// (events, jobs) copied. A missing `from` is refused (opening it would create an empty log, and
+/// a mistyped path would copy nothing, successfully).
 pub fn copy_to_postgres(from: &Path, to: &str) -> Result<(u64, u64), StoreFault> {
+    if !from.is_file() {
+        return Err(StoreFault::Unavailable {
+            engine: "redb",
+            source: format!(
+                "no event log at {} (give a daemon's {FILE_NAME} or a `ctl backup` file)",
+                from.display()
+            )
+            .into(),
+        });
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -48,7 +59,9 @@ pub fn copy_to_postgres(from: &Path, to: &str) -> Result<(u64, u64), StoreFault>
         use contract::EventStore;
         let src = local::LocalStore::open(from)?;
         let dst = postgres::PgStore::connect(to).await?;
-        let (events, jobs) = dst.import(|after| src.read_since(after, 5_000)).await?;
+        let (events, jobs) = dst
+            .import(src.last_id().await?, |after| src.read_since(after, 5_000))
+            .await?;
         let verify = |what: &str, a: u64, b: u64| {
             if a == b {
                 Ok(())

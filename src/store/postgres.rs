@@ -281,8 +281,14 @@ impl PgStore {
     /// A job still running in the copied history (a `ctl backup` of a busy daemon, the log of one
     /// that crashed) gets a lease that has already expired, held by the daemon of its `running`
     /// event: nothing runs it here, so the first daemon on the copy rescues it as it would any job
-    /// of a daemon that stopped renewing. Answers (events, jobs) written.
-    pub async fn import<F, Fut>(&self, mut next_page: F) -> Result<(u64, u64), StoreFault>
+    /// of a daemon that stopped renewing. `last_id` is the largest id the source ever gave out
+    /// (retention may have deleted its newest events): the copy goes on after it, so no id is
+    /// used twice. Answers (events, jobs) written.
+    pub async fn import<F, Fut>(
+        &self,
+        last_id: EventId,
+        mut next_page: F,
+    ) -> Result<(u64, u64), StoreFault>
     where
         F: FnMut(EventId) -> Fut,
         Fut: std::future::Future<Output = Result<Vec<Event>, StoreFault>>,
@@ -381,7 +387,8 @@ impl PgStore {
             .await
             .map_err(fault(write_fault))?;
         }
-        tx.execute("UPDATE log_head SET last_id = $1", &[&(after as i64)])
+        let last = after.max(last_id) as i64;
+        tx.execute("UPDATE log_head SET last_id = $1", &[&last])
             .await
             .map_err(fault(write_fault))?;
         tx.commit().await.map_err(fault(write_fault))?;
