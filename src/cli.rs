@@ -164,13 +164,18 @@ pub enum StoreCommand {
         #[arg(long, value_name = "URL")]
         to: String,
     },
-    /// Verify a log: every record decodes, each job's history is legal and the job index agrees
-    /// with the events; exits 1 naming the first bad record. Stop the daemon first, or check a copy
-    /// made with `reelsmith ctl backup`.
+    /// Verify a store: every record decodes, each job's history is legal and the job index (redb)
+    /// or each job's stored head (PostgreSQL) agrees with the events; exits 1 naming the first
+    /// problem. A redb log: stop the daemon first, or check a copy made with `reelsmith ctl
+    /// backup`. A PostgreSQL store is checked read-only in one snapshot, daemons running or not.
     Check {
-        /// The log file (default: reelsmith.redb in the state directory).
+        /// The redb log file (default: the configured store: `[store] url` or
+        /// `REELSMITH_STORE_URL` when set, else reelsmith.redb in the state directory).
         #[arg(value_name = "FILE")]
         path: Option<PathBuf>,
+        /// Check this PostgreSQL store, `postgres://user@host:port/database`.
+        #[arg(long, value_name = "URL", conflicts_with = "path")]
+        store_url: Option<String>,
     },
 }
 

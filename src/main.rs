@@ -66,14 +66,42 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Store {
             common,
-            command: StoreCommand::Check { path },
+            command: StoreCommand::Check { path, store_url },
         } => {
             reelsmith::telemetry::init("warn");
-            let path = match path {
-                Some(p) => p,
-                None => load_config(&common)?
-                    .state_dir()
-                    .join(reelsmith::store::FILE_NAME),
+            // A FILE is always a redb log; without one, the configured store.
+            let target = match (path, store_url) {
+                (Some(p), _) => Ok(p),
+                (None, Some(url)) => Err(url),
+                (None, None) => {
+                    let cfg = load_config(&common)?;
+                    if cfg.store.url.is_empty() {
+                        Ok(cfg.state_dir().join(reelsmith::store::FILE_NAME))
+                    } else {
+                        Err(cfg.store.url)
+                    }
+                }
+            };
+            let path = match target {
+                Ok(path) => path,
+                Err(url) => {
+                    return match reelsmith::store::check::check_postgres(&url) {
+                        Ok(r) => {
+                            println!(
+                                "ok: {}: {} events of {} jobs ({} bytes of records); every record decodes, every history is legal, every stored head equals the fold of its events",
+                                reelsmith::store::check::redacted(&url),
+                                r.events,
+                                r.jobs,
+                                r.bytes
+                            );
+                            Ok(ExitCode::SUCCESS)
+                        }
+                        Err(e) => {
+                            eprintln!("reelsmith store check: {e}");
+                            Ok(ExitCode::from(1))
+                        }
+                    };
+                }
             };
             match reelsmith::store::check::check(&path) {
                 Ok(r) => {

@@ -473,11 +473,6 @@ fn store_copy_of_a_redb_log_with_jobs_in_every_state_answers_the_same_api_reads(
     // A daemon on the copy, on the same state directory (the outputs stay where they were made).
     let pgd = Daemon::start_in(tmp.path(), &cfg, &["--store-url", &url]);
     let after = reads(&pgd, &jobs);
-    std::fs::write(
-        "/tmp/rel-reads.json",
-        serde_json::to_string_pretty(&after).unwrap(),
-    )
-    .unwrap();
     assert_same_reads(&before, &after);
     assert_eq!(
         after["ctl status"]["paused"], true,
@@ -568,4 +563,134 @@ fn store_copy_of_a_redb_log_with_jobs_in_every_state_answers_the_same_api_reads(
         let j = pgd.wait_for_state(id, &["completed", "failed"], Duration::from_secs(180));
         assert_eq!(j["state"], "completed", "{j}");
     }
+}
+
+fn store_check(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(["store", "check"])
+        .args(args)
+        .env_remove("REELSMITH_STORE_URL")
+        .envs(env.iter().copied())
+        .output()
+        .expect("reelsmith store check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+/// `store check` on PostgreSQL, black box, with the daemon running on the store: a good store
+/// passes (by `--store-url` and by `REELSMITH_STORE_URL`; a FILE still means redb); a head changed
+/// behind the events' back (its JSON, then a column the queue reads) fails naming the job and the
+/// field; a damaged record fails naming its event.
+#[test]
+fn store_check_on_postgres_compares_every_stored_head_with_the_fold_of_its_events() {
+    if !pg::available() {
+        return;
+    }
+    let server = PgServer::start();
+    let url = server.create_db("checked");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start_in(
+        tmp.path(),
+        &offline_config(""),
+        &["--paused", "--store-url", &url],
+    );
+    let queued = d.submit(&json!({ "videoSubject": "checked, queued", "script": SHORT }));
+    let batch = post(
+        &d,
+        "/api/generate/batch",
+        &json!({ "jobs": [
+            { "videoSubject": "checked first", "script": SHORT },
+            { "videoSubject": "checked second", "script": SHORT },
+        ]}),
+    );
+    let second = batch["jobIds"][1].as_str().unwrap().to_string();
+    let dropped = d.submit(&json!({ "videoSubject": "checked, cancelled", "script": SHORT }));
+    let reply = ctl(&d, &["cancel", &dropped]);
+    assert_eq!(reply["outcome"], "cancelled", "{reply}");
+    assert_eq!(d.job(&dropped)["state"], "cancelled");
+
+    let events = server.sql("checked", "SELECT count(*) FROM events");
+    let name = format!("postgres://postgres@127.0.0.1:{}/checked", server.port);
+    let summary = format!("ok: {name}: {events} events of 4 jobs (");
+    let (ok, out, err) = store_check(&["--store-url", &url], &[]);
+    assert!(ok, "a good store failed its check: {err}");
+    assert!(out.starts_with(&summary), "{out}");
+    // The configured store, when no FILE is given; a FILE is always a redb log.
+    let state = tmp.path().join("nothing-here");
+    let state = state.to_str().unwrap();
+    let (ok, out, err) = store_check(
+        &["--state-dir", state],
+        &[("REELSMITH_STORE_URL", url.as_str())],
+    );
+    assert!(ok, "the configured store failed its check: {err}");
+    assert!(out.starts_with(&summary), "{out}");
+    let file = tmp.path().join("no.redb");
+    let (ok, _, err) = store_check(
+        &[file.to_str().unwrap()],
+        &[("REELSMITH_STORE_URL", url.as_str())],
+    );
+    assert!(!ok && err.contains("there is no event log at"), "{err}");
+
+    // A head whose JSON says `completed` while the events say `queued`.
+    let saved = server.sql(
+        "checked",
+        &format!("SELECT head::text FROM jobs WHERE id = '{queued}'"),
+    );
+    server.sql(
+        "checked",
+        &format!(
+            "UPDATE jobs SET head = jsonb_set(head, '{{state}}', '\"completed\"') WHERE id = '{queued}'"
+        ),
+    );
+    let (ok, _, err) = store_check(&["--store-url", &url], &[]);
+    assert!(!ok, "a damaged head passed");
+    assert!(
+        err.contains(&format!("job {queued}"))
+            && err.contains("the stored head's `state` is \"completed\", the fold of its events gives \"queued\""),
+        "{err}"
+    );
+    // Put back, the store passes again; then the `state` column (what claims read) is changed.
+    server.sql(
+        "checked",
+        &format!(
+            "UPDATE jobs SET head = '{}'::jsonb WHERE id = '{queued}'",
+            saved.replace('\'', "''")
+        ),
+    );
+    let (ok, _, err) = store_check(&["--store-url", &url], &[]);
+    assert!(ok, "{err}");
+    server.sql(
+        "checked",
+        &format!("UPDATE jobs SET state = 'completed' WHERE id = '{dropped}'"),
+    );
+    let (ok, _, err) = store_check(&["--store-url", &url], &[]);
+    assert!(
+        !ok && err.contains(&format!("job {dropped}")) && err.contains("`jobs.state` column"),
+        "{err}"
+    );
+    server.sql(
+        "checked",
+        &format!("UPDATE jobs SET state = 'cancelled' WHERE id = '{dropped}'"),
+    );
+
+    // A damaged record (a length prefix past its end): the check names that event.
+    let record = server.sql(
+        "checked",
+        &format!("SELECT max(id) FROM events WHERE job = '{second}'"),
+    );
+    server.sql(
+        "checked",
+        &format!("UPDATE events SET record = '\\x01ffffffff'::bytea WHERE id = {record}"),
+    );
+    let (ok, _, err) = store_check(&["--store-url", &url], &[]);
+    assert!(!ok, "a damaged record passed");
+    assert!(
+        err.contains(&format!("event record {record} is damaged"))
+            && err.contains(&format!("job {second}")),
+        "{err}"
+    );
+    d.assert_serving();
 }
