@@ -580,7 +580,8 @@ fn store_check(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     )
 }
 
-/// `store check` on PostgreSQL, black box, with the daemon running on the store: a good store
+/// `store check` on PostgreSQL, black box, with the daemon running on the store (a job that ran and
+/// failed, one queued, a batch of two, one cancelled in the queue): a good store
 /// passes (by `--store-url` and by `REELSMITH_STORE_URL`; a FILE still means redb); a head changed
 /// behind the events' back (its JSON, then a column the queue reads) fails naming the job and the
 /// field; a damaged record fails naming its event.
@@ -592,11 +593,14 @@ fn store_check_on_postgres_compares_every_stored_head_with_the_fold_of_its_event
     let server = PgServer::start();
     let url = server.create_db("checked");
     let tmp = tempfile::tempdir().unwrap();
-    let d = Daemon::start_in(
-        tmp.path(),
-        &offline_config(""),
-        &["--paused", "--store-url", &url],
-    );
+    let cfg = offline_config(&format!("{SMALL_RENDER}retries = 0\n"));
+    let d = Daemon::start_in(tmp.path(), &cfg, &["--store-url", &url]);
+    // One job that ran (claimed with a lease, then failed: its footage is on a closed port), then
+    // the queue paused behind it.
+    let failed = d.submit(&failing("checked, ran and failed"));
+    let j = d.wait_for_state(&failed, &["completed", "failed"], Duration::from_secs(120));
+    assert_eq!(j["state"], "failed", "{j}");
+    ctl(&d, &["pause"]);
     let queued = d.submit(&json!({ "videoSubject": "checked, queued", "script": SHORT }));
     let batch = post(
         &d,
@@ -614,7 +618,7 @@ fn store_check_on_postgres_compares_every_stored_head_with_the_fold_of_its_event
 
     let events = server.sql("checked", "SELECT count(*) FROM events");
     let name = format!("postgres://postgres@127.0.0.1:{}/checked", server.port);
-    let summary = format!("ok: {name}: {events} events of 4 jobs (");
+    let summary = format!("ok: {name}: {events} events of 5 jobs (");
     let (ok, out, err) = store_check(&["--store-url", &url], &[]);
     assert!(ok, "a good store failed its check: {err}");
     assert!(out.starts_with(&summary), "{out}");

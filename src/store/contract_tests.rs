@@ -348,6 +348,15 @@ async fn contract_on_postgres() {
         })
     };
     suite(&open).await;
+    // Every head the suite left (claims, renewals, rescues, fenced appends, cancels from the
+    // other handle) is the fold of its job's events: `store check` rebuilds and compares them.
+    for url in urls {
+        let checked = std::thread::spawn(move || super::check::check_postgres(&url))
+            .join()
+            .unwrap();
+        let report = checked.unwrap();
+        assert!(report.jobs > 0 && report.events > report.jobs, "{report:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
