@@ -298,18 +298,24 @@ pub fn redacted(url: &str) -> String {
 /// Checks the PostgreSQL store at `url` (see the module comment); answers its counts (`bytes`:
 /// the records' total size).
 pub fn check_postgres(url: &str) -> Result<Report, PgCheckError> {
+    check_postgres_paged(url, PAGE_ROWS)
+}
+
+/// [`check_postgres`] fetching `page_rows` rows at a time from each table.
+pub(crate) fn check_postgres_paged(url: &str, page_rows: i32) -> Result<Report, PgCheckError> {
     let cfg =
         tokio_postgres::Config::from_str(url).map_err(|source| PgCheckError::BadUrl { source })?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|source| PgCheckError::Runtime { source })?;
-    rt.block_on(check_pg(cfg))
+    rt.block_on(check_pg(cfg, page_rows.max(1)))
 }
 
 /// Rows a page at a time from a portal.
 struct Paged {
     portal: tokio_postgres::Portal,
+    page_rows: i32,
     rows: VecDeque<tokio_postgres::Row>,
     done: bool,
 }
@@ -322,8 +328,8 @@ impl Paged {
         tx: &tokio_postgres::Transaction<'_>,
     ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error> {
         if self.rows.is_empty() && !self.done {
-            let page = tx.query_portal(&self.portal, PAGE_ROWS).await?;
-            self.done = page.len() < PAGE_ROWS as usize;
+            let page = tx.query_portal(&self.portal, self.page_rows).await?;
+            self.done = page.len() < self.page_rows as usize;
             self.rows.extend(page);
         }
         Ok(self.rows.pop_front())
@@ -335,7 +341,7 @@ type EventRow = (EventId, JobId, Vec<u8>);
 /// One `jobs` row: id, state, first_event, queued_at, cancel_requested, head.
 type HeadRow = (JobId, String, i64, i64, bool, serde_json::Value);
 
-async fn check_pg(cfg: tokio_postgres::Config) -> Result<Report, PgCheckError> {
+async fn check_pg(cfg: tokio_postgres::Config, page_rows: i32) -> Result<Report, PgCheckError> {
     let target = pg_target(&cfg);
     let (mut client, conn) =
         cfg.connect(tokio_postgres::NoTls)
@@ -345,7 +351,7 @@ async fn check_pg(cfg: tokio_postgres::Config) -> Result<Report, PgCheckError> {
                 source,
             })?;
     let conn = tokio::spawn(conn);
-    let result = check_pg_client(&mut client, &target).await;
+    let result = check_pg_client(&mut client, &target, page_rows).await;
     drop(client);
     let _ = conn.await;
     result
@@ -354,6 +360,7 @@ async fn check_pg(cfg: tokio_postgres::Config) -> Result<Report, PgCheckError> {
 async fn check_pg_client(
     client: &mut tokio_postgres::Client,
     target: &str,
+    page_rows: i32,
 ) -> Result<Report, PgCheckError> {
     let read = |what: &'static str| {
         move |source| PgCheckError::Read {
@@ -431,6 +438,7 @@ async fn check_pg_client(
             .await
             .map_err(read("the events"))?,
         rows: VecDeque::new(),
+        page_rows,
         done: false,
     };
     let mut heads = Paged {
@@ -442,6 +450,7 @@ async fn check_pg_client(
             .await
             .map_err(read("the job heads"))?,
         rows: VecDeque::new(),
+        page_rows,
         done: false,
     };
     let next_event =

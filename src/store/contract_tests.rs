@@ -350,12 +350,18 @@ async fn contract_on_postgres() {
     suite(&open).await;
     // Every head the suite left (claims, renewals, rescues, fenced appends, cancels from the
     // other handle) is the fold of its job's events: `store check` rebuilds and compares them.
+    // Pages of one and two rows too: the two portals' pages end at every possible place.
     for url in urls {
-        let checked = std::thread::spawn(move || super::check::check_postgres(&url))
-            .join()
-            .unwrap();
-        let report = checked.unwrap();
+        let checked = std::thread::spawn(move || {
+            [1_000, 1, 2].map(|rows| super::check::check_postgres_paged(&url, rows))
+        })
+        .join()
+        .unwrap();
+        let report = checked[0].as_ref().unwrap();
         assert!(report.jobs > 0 && report.events > report.jobs, "{report:?}");
+        for other in &checked[1..] {
+            assert_eq!(other.as_ref().unwrap(), report);
+        }
     }
 }
 
@@ -429,6 +435,13 @@ async fn store_copy_moves_a_redb_history_into_postgres_unchanged() {
         .unwrap()
         .unwrap();
     assert_eq!(copied.1, 5);
+    // The copy's heads (folded by the import) pass the check, which folds them again.
+    let to = url.clone();
+    let checked = std::thread::spawn(move || super::check::check_postgres(&to))
+        .join()
+        .unwrap()
+        .unwrap();
+    assert_eq!((checked.events, checked.jobs), copied);
 
     let src = LocalStore::open(&path).unwrap();
     let dst = PgStore::connect(&url).await.unwrap();
