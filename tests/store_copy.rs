@@ -584,7 +584,8 @@ fn store_check(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
 /// failed, one queued, a batch of two, one cancelled in the queue): a good store
 /// passes (by `--store-url` and by `REELSMITH_STORE_URL`; a FILE still means redb); a head changed
 /// behind the events' back (its JSON, then a column the queue reads) fails naming the job and the
-/// field; a damaged record fails naming its event.
+/// field; a damaged record fails naming its event; so do an id above the log head, a head without
+/// events and events without a head.
 #[test]
 fn store_check_on_postgres_compares_every_stored_head_with_the_fold_of_its_events() {
     if !pg::available() {
@@ -685,6 +686,10 @@ fn store_check_on_postgres_compares_every_stored_head_with_the_fold_of_its_event
         "checked",
         &format!("SELECT max(id) FROM events WHERE job = '{second}'"),
     );
+    let bytes = server.sql(
+        "checked",
+        &format!("SELECT encode(record, 'hex') FROM events WHERE id = {record}"),
+    );
     server.sql(
         "checked",
         &format!("UPDATE events SET record = '\\x01ffffffff'::bytea WHERE id = {record}"),
@@ -694,6 +699,46 @@ fn store_check_on_postgres_compares_every_stored_head_with_the_fold_of_its_event
     assert!(
         err.contains(&format!("event record {record} is damaged"))
             && err.contains(&format!("job {second}")),
+        "{err}"
+    );
+    server.sql(
+        "checked",
+        &format!("UPDATE events SET record = decode('{bytes}', 'hex') WHERE id = {record}"),
+    );
+    let (ok, _, err) = store_check(&["--store-url", &url], &[]);
+    assert!(ok, "{err}");
+
+    // An id the log head never gave out: the newest event is named.
+    let newest = server.sql("checked", "SELECT max(id) FROM events");
+    server.sql("checked", "UPDATE log_head SET last_id = last_id - 1");
+    let (ok, _, err) = store_check(&["--store-url", &url], &[]);
+    assert!(
+        !ok && err.contains(&format!("event record {newest} "))
+            && err.contains("above the log head's last id"),
+        "{err}"
+    );
+    server.sql("checked", "UPDATE log_head SET last_id = last_id + 1");
+    // A head without events, and events without a head.
+    server.sql(
+        "checked",
+        &format!("DELETE FROM events WHERE job = '{queued}'"),
+    );
+    let (ok, _, err) = store_check(&["--store-url", &url], &[]);
+    assert!(
+        !ok && err.contains(&format!("job {queued} has a row in `jobs` but no events")),
+        "{err}"
+    );
+    server.sql(
+        "checked",
+        &format!("DELETE FROM jobs WHERE id = '{dropped}'"),
+    );
+    server.sql(
+        "checked",
+        &format!("DELETE FROM jobs WHERE id = '{queued}'"),
+    );
+    let (ok, _, err) = store_check(&["--store-url", &url], &[]);
+    assert!(
+        !ok && err.contains(&format!("job {dropped} has events but no row in `jobs`")),
         "{err}"
     );
     d.assert_serving();
