@@ -137,8 +137,13 @@ impl Follower {
     async fn run(&self) {
         let mut any = self.store.subscribe_all();
         let mut backoff = Duration::from_millis(100);
+        // Set when the wake-up was a commit the views already hold (this daemon's own, applied
+        // straight from the commit): nothing to read.
+        let mut held = false;
         loop {
-            match self.drain().await {
+            let drained = if held { Ok(()) } else { self.drain().await };
+            held = false;
+            match drained {
                 Ok(()) => {
                     if self.down.borrow().is_some() {
                         info!("the event store answers again");
@@ -146,7 +151,9 @@ impl Follower {
                     }
                     backoff = Duration::from_millis(100);
                     tokio::select! {
-                        _ = any.changed() => {}
+                        _ = any.changed() => {
+                            held = *any.borrow_and_update() <= self.views.last_id();
+                        }
                         _ = self.kick.notified() => {}
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }

@@ -397,10 +397,9 @@ impl PgStore {
 
     /// Upserts job heads.
     async fn write_heads(tx: &Transaction<'_>, changed: &[JobView]) -> Result<(), StoreFault> {
-        let mut heads = Vec::with_capacity(changed.len());
-        for v in changed {
-            heads.push(serde_json::to_value(v).map_err(codec_fault)?);
-        }
+        // Serialised straight into the jsonb parameter (no intermediate `Value` tree).
+        let heads: Vec<tokio_postgres::types::Json<&JobView>> =
+            changed.iter().map(tokio_postgres::types::Json).collect();
         let h_ids: Vec<Uuid> = changed.iter().map(|v| v.id.0).collect();
         let h_first: Vec<i64> = changed.iter().map(|v| v.first_event_id as i64).collect();
         let h_state: Vec<&str> = changed.iter().map(|v| v.state.as_str()).collect();
