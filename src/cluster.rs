@@ -24,7 +24,7 @@ use tracing::{error, info, warn};
 
 use crate::actors::journal::{Append, AppendAll, Close, JournalError, Ping};
 use crate::event::{Event, EventId, IdempotencyTag, JobId, JobView, Kind, Refusal};
-use crate::store::contract::{pause_state, AppendRequest, EventStore, Owner};
+use crate::store::contract::{pause_state, purged_jobs, AppendRequest, EventStore, Owner};
 use crate::views::Views;
 
 /// Events read from the store per round trip of the follower.
@@ -33,11 +33,14 @@ const PAGE: usize = 2_000;
 const CATCH_UP: Duration = Duration::from_secs(10);
 
 /// What other daemons changed that the scheduler acts on (sent after each applied page).
-#[derive(Message, Clone, Copy, Debug)]
+#[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct Remote {
     /// The queue's pause state, when an applied event set it.
     pub paused: Option<bool>,
+    /// Jobs a purge (retention, on any daemon) deleted: gone from the views already; their files
+    /// in this daemon's state directory go too.
+    pub purged: Vec<JobId>,
 }
 
 /// This daemon's place in the cluster.
@@ -200,10 +203,20 @@ impl Follower {
         let mut work: HashMap<JobId, Option<JobView>> = HashMap::new();
         let mut created = Vec::new();
         let mut paused = None;
+        let mut purged = Vec::new();
         for ev in events {
             if ev.job == JobId::DAEMON {
                 if let Some(p) = pause_state(ev) {
                     paused = Some(p);
+                }
+                // A purge's record names the jobs it deleted (finished ones: no later event of
+                // theirs can follow it).
+                if let Some(gone) = purged_jobs(ev) {
+                    for j in &gone {
+                        work.remove(j);
+                    }
+                    created.retain(|j| !gone.contains(j));
+                    purged.extend(gone);
                 }
                 continue;
             }
@@ -221,6 +234,9 @@ impl Follower {
                 }
             }
         }
+        if !purged.is_empty() {
+            self.views.remove(&purged);
+        }
         self.views
             .publish(work.into_values().flatten().collect(), &created, last);
         self.applied.send_replace(last);
@@ -230,7 +246,10 @@ impl Follower {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         for l in listeners {
-            l.do_send(Remote { paused });
+            l.do_send(Remote {
+                paused,
+                purged: purged.clone(),
+            });
         }
     }
 }

@@ -159,12 +159,9 @@ async fn retention(core: Core) {
     loop {
         tick.tick().await;
         let days = core.config().retention.keep_days;
-        // A shared store keeps its history (retention sweeps a redb log; see the README).
-        if days == 0
-            || core.log_fault().is_some()
-            || core.store_fault().is_some()
-            || core.is_shared()
-        {
+        // On a shared store every daemon sweeps: the store deletes each job once (a job another
+        // daemon purged first is skipped) and records it once.
+        if days == 0 || core.log_fault().is_some() || core.store_fault().is_some() {
             continue;
         }
         match core.purge(days, None, true).await {

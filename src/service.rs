@@ -252,7 +252,7 @@ pub async fn start(
                     watch::channel(None).1,
                     None,
                     Some(cluster),
-                    // Retention sweeps a redb log only (see the README).
+                    // Retention purges through the store itself (the scheduler's cluster).
                     None,
                 )
             }

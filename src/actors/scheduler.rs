@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::event::{now_ms, EventId, IdempotencyTag, JobId, JobState, Kind, Level, NewEvent};
 use crate::pipeline::StopReason;
 use crate::request::JobRequest;
-use crate::store::contract::Claimed;
+use crate::store::contract::{Claimed, PurgeNote};
 use crate::views::Views;
 
 /// Who asked for a change: `None` for HTTP callers, else the Unix uid of a control-socket peer.
@@ -997,21 +997,25 @@ impl Handler<PurgeFinished> for Scheduler {
         if let Err(e) = self.refuse_if_failed() {
             return Box::pin(fut::ready(Err(e)));
         }
-        let Some(purger) = self.purger.clone() else {
-            return Box::pin(fut::ready(Err(SchedulerError::Internal(
-                "retention is not available here".into(),
-            ))));
-        };
         let days = msg.older_than_days;
         let cutoff = now_ms().saturating_sub(i64::from(days) * 86_400_000);
-        let jobs = self.views.finished_before(cutoff, usize::MAX);
         let state_dir = self.paths.state_dir.clone();
-        let journal = self.journal.clone();
         let by = if msg.automatic {
             json!({ "via": "retention" })
         } else {
             by_json(msg.by)
         };
+        if let (Some(c), None) = (self.cluster.clone(), &self.own) {
+            let jobs = self.views.finished_before(cutoff, usize::MAX);
+            return Box::pin(purge_shared(c, jobs, days, by, state_dir).into_actor(self));
+        }
+        let Some(purger) = self.purger.clone() else {
+            return Box::pin(fut::ready(Err(SchedulerError::Internal(
+                "retention is not available here".into(),
+            ))));
+        };
+        let jobs = self.views.finished_before(cutoff, usize::MAX);
+        let journal = self.journal.clone();
         Box::pin(
             async move {
                 let mut report = PurgeReport::default();
@@ -1059,6 +1063,51 @@ impl Handler<PurgeFinished> for Scheduler {
             .into_actor(self),
         )
     }
+}
+
+/// Retention on a shared store: each chunk of `jobs` is deleted, and recorded with the ids it
+/// deleted, in one store transaction (every daemon's follower drops them from its cache on that
+/// record; a job another daemon purged first, or that is not finished any more, is skipped by the
+/// store). Answers once this daemon's views have dropped them; then removes their files here.
+async fn purge_shared(
+    c: Cluster,
+    jobs: Vec<JobId>,
+    days: u32,
+    by: Value,
+    state_dir: std::path::PathBuf,
+) -> Result<PurgeReport, SchedulerError> {
+    let mut report = PurgeReport::default();
+    let note = PurgeNote {
+        older_than_days: days,
+        by,
+    };
+    for chunk in jobs.chunks(PURGE_CHUNK) {
+        let purged = c
+            .store
+            .purge(chunk.to_vec(), note.clone())
+            .await
+            .map_err(|e| {
+                SchedulerError::Journal(JournalError::Unavailable(format!(
+                    "The event store is unreachable ({e}); try again."
+                )))
+            })?;
+        if purged.recorded > 0 {
+            c.follower.catch_up(purged.recorded).await;
+        }
+        report.jobs += purged.jobs.len() as u64;
+        report.events += purged.events;
+        let dir = state_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || remove_job_files(&dir, &purged.jobs)).await;
+    }
+    if report.jobs > 0 {
+        info!(
+            jobs = report.jobs,
+            events = report.events,
+            days,
+            "purged finished jobs from the shared store"
+        );
+    }
+    Ok(report)
 }
 
 /// Removes the folders and outputs of `jobs` (`jobs/<id>/`, `output/<id>.*`).
@@ -1148,10 +1197,22 @@ impl Handler<GetStatus> for Scheduler {
 impl Handler<Remote> for Scheduler {
     type Result = ();
 
-    /// Other daemons wrote: new jobs may be queued, the pause state may have changed.
+    /// Other daemons wrote: new jobs may be queued, the pause state may have changed, finished
+    /// jobs may have been purged (their files here go too; a job this daemon never ran has none).
     fn handle(&mut self, msg: Remote, ctx: &mut Self::Context) {
         if let Some(p) = msg.paused {
             self.paused = p;
+        }
+        if !msg.purged.is_empty() && self.own.is_none() {
+            let dir = self.paths.state_dir.clone();
+            let jobs = msg.purged;
+            ctx.spawn(
+                async move {
+                    let _ =
+                        tokio::task::spawn_blocking(move || remove_job_files(&dir, &jobs)).await;
+                }
+                .into_actor(self),
+            );
         }
         self.pump(ctx);
     }

@@ -12,6 +12,8 @@
 //! - A running job has one lease (owner, epoch = its attempt number, expiry). Appends that carry an
 //!   epoch are refused once it is not the job's running attempt any more (fencing).
 //! - Cluster settings (paused) are recorded as admin events and survive restarts.
+//! - A purge deletes finished jobs only, whole (events and head), and records the jobs it deleted
+//!   in an admin event of the same transaction; purging what is gone is a no-op.
 //!
 //! Step one of the scale-out work: the contract and both engines exist and pass one suite; the
 //! daemon's core (journal, scheduler, views) moves onto it next. Until then parts are used only by
@@ -77,6 +79,22 @@ pub struct Claimed {
     pub view: JobView,
     pub epoch: u32,
     pub lease_until_ms: i64,
+}
+
+/// What a purge removed: the finished jobs deleted (of those asked), their events, and the id of
+/// the admin event that records it (0 when nothing was deleted and nothing was recorded).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub jobs: Vec<JobId>,
+    pub events: u64,
+    pub recorded: EventId,
+}
+
+/// Who purges and why, for the admin event a purge records.
+#[derive(Clone, Debug)]
+pub struct PurgeNote {
+    pub older_than_days: u32,
+    pub by: Value,
 }
 
 /// Why a store call failed as a whole (as opposed to one append being refused). Every variant means
@@ -170,6 +188,30 @@ pub trait EventStore: Send + Sync {
     /// renewing its lease.`, then back to the queue while attempts remain, else failed. Answers the
     /// jobs rescued.
     fn rescue_expired(&self) -> StoreFuture<'_, Result<Vec<JobId>, StoreFault>>;
+
+    /// Claims `job` itself for `owner`, as [`EventStore::claim`] does the oldest queued job: first
+    /// appends `first` to it (a submit's events: the job is then created and claimed in one
+    /// transaction, so no other daemon ever sees it queued), then records its `running` event and
+    /// takes the lease, if it is queued and not cancel-requested. `None` when it is not claimable
+    /// (another daemon took it, it ended, or `first` was refused); nothing is written then.
+    fn claim_job<'a>(
+        &'a self,
+        job: JobId,
+        first: Vec<NewEvent>,
+        owner: &'a Owner,
+        lease: Duration,
+    ) -> StoreFuture<'a, Result<Option<Claimed>, StoreFault>>;
+
+    /// Deletes the finished jobs among `jobs` (completed, failed or cancelled when the transaction
+    /// runs: a job that is queued or running is left alone) with all their events and heads, and
+    /// records [`purge_event`] (naming them, so every daemon's cache drops them) in the same
+    /// transaction. The largest id given out stays given out. Deleting what is gone already is a
+    /// no-op, so two daemons purging at once are safe: each job is deleted and recorded once.
+    fn purge(
+        &self,
+        jobs: Vec<JobId>,
+        note: PurgeNote,
+    ) -> StoreFuture<'_, Result<Purged, StoreFault>>;
 
     /// Whether the queue is paused (cluster-wide, kept across restarts).
     fn paused(&self) -> StoreFuture<'_, Result<bool, StoreFault>>;
@@ -327,6 +369,45 @@ pub(crate) fn pause_state(ev: &Event) -> Option<bool> {
         "resume" => Some(false),
         _ => None,
     }
+}
+
+/// The admin event of a purge: the jobs deleted are listed (`ids`) so that followers drop them.
+pub(crate) fn purge_event(jobs: &[JobId], events: u64, note: &PurgeNote) -> NewEvent {
+    let days = note.older_than_days;
+    let ids: Vec<String> = jobs.iter().map(|j| j.to_string()).collect();
+    NewEvent::new(
+        crate::event::Kind::Admin,
+        crate::event::Level::Info,
+        format!(
+            "Purged {} finished job(s) older than {days} day(s).",
+            jobs.len()
+        ),
+    )
+    .with_payload(serde_json::json!({
+        "action": "purge",
+        "olderThanDays": days,
+        "jobs": jobs.len(),
+        "events": events,
+        "by": note.by,
+        "ids": ids,
+    }))
+}
+
+/// The jobs a purge's admin event deleted (`None` for any other event).
+pub(crate) fn purged_jobs(ev: &Event) -> Option<Vec<JobId>> {
+    if ev.job != JobId::DAEMON {
+        return None;
+    }
+    let p = ev.payload.as_ref()?;
+    if p.get("action")?.as_str()? != "purge" {
+        return None;
+    }
+    let ids = p.get("ids")?.as_array()?;
+    Some(
+        ids.iter()
+            .filter_map(|v| v.as_str()?.parse().ok())
+            .collect(),
+    )
 }
 
 /// The `running` event of a claim.

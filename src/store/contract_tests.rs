@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::contract::{AppendRequest, EventStore, Owner};
+use super::contract::{purged_jobs, AppendRequest, EventStore, Owner, PurgeNote};
 use super::local::LocalStore;
 use super::postgres::PgStore;
 use crate::event::{fold, JobId, JobState, Kind, Level, NewEvent, Refusal};
@@ -258,6 +258,222 @@ async fn claims_leases_and_rescue((s1, s2): Handles) {
     assert!(!s2.renew(job, 2, lease).await.unwrap());
 }
 
+/// A given job is claimed alone, and a new one is created and claimed in one transaction (what
+/// `generate` does on a shared store): nobody else ever sees it queued, and its lease is a lease
+/// like any other (an expired one is rescued).
+async fn claims_a_given_job((s1, s2): Handles) {
+    let (o1, o2) = (owner("gen"), owner("two"));
+    let lease = Duration::from_secs(30);
+    while s2.claim(&o2, lease).await.unwrap().is_some() {}
+    let before = s1.last_id().await.unwrap();
+    let mine = JobId::new();
+    let mut all = s2.subscribe_all();
+    all.borrow_and_update();
+    let c = s1
+        .claim_job(mine, vec![queued()], &o1, lease)
+        .await
+        .unwrap()
+        .expect("a new job is claimed");
+    assert_eq!(
+        (c.view.id, c.view.state, c.epoch),
+        (mine, JobState::Running, 1)
+    );
+    assert_eq!(c.view.first_event_id, before + 1);
+    assert_eq!(
+        c.view.last_event_id,
+        before + 2,
+        "queued and running, one commit"
+    );
+    assert!(
+        s2.claim(&o2, lease).await.unwrap().is_none(),
+        "not claimable"
+    );
+    let evs = s2.read_job(mine, 0, 10).await.unwrap();
+    assert_eq!(evs.len(), 2);
+    assert_eq!(evs[1].payload.as_ref().unwrap()["owner"]["daemon"], "gen");
+    assert!(s1
+        .claim_job(mine, Vec::new(), &o2, lease)
+        .await
+        .unwrap()
+        .is_none());
+
+    // An existing queued job is claimed by id, ahead of older ones; a cancel-requested one is not,
+    // and refused first events write nothing.
+    let (old, young, stopped) = (
+        submit(s1.as_ref()).await,
+        submit(s1.as_ref()).await,
+        submit(s1.as_ref()).await,
+    );
+    let ask = NewEvent::new(
+        Kind::CancelRequested,
+        Level::Warning,
+        "Cancellation requested.",
+    );
+    assert!(s1.append(vec![req(stopped, vec![ask])]).await.unwrap()[0].is_ok());
+    let c = s2
+        .claim_job(young, Vec::new(), &o1, lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.view.id, c.epoch), (young, 1));
+    assert!(s2
+        .claim_job(stopped, Vec::new(), &o1, lease)
+        .await
+        .unwrap()
+        .is_none());
+    let last = s1.last_id().await.unwrap();
+    let stranger = JobId::new();
+    let refused = s1
+        .claim_job(stranger, vec![NewEvent::info("not a submit")], &o1, lease)
+        .await
+        .unwrap();
+    assert!(refused.is_none());
+    assert_eq!(s2.last_id().await.unwrap(), last);
+    assert!(s2.head(stranger).await.unwrap().is_none());
+    assert_eq!(s2.claim(&o2, lease).await.unwrap().unwrap().view.id, old);
+
+    // Its lease expires like any other: rescued and queued again.
+    assert!(s1.renew(mine, 1, Duration::ZERO).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rescued = loop {
+        let r = s2.rescue_expired().await.unwrap();
+        if !r.is_empty() || Instant::now() > deadline {
+            break r;
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(rescued, vec![mine]);
+    let evs = s2.read_job(mine, 0, 10).await.unwrap();
+    assert!(
+        evs.iter()
+            .any(|e| e.message == "Job interrupted: daemon gen stopped renewing its lease."),
+        "{evs:?}"
+    );
+}
+
+/// Retention: only finished jobs go, with all their events and heads, in one transaction that
+/// also records which (so other daemons' caches drop them); ids stay given out; a second purge
+/// of the same jobs, even at the same time from the other daemon, deletes and records nothing.
+async fn purges_finished_jobs((s1, s2): Handles) {
+    let lease = Duration::from_secs(30);
+    let note = |days| PurgeNote {
+        older_than_days: days,
+        by: json!({ "via": "test" }),
+    };
+    let cancel = || {
+        vec![
+            NewEvent::new(
+                Kind::CancelRequested,
+                Level::Warning,
+                "Cancellation requested.",
+            ),
+            NewEvent::new(
+                Kind::Cancelled,
+                Level::Warning,
+                "Job cancelled before execution.",
+            ),
+        ]
+    };
+    let live = submit(s1.as_ref()).await;
+    let run = JobId::new();
+    s1.claim_job(run, vec![queued()], &owner("one"), lease)
+        .await
+        .unwrap()
+        .unwrap();
+    let (done, failed) = (submit(s1.as_ref()).await, submit(s1.as_ref()).await);
+    assert!(s1.append(vec![req(done, cancel())]).await.unwrap()[0].is_ok());
+    let err = NewEvent::new(Kind::Error, Level::Error, "Failed to render video: boom");
+    // A queued job may fail (its start could not be recorded): a finished job all the same.
+    assert!(s1.append(vec![req(failed, vec![err])]).await.unwrap()[0].is_ok());
+    let before = s1.last_id().await.unwrap();
+    let mut all = s2.subscribe_all();
+    all.borrow_and_update();
+
+    let p = s1
+        .purge(
+            vec![live, run, done, failed, JobId::DAEMON, JobId::new()],
+            note(3),
+        )
+        .await
+        .unwrap();
+    let mut gone = vec![done, failed];
+    gone.sort();
+    let mut purged = p.jobs.clone();
+    purged.sort();
+    assert_eq!(purged, gone, "only the finished jobs");
+    assert_eq!(p.events, 5);
+    assert_eq!(p.recorded, before + 1);
+    for j in [done, failed] {
+        assert!(s2.head(j).await.unwrap().is_none());
+        assert!(s2.read_job(j, 0, 100).await.unwrap().is_empty());
+        assert!(s2
+            .list(None, None, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .all(|v| v.id != j));
+    }
+    assert_eq!(
+        s2.head(live).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+    assert_eq!(
+        s2.head(run).await.unwrap().unwrap().state,
+        JobState::Running
+    );
+    assert_eq!(s2.read_job(live, 0, 100).await.unwrap().len(), 1);
+    let record = s2.read_since(before, 100).await.unwrap();
+    assert_eq!(record.len(), 1, "{record:?}");
+    assert_eq!(record[0].job, JobId::DAEMON);
+    assert_eq!(
+        record[0].message,
+        "Purged 2 finished job(s) older than 3 day(s)."
+    );
+    let mut named = purged_jobs(&record[0]).unwrap();
+    named.sort();
+    assert_eq!(named, gone);
+    assert_eq!(record[0].payload.as_ref().unwrap()["by"]["via"], "test");
+    tokio::time::timeout(Duration::from_secs(5), all.wait_for(|v| *v >= p.recorded))
+        .await
+        .expect("the other daemon is woken by the purge")
+        .unwrap();
+
+    // Nothing twice; ids go on after the purge's record.
+    let again = s2.purge(gone.clone(), note(3)).await.unwrap();
+    assert_eq!(again, Default::default());
+    assert_eq!(s1.last_id().await.unwrap(), p.recorded);
+
+    // Two daemons purging the same jobs at once: each deleted and recorded once.
+    let (x, y) = (submit(s1.as_ref()).await, submit(s1.as_ref()).await);
+    for j in [x, y] {
+        assert!(s1.append(vec![req(j, cancel())]).await.unwrap()[0].is_ok());
+    }
+    let mark = s1.last_id().await.unwrap();
+    let (a, b) = tokio::join!(s1.purge(vec![x, y], note(0)), s2.purge(vec![y, x], note(0)));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.jobs.len() + b.jobs.len(), 2, "{a:?} {b:?}");
+    assert_eq!(a.events + b.events, 6);
+    let records = s1.read_since(mark, 100).await.unwrap();
+    let named: usize = records
+        .iter()
+        .filter_map(purged_jobs)
+        .map(|v| v.len())
+        .sum();
+    assert_eq!(named, 2, "{records:?}");
+
+    // The newest events purged: their ids are never given out again.
+    let newest = submit(s1.as_ref()).await;
+    assert!(s1.append(vec![req(newest, cancel())]).await.unwrap()[0].is_ok());
+    let top = s1.last_id().await.unwrap();
+    let p = s2.purge(vec![newest], note(0)).await.unwrap();
+    assert_eq!(p.recorded, top + 1);
+    let next = submit(s1.as_ref()).await;
+    assert_eq!(
+        s2.head(next).await.unwrap().unwrap().first_event_id,
+        top + 2
+    );
+}
+
 /// Pause is cluster state that survives a restart; wake-ups cross handles.
 async fn pause_and_wakeups((s1, s2): Handles, reopen: Open<'_>) {
     assert!(!s1.paused().await.unwrap());
@@ -296,7 +512,10 @@ async fn suite(open: Open<'_>) {
     units_and_keys((s1.as_ref(), s2.as_ref())).await;
     lists_newest_first(s2.as_ref()).await;
     drop((s1, s2));
-    claims_leases_and_rescue(open().await).await;
+    let h = open().await;
+    claims_leases_and_rescue(h.clone()).await;
+    claims_a_given_job(h.clone()).await;
+    purges_finished_jobs(h).await;
     pause_and_wakeups(open().await, open).await;
 }
 

@@ -17,11 +17,14 @@ use serde_json::Value;
 use tokio::sync::{watch, Mutex};
 
 use super::contract::{
-    lease_lost_reason, pause_event, pause_state, running_event, stage_batch, AppendOutcome,
-    AppendRequest, Claimed, EventStore, Owner, Staged, StoreFault, StoreFuture,
+    lease_lost_reason, pause_event, pause_state, purge_event, running_event, stage_batch,
+    AppendOutcome, AppendRequest, Claimed, EventStore, Owner, PurgeNote, Purged, Staged,
+    StoreFault, StoreFuture,
 };
 use super::{OpenError, Store};
-use crate::event::{interruption_events, now_ms, Event, EventId, JobId, JobState, JobView};
+use crate::event::{
+    interruption_events, now_ms, Event, EventId, JobId, JobState, JobView, NewEvent,
+};
 use crate::views::Views;
 
 const ENGINE: &str = "redb";
@@ -77,6 +80,38 @@ impl LocalStore {
             store,
             views: Arc::new(views),
         })
+    }
+
+    /// Records the `running` event of queued `view` for `owner` and takes its lease; the caller
+    /// holds the state lock.
+    async fn take_locked(
+        &self,
+        st: &mut State,
+        view: &JobView,
+        owner: &Owner,
+        lease: Duration,
+    ) -> Result<Option<Claimed>, StoreFault> {
+        let until = now_ms() + lease.as_millis() as i64;
+        let req = AppendRequest::new(view.id, vec![running_event(view, owner, until)], None);
+        let out = self.append_locked(st, vec![req]).await?;
+        if out.first().is_none_or(|r| r.is_err()) {
+            return Ok(None);
+        }
+        let epoch = view.attempt + 1;
+        st.leases.insert(
+            view.id,
+            Lease {
+                owner: owner.clone(),
+                epoch,
+                until_ms: until,
+            },
+        );
+        let view = self.views.view(view.id).map(|v| (*v).clone());
+        Ok(view.map(|view| Claimed {
+            view,
+            epoch,
+            lease_until_ms: until,
+        }))
     }
 
     /// Checks, commits and publishes a batch; the caller holds the state lock.
@@ -211,32 +246,94 @@ impl EventStore for LocalStore {
             else {
                 return Ok(None);
             };
-            let until = now_ms() + lease.as_millis() as i64;
-            let req = AppendRequest {
-                job: view.id,
-                events: vec![running_event(&view, owner, until)],
-                epoch: None,
-                with_next: false,
-            };
-            let out = self.append_locked(&mut st, vec![req]).await?;
-            if out.first().is_none_or(|r| r.is_err()) {
-                return Ok(None);
+            self.take_locked(&mut st, &view, owner, lease).await
+        })
+    }
+
+    fn claim_job<'a>(
+        &'a self,
+        job: JobId,
+        first: Vec<NewEvent>,
+        owner: &'a Owner,
+        lease: Duration,
+    ) -> StoreFuture<'a, Result<Option<Claimed>, StoreFault>> {
+        Box::pin(async move {
+            let mut st = self.state.lock().await;
+            if !first.is_empty() {
+                let out = self
+                    .append_locked(&mut st, vec![AppendRequest::new(job, first, None)])
+                    .await?;
+                if out.first().is_none_or(|r| r.is_err()) {
+                    return Ok(None);
+                }
             }
-            let epoch = view.attempt + 1;
-            st.leases.insert(
-                view.id,
-                Lease {
-                    owner: owner.clone(),
-                    epoch,
-                    until_ms: until,
-                },
-            );
-            let view = self.views.view(view.id).map(|v| (*v).clone());
-            Ok(view.map(|view| Claimed {
-                view,
-                epoch,
-                lease_until_ms: until,
-            }))
+            let Some(view) = self
+                .views
+                .view(job)
+                .filter(|v| v.state == JobState::Queued && !v.cancel_requested)
+            else {
+                return Ok(None);
+            };
+            self.take_locked(&mut st, &view, owner, lease).await
+        })
+    }
+
+    fn purge(
+        &self,
+        jobs: Vec<JobId>,
+        note: PurgeNote,
+    ) -> StoreFuture<'_, Result<Purged, StoreFault>> {
+        Box::pin(async move {
+            let mut st = self.state.lock().await;
+            let mut gone: Vec<JobId> = jobs
+                .into_iter()
+                .filter(|j| {
+                    *j != JobId::DAEMON
+                        && self.views.head(*j).is_some_and(|h| h.state.is_terminal())
+                })
+                .collect();
+            gone.sort();
+            gone.dedup();
+            if gone.is_empty() {
+                return Ok(Purged::default());
+            }
+            let id = st.next_id;
+            let (store, list) = (self.store.clone(), gone.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                store.purge_recording(&list, |events| {
+                    let ev = purge_event(&list, events, &note);
+                    vec![Event {
+                        id,
+                        job: JobId::DAEMON,
+                        kind: ev.kind,
+                        level: ev.level,
+                        message: ev.message,
+                        payload: ev.payload,
+                        timestamp_ms: now_ms(),
+                        stage: ev.stage,
+                    }]
+                })
+            })
+            .await
+            .map_err(|e| StoreFault::Write {
+                engine: ENGINE,
+                source: Box::new(e),
+            })?;
+            let events = done.map_err(|e| StoreFault::Write {
+                engine: ENGINE,
+                source: Box::new(e),
+            })?;
+            st.next_id = id + 1;
+            for j in &gone {
+                st.leases.remove(j);
+            }
+            self.views.remove(&gone);
+            self.views.publish(Vec::new(), &[], id);
+            Ok(Purged {
+                jobs: gone,
+                events,
+                recorded: id,
+            })
         })
     }
 

@@ -248,6 +248,16 @@ impl Store {
     /// the largest id ever given out (see `META`). Answers the events deleted. Retention only: the
     /// journal calls it for finished jobs.
     pub fn purge(&self, jobs: &[JobId]) -> Result<u64, AppendError> {
+        self.purge_recording(jobs, |_| Vec::new())
+    }
+
+    /// [`Store::purge`], and in the same transaction appends the events `record` makes of the
+    /// count deleted (ids above every id given out: the record of the purge).
+    pub fn purge_recording(
+        &self,
+        jobs: &[JobId],
+        record: impl FnOnce(u64) -> Vec<Event>,
+    ) -> Result<u64, AppendError> {
         let write = || -> Result<u64, redb::Error> {
             let txn = self.db.begin_write()?;
             let mut removed = 0;
@@ -269,6 +279,10 @@ impl Store {
                         index.remove((j, id))?;
                         removed += 1;
                     }
+                }
+                for ev in record(removed) {
+                    events.insert(ev.id, codec::encode(&ev).as_slice())?;
+                    index.insert((ev.job.as_u128(), ev.id), ())?;
                 }
             }
             txn.commit()?;

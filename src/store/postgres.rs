@@ -33,9 +33,9 @@ use uuid::Uuid;
 
 use super::codec;
 use super::contract::{
-    lease_lost_reason, pause_event, pause_state, running_event, stage_batch, AppendOutcome,
-    AppendRequest, Claimed, CommitHook, EngineError, EventStore, Owner, Staged, StoreFault,
-    StoreFuture,
+    lease_lost_reason, pause_event, pause_state, purge_event, running_event, stage_batch,
+    AppendOutcome, AppendRequest, Claimed, CommitHook, EngineError, EventStore, Owner, PurgeNote,
+    Purged, Staged, StoreFault, StoreFuture,
 };
 use crate::event::{
     interruption_events, now_ms, Event, EventId, IdempotencyTag, JobId, JobState, JobView, Kind,
@@ -570,6 +570,44 @@ impl PgStore {
         Ok((outcomes, events, changed))
     }
 
+    /// Records the `running` event of `view` (queued, its row locked by the caller) for `owner` and
+    /// takes its lease, inside `tx`; `next` as in [`PgStore::write_batch`]. Answers the events
+    /// written and the claim, or `None` when the event was refused.
+    async fn take(
+        tx: &Transaction<'_>,
+        view: &JobView,
+        owner: &Owner,
+        lease: Duration,
+        next: Option<EventId>,
+    ) -> Result<Option<(Vec<Event>, Claimed)>, StoreFault> {
+        let until = now_ms() + lease.as_millis() as i64;
+        let epoch = view.attempt + 1;
+        let req = AppendRequest::new(view.id, vec![running_event(view, owner, until)], None);
+        let (outcomes, events, changed) = Self::write_batch(tx, vec![req], next).await?;
+        if outcomes.first().is_none_or(|r| r.is_err()) {
+            return Ok(None);
+        }
+        let owner_json = serde_json::to_value(owner).map_err(codec_fault)?;
+        tx.execute(
+            "INSERT INTO leases (job, epoch, owner, expires_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (job) DO UPDATE SET epoch = excluded.epoch, owner = excluded.owner,
+                 expires_ms = excluded.expires_ms",
+            &[&view.id.0, &(epoch as i32), &owner_json, &until],
+        )
+        .await
+        .map_err(fault(write_fault))?;
+        Ok(changed.into_iter().next().map(|view| {
+            (
+                events,
+                Claimed {
+                    view,
+                    epoch,
+                    lease_until_ms: until,
+                },
+            )
+        }))
+    }
+
     /// Publishes a commit to this process's followers at once (the NOTIFY reaches the others).
     fn publish(&self, events: &[Event]) {
         let Some(last) = events.last().map(|e| e.id) else {
@@ -952,34 +990,116 @@ impl EventStore for PgStore {
             };
             let view: JobView =
                 serde_json::from_value(row.get::<_, Value>(0)).map_err(codec_fault)?;
-            let until = now_ms() + lease.as_millis() as i64;
-            let epoch = view.attempt + 1;
-            let req = AppendRequest {
-                job: view.id,
-                events: vec![running_event(&view, owner, until)],
-                epoch: None,
-                with_next: false,
-            };
-            let (outcomes, events, changed) = Self::write_batch(&tx, vec![req], Some(next)).await?;
-            if outcomes.first().is_none_or(|r| r.is_err()) {
+            let Some((events, claimed)) = Self::take(&tx, &view, owner, lease, Some(next)).await?
+            else {
                 return Ok(None);
-            }
-            let owner_json = serde_json::to_value(owner).map_err(codec_fault)?;
-            tx.execute(
-                "INSERT INTO leases (job, epoch, owner, expires_ms) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (job) DO UPDATE SET epoch = excluded.epoch, owner = excluded.owner,
-                     expires_ms = excluded.expires_ms",
-                &[&view.id.0, &(epoch as i32), &owner_json, &until],
-            )
-            .await
-            .map_err(fault(write_fault))?;
+            };
             tx.commit().await.map_err(fault(write_fault))?;
             self.publish(&events);
-            Ok(changed.into_iter().next().map(|view| Claimed {
-                view,
-                epoch,
-                lease_until_ms: until,
-            }))
+            Ok(Some(claimed))
+        })
+    }
+
+    fn claim_job<'a>(
+        &'a self,
+        job: JobId,
+        first: Vec<NewEvent>,
+        owner: &'a Owner,
+        lease: Duration,
+    ) -> StoreFuture<'a, Result<Option<Claimed>, StoreFault>> {
+        Box::pin(async move {
+            let mut client = self.pool.get().await.map_err(pool_fault)?;
+            let tx = client.transaction().await.map_err(fault(write_fault))?;
+            let next = Self::lock_head(&tx).await?;
+            let mut events = Vec::new();
+            if !first.is_empty() {
+                let req = AppendRequest::new(job, first, None);
+                let (outcomes, written, _) = Self::write_batch(&tx, vec![req], Some(next)).await?;
+                if outcomes.first().is_none_or(|r| r.is_err()) {
+                    return Ok(None);
+                }
+                events = written;
+            }
+            let row = tx
+                .query_opt(
+                    "SELECT head FROM jobs WHERE id = $1 AND state = 'queued'
+                     AND NOT cancel_requested FOR UPDATE",
+                    &[&job.0],
+                )
+                .await
+                .map_err(fault(write_fault))?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let view: JobView =
+                serde_json::from_value(row.get::<_, Value>(0)).map_err(codec_fault)?;
+            // `None`: the log head is locked already; its id moved with `first`'s events.
+            let Some((running, claimed)) = Self::take(&tx, &view, owner, lease, None).await? else {
+                return Ok(None);
+            };
+            events.extend(running);
+            tx.commit().await.map_err(fault(write_fault))?;
+            self.publish(&events);
+            Ok(Some(claimed))
+        })
+    }
+
+    fn purge(
+        &self,
+        jobs: Vec<JobId>,
+        note: PurgeNote,
+    ) -> StoreFuture<'_, Result<Purged, StoreFault>> {
+        Box::pin(async move {
+            let ids: Vec<Uuid> = jobs
+                .iter()
+                .filter(|j| **j != JobId::DAEMON)
+                .map(|j| j.0)
+                .collect();
+            if ids.is_empty() {
+                return Ok(Purged::default());
+            }
+            let mut client = self.pool.get().await.map_err(pool_fault)?;
+            let tx = client.transaction().await.map_err(fault(write_fault))?;
+            // The log head first, as every writer: purges and appends are serialised, so a job
+            // found finished here stays finished until the commit, and a second purge of the
+            // same jobs (another daemon's sweep) finds them gone.
+            let next = Self::lock_head(&tx).await?;
+            let rows = tx
+                .query(
+                    "SELECT id FROM jobs WHERE id = ANY($1)
+                     AND state IN ('completed', 'failed', 'cancelled') ORDER BY id FOR UPDATE",
+                    &[&ids],
+                )
+                .await
+                .map_err(fault(write_fault))?;
+            let gone: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+            if gone.is_empty() {
+                return Ok(Purged::default());
+            }
+            let events = tx
+                .execute("DELETE FROM events WHERE job = ANY($1)", &[&gone])
+                .await
+                .map_err(fault(write_fault))?;
+            for sql in [
+                "DELETE FROM jobs WHERE id = ANY($1)",
+                "DELETE FROM leases WHERE job = ANY($1)",
+            ] {
+                tx.execute(sql, &[&gone])
+                    .await
+                    .map_err(fault(write_fault))?;
+            }
+            let jobs: Vec<JobId> = gone.into_iter().map(JobId).collect();
+            let req =
+                AppendRequest::new(JobId::DAEMON, vec![purge_event(&jobs, events, &note)], None);
+            // Its id comes after every id given out, deleted or not: the log head only grows.
+            let (_, written, _) = Self::write_batch(&tx, vec![req], Some(next)).await?;
+            tx.commit().await.map_err(fault(write_fault))?;
+            self.publish(&written);
+            Ok(Purged {
+                jobs,
+                events,
+                recorded: written.last().map_or(0, |e| e.id),
+            })
         })
     }
 

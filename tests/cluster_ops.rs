@@ -1,0 +1,272 @@
+//! Operations on a PostgreSQL store, black box (real `reelsmith` processes, real PostgreSQL started
+//! by the test, real HTTP and control sockets): retention purges finished jobs on PG as on redb,
+//! and every daemon's cache (and state directory) drops them; `ctl backup` refuses a PG store with
+//! a message naming pg_dump and the daemon stays up; `generate --store-url` claims its job with a
+//! lease like a daemon, so no daemon claims or rescues it while it runs, and one rescues it once a
+//! kill -9 of `generate` lets the lease expire.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::pg::{self, PgServer};
+use common::*;
+use reelsmith::event::{Event, JobId, Kind, Level};
+use reelsmith::store::{Store, FILE_NAME};
+use serde_json::{json, Value};
+
+/// A daemon of the cluster: its own state dir (outputs, socket), the shared store.
+fn member(dir: &Path, url: &str, name: &str, extra: &str, args: &[&str]) -> Daemon {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = offline_config(&format!(
+        "{SMALL_RENDER}\n[daemon]\nname = \"{name}\"\nlease_secs = 3\nrenew_secs = 1\n{extra}"
+    ));
+    let mut all = vec!["--store-url", url];
+    all.extend_from_slice(args);
+    Daemon::start_in(dir, &cfg, &all)
+}
+
+/// `reelsmith ctl` on `d`: (exit status success, stdout + stderr).
+fn ctl(d: &Daemon, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .expect("reelsmith ctl");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn touch(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, b"x").unwrap();
+}
+
+/// Polls `cond` every 50 ms until it holds; panics with `what` after `timeout`.
+fn until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn max_id(events: &[Value]) -> u64 {
+    events
+        .iter()
+        .filter_map(|e| e["id"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+fn listed(d: &Daemon) -> Vec<String> {
+    let (_, v) = d.get("/api/jobs?limit=100");
+    v["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn ctl_purge_on_postgres_removes_finished_jobs_from_every_daemon() {
+    if !pg::available() {
+        return;
+    }
+    let server = PgServer::start();
+    let url = server.create_db("purge");
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = "[retention]\nkeep_days = 0\n";
+    let a = member(&tmp.path().join("a"), &url, "alpha", keep, &["--paused"]);
+    let b = member(&tmp.path().join("b"), &url, "beta", keep, &["--paused"]);
+    let live = a.submit(&json!({ "videoSubject": "stays queued" }));
+    let gone: Vec<String> = (0..2)
+        .map(|i| a.submit(&json!({ "videoSubject": format!("finished {i}") })))
+        .collect();
+    for id in &gone {
+        a.post(&format!("/api/jobs/{id}/cancel"), &json!({}));
+    }
+    let newest = max_id(&a.events(&gone[1]));
+    // B caches them as cancelled and holds files of theirs (as if it had rendered them).
+    until(Duration::from_secs(10), "B sees the cancels", || {
+        gone.iter().all(|id| b.job(id)["state"] == "cancelled")
+    });
+    let bstate = b.state_dir();
+    for id in gone.iter().chain([&live]) {
+        touch(&bstate.join("jobs").join(id).join("voice.wav"));
+        touch(&bstate.join("output").join(format!("{id}.mp4")));
+    }
+
+    let (ok, out) = ctl(&a, &["purge", "--older-than", "1"]);
+    assert!(ok && out.contains("Purged 0 finished job(s)"), "{out}");
+    let (ok, out) = ctl(&a, &["purge", "--older-than", "0"]);
+    assert!(
+        ok && out.contains("Purged 2 finished job(s) older than 0 day(s)"),
+        "{out}"
+    );
+    // The purging daemon reads its own purge at once.
+    for id in &gone {
+        assert_eq!(a.get(&format!("/api/jobs/{id}")).0, 404);
+        assert_eq!(a.get(&format!("/api/jobs/{id}/events?after=0")).0, 404);
+    }
+    // The other daemon's follower drops them from its cache, and their files from its state dir.
+    until(Duration::from_secs(10), "B drops the purged jobs", || {
+        gone.iter()
+            .all(|id| b.get(&format!("/api/jobs/{id}")).0 == 404)
+    });
+    for id in &gone {
+        assert_eq!(b.get(&format!("/api/jobs/{id}/events?after=0")).0, 404);
+    }
+    until(Duration::from_secs(10), "B removes their files", || {
+        gone.iter().all(|id| {
+            !bstate.join("jobs").join(id).exists()
+                && !bstate.join("output").join(format!("{id}.mp4")).exists()
+        })
+    });
+    assert_eq!(listed(&a), vec![live.clone()]);
+    assert_eq!(listed(&b), vec![live.clone()]);
+    assert_eq!(b.job(&live)["state"], "queued");
+    assert!(bstate.join("jobs").join(&live).join("voice.wav").exists());
+    assert!(bstate.join("output").join(format!("{live}.mp4")).exists());
+    // Recorded once, with who asked, in the history both daemons show.
+    for d in [&a, &b] {
+        let (ok, out) = ctl(d, &["events", "daemon"]);
+        assert!(ok, "{out}");
+        assert_eq!(out.matches("Purged 2 finished job(s)").count(), 1, "{out}");
+    }
+    // Purging again (the other daemon) finds nothing; ids are never given out twice.
+    let (ok, out) = ctl(&b, &["purge", "--older-than", "0"]);
+    assert!(ok && out.contains("Purged 0 finished job(s)"), "{out}");
+    let fresh = b.submit(&json!({ "videoSubject": "after the purge" }));
+    let first = b.events(&fresh)[0]["id"].as_u64().unwrap();
+    assert!(
+        first > newest,
+        "id {first} reuses a purged one (<= {newest})"
+    );
+    a.assert_serving();
+    b.assert_serving();
+}
+
+/// The purge records (admin events whose payload's action is `purge`) anywhere inside `v`.
+fn collect_purges(v: &Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Object(m) => {
+            if v["payload"]["action"] == "purge" {
+                out.push(v.clone());
+            }
+            m.values().for_each(|x| collect_purges(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_purges(x, out)),
+        _ => {}
+    }
+}
+
+/// A finished job of `age_days` ago, written into a redb log as a run would have.
+fn old_job(store: &Store, first_id: u64, age_days: i64) -> JobId {
+    let job = JobId::new();
+    let at = reelsmith::event::now_ms() - age_days * 86_400_000;
+    let ev = |i: u64, kind: Kind, payload: Option<Value>| Event {
+        id: first_id + i,
+        job,
+        kind,
+        level: Level::Info,
+        message: format!("event {i}"),
+        payload,
+        timestamp_ms: at + i as i64,
+        stage: None,
+    };
+    store
+        .append(&[
+            ev(
+                0,
+                Kind::Queued,
+                Some(json!({ "maxAttempts": 1, "request": { "videoSubject": "old" } })),
+            ),
+            ev(1, Kind::Running, None),
+            ev(2, Kind::Complete, Some(json!({ "outputPath": "/x.mp4" }))),
+        ])
+        .unwrap();
+    job
+}
+
+#[test]
+fn every_daemon_on_postgres_sweeps_old_jobs_and_each_is_purged_once() {
+    if !pg::available() {
+        return;
+    }
+    // Old history (40 and 10 days) copied from a redb log into PostgreSQL.
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join(FILE_NAME);
+    let (old, older, recent) = {
+        let store = Store::open(&log).unwrap();
+        (
+            old_job(&store, 1, 40),
+            old_job(&store, 4, 35),
+            old_job(&store, 7, 10),
+        )
+    };
+    let server = PgServer::start();
+    let url = server.create_db("sweep");
+    let out = Command::new(BIN)
+        .args(["store", "copy", "--from"])
+        .arg(&log)
+        .args(["--to", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // Two daemons with the default keep_days (30), both sweeping at start.
+    let (da, db) = (tmp.path().join("a"), tmp.path().join("b"));
+    let (ua, ub) = (url.clone(), url.clone());
+    let a = std::thread::spawn(move || member(&da, &ua, "alpha", "", &["--paused"]));
+    let b = std::thread::spawn(move || member(&db, &ub, "beta", "", &["--paused"]));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    for d in [&a, &b] {
+        until(Duration::from_secs(20), "the old jobs are swept", || {
+            [old, older]
+                .iter()
+                .all(|j| d.get(&format!("/api/jobs/{j}")).0 == 404)
+        });
+        assert_eq!(d.job(&recent.to_string())["state"], "completed");
+    }
+    // However many daemons swept, each job was deleted and recorded once.
+    let (ok, out) = ctl(&a, &["events", "daemon", "--json"]);
+    assert!(ok, "{out}");
+    let mut records = Vec::new();
+    for doc in serde_json::Deserializer::from_str(&out).into_iter::<Value>() {
+        collect_purges(&doc.unwrap(), &mut records);
+    }
+    let named: Vec<String> = records
+        .iter()
+        .flat_map(|e| {
+            e["payload"]["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut want = vec![old.to_string(), older.to_string()];
+    want.sort();
+    let mut got = named.clone();
+    got.sort();
+    assert_eq!(got, want, "{out}");
+    assert_eq!(
+        server.sql("sweep", "SELECT count(*) FROM jobs"),
+        "1",
+        "only the recent job is left"
+    );
+    assert_eq!(
+        server.sql(
+            "sweep",
+            &format!("SELECT count(*) FROM events WHERE job IN ('{old}', '{older}')")
+        ),
+        "0"
+    );
+}
