@@ -740,7 +740,8 @@ impl Core {
     pub async fn backup(&self, dest: PathBuf) -> Result<u64, CoreError> {
         let Log::Local(store) = &self.inner.log else {
             return Err(CoreError::Unsupported(
-                "backup copies a redb log; back a PostgreSQL store up with pg_dump",
+                "backup copies a redb event log, and this daemon's store is PostgreSQL: back it up \
+                 with pg_dump (e.g. `pg_dump --format=custom --file=reelsmith.dump <database>`)",
             ));
         };
         let store = store.clone();

@@ -270,3 +270,44 @@ fn every_daemon_on_postgres_sweeps_old_jobs_and_each_is_purged_once() {
         "0"
     );
 }
+
+#[test]
+fn ctl_backup_of_a_postgres_store_fails_naming_pg_dump_and_the_daemon_stays_up() {
+    if !pg::available() {
+        return;
+    }
+    let server = PgServer::start();
+    let url = server.create_db("backup");
+    let tmp = tempfile::tempdir().unwrap();
+    let a = member(&tmp.path().join("a"), &url, "alpha", "", &["--paused"]);
+    let job = a.submit(&json!({ "videoSubject": "kept" }));
+    let dest = tmp.path().join("copy.redb");
+    let out = Command::new(BIN)
+        .arg("ctl")
+        .arg("--socket")
+        .arg(&a.socket)
+        .arg("backup")
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr.contains("store is PostgreSQL") && stderr.contains("pg_dump --format=custom"),
+        "{stderr}"
+    );
+    assert!(!dest.exists(), "no file is written");
+    // --json: the daemon's error reply, naming pg_dump too.
+    let (ok, text) = ctl(&a, &["--json", "backup", dest.to_str().unwrap()]);
+    assert!(
+        !ok && text.contains("pg_dump") && text.contains("error"),
+        "{text}"
+    );
+    // Nothing was recorded as a backup, and the daemon serves on.
+    let (ok, events) = ctl(&a, &["events", "daemon"]);
+    assert!(ok && !events.contains("Backup written"), "{events}");
+    a.assert_serving();
+    assert_eq!(a.job(&job)["state"], "queued");
+    let (ok, status) = ctl(&a, &["status"]);
+    assert!(ok, "{status}");
+}
