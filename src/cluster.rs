@@ -11,6 +11,10 @@
 //! way (woken by the store's notifications, or its one-second poll), and with them the cancels,
 //! pauses and new jobs the scheduler reacts to ([`Remote`]).
 //!
+//! The views keep older finished jobs folded to heads (as on redb): a new event of such a job (a
+//! retry, a webhook attempt, from any daemon) is folded into its whole view, which the follower
+//! first reads from the store ([`whole_of`]); the job is then whole again and folded in its turn.
+//!
 //! A store that cannot be reached is not fatal here (unlike a failed redb commit): writes are
 //! answered `503` while it is down, `/healthz` says so, and everything resumes when it answers.
 
@@ -23,9 +27,11 @@ use tokio::sync::{oneshot, watch, Notify};
 use tracing::{error, info, warn};
 
 use crate::actors::journal::{Append, AppendAll, Close, JournalError, Ping};
-use crate::event::{Event, EventId, IdempotencyTag, JobId, JobView, Kind, Refusal};
-use crate::store::contract::{pause_state, purged_jobs, AppendRequest, EventStore, Owner};
-use crate::views::Views;
+use crate::event::{fold, Event, EventId, IdempotencyTag, JobId, JobView, Kind, Refusal};
+use crate::store::contract::{
+    pause_state, purged_jobs, AppendRequest, EventStore, Owner, StoreFault,
+};
+use crate::views::{view_of_head, Cached, Head, Views};
 
 /// Events read from the store per round trip of the follower.
 const PAGE: usize = 2_000;
@@ -98,8 +104,12 @@ impl Follower {
 
     fn own_commit(&self, events: &[Event]) {
         let _held = self.applying.lock().unwrap_or_else(|p| p.into_inner());
-        if events.first().map(|e| e.id) == Some(self.views.last_id() + 1) {
-            self.apply(events);
+        if events.first().map(|e| e.id) == Some(self.views.last_id() + 1)
+            && self.apply(events, &HashMap::new()).is_err()
+        {
+            // It touches a job the cache holds folded: the tailing task reads that job's whole
+            // view from the store (this hook cannot wait for a read) and applies the commit then.
+            self.kick.notify_one();
         }
     }
 
@@ -183,12 +193,28 @@ impl Follower {
                 .await
                 .map_err(|e| e.to_string())?;
             let n = events.len();
+            let page_last = events.last().map_or(cursor, |e| e.id);
+            // Whole views of the folded jobs this page touches, read from the store.
+            let mut wholes: HashMap<JobId, JobView> = HashMap::new();
             if n > 0 {
-                let _held = self.applying.lock().unwrap_or_else(|p| p.into_inner());
-                // Own commits may have been applied since the read.
-                let cur = self.views.last_id();
-                let fresh = events.partition_point(|e| e.id <= cur);
-                self.apply(&events[fresh..]);
+                loop {
+                    let missing = {
+                        let _held = self.applying.lock().unwrap_or_else(|p| p.into_inner());
+                        // Own commits may have been applied since the read.
+                        let cur = self.views.last_id();
+                        let fresh = events.partition_point(|e| e.id <= cur);
+                        match self.apply(&events[fresh..], &wholes) {
+                            Ok(()) => break,
+                            Err(missing) => missing,
+                        }
+                    };
+                    for (job, head) in missing {
+                        let v = whole_of(self.store.as_ref(), job, &head, page_last)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        wholes.insert(job, v);
+                    }
+                }
             }
             if n < PAGE {
                 return Ok(());
@@ -196,10 +222,39 @@ impl Follower {
         }
     }
 
-    fn apply(&self, events: &[Event]) {
+    /// Applies `events` (ids following the views' last), or applies nothing and answers the jobs
+    /// the cache holds folded (with their heads) whose whole views `wholes` lacks: a job's new
+    /// event is folded into its whole view, never into a head.
+    fn apply(
+        &self,
+        events: &[Event],
+        wholes: &HashMap<JobId, JobView>,
+    ) -> Result<(), Vec<(JobId, Head)>> {
         let Some(last) = events.last().map(|e| e.id) else {
-            return;
+            return Ok(());
         };
+        let mut missing: Vec<(JobId, Head)> = Vec::new();
+        let mut base: HashMap<JobId, Option<JobView>> = HashMap::new();
+        for ev in events {
+            if ev.job == JobId::DAEMON || base.contains_key(&ev.job) {
+                continue;
+            }
+            let view = match self.views.cached(ev.job) {
+                None => None,
+                Some(Cached::Whole(v)) => Some((*v).clone()),
+                Some(Cached::Folded(h)) => match wholes.get(&ev.job) {
+                    Some(v) if v.last_event_id >= h.last_event_id => Some(v.clone()),
+                    _ => {
+                        missing.push((ev.job, h));
+                        None
+                    }
+                },
+            };
+            base.insert(ev.job, view);
+        }
+        if !missing.is_empty() {
+            return Err(missing);
+        }
         let mut work: HashMap<JobId, Option<JobView>> = HashMap::new();
         let mut created = Vec::new();
         let mut paused = None;
@@ -222,7 +277,7 @@ impl Follower {
             }
             let slot = work
                 .entry(ev.job)
-                .or_insert_with(|| self.views.view(ev.job).map(|v| (*v).clone()));
+                .or_insert_with(|| base.remove(&ev.job).flatten());
             match slot {
                 Some(v) if ev.id > v.last_event_id => v.apply(ev),
                 Some(_) => {}
@@ -251,16 +306,31 @@ impl Follower {
                 purged: purged.clone(),
             });
         }
+        Ok(())
     }
 }
 
-/// Builds the views of a shared store from its heads (no event is decoded), up to `last`.
-pub fn views_from_heads(mut heads: Vec<JobView>, last: EventId) -> Views {
-    heads.sort_by_key(|v| v.first_event_id);
-    let created: Vec<JobId> = heads.iter().map(|v| v.id).collect();
-    let views = Views::new();
-    views.publish(heads, &created, last);
-    views
+/// The whole view of a job the cache holds as `head`, read from the shared store: its stored head
+/// when that is at `head` or later but not past `upto` (the events between are then already in
+/// it), else the fold of its events up to `head`'s last. A job the store does not know (purged)
+/// or whose events do not fold shows `head`'s fields alone.
+pub async fn whole_of(
+    store: &dyn EventStore,
+    job: JobId,
+    head: &Head,
+    upto: EventId,
+) -> Result<JobView, StoreFault> {
+    if let Some(v) = store.head(job).await? {
+        if v.last_event_id >= head.last_event_id && v.last_event_id <= upto.max(head.last_event_id)
+        {
+            return Ok(v);
+        }
+    }
+    let mut events = store.read_job(job, 0, usize::MAX).await?;
+    events.retain(|e| e.id <= head.last_event_id);
+    Ok(fold(&events)
+        .filter(|v| v.last_event_id == head.last_event_id)
+        .unwrap_or_else(|| view_of_head(job, head)))
 }
 
 /// Who waits for a unit of appends.

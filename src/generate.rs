@@ -112,7 +112,7 @@ pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        let view = core.job(job).context("job vanished")?;
+        let view = core.job_view(job).await?.context("job vanished")?;
         core.request_stop();
         tasks.stop_jobs(Duration::from_secs(5)).await;
         tasks.close_journal().await;

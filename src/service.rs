@@ -33,7 +33,7 @@ use crate::request::JobRequest;
 use crate::store::contract::{EventStore, Owner};
 use crate::store::postgres::PgStore;
 use crate::store::{self, BackupError, ReadError, Store};
-use crate::views::{Counts, Views};
+use crate::views::{Cached, Counts, Head, Views};
 
 /// Pages larger than this are read on the blocking pool; smaller ones inline (microseconds).
 const INLINE_READ_LIMIT: usize = 200;
@@ -77,8 +77,9 @@ pub struct SharedLog {
     pub started_ms: i64,
 }
 
-/// Connects to the shared store of `config.store.url` (applying its migrations), loads the jobs'
-/// heads (no event is decoded) and starts following it. Inside the runtime.
+/// Connects to the shared store of `config.store.url` (applying its migrations), loads every job's
+/// head (no event, no jsonb decoded) and the whole views of the live, recently finished and
+/// idempotency-keyed jobs, and starts following it. Inside the runtime.
 pub async fn open_shared(config: &Config) -> anyhow::Result<(Log, Arc<Views>)> {
     let url = &config.store.url;
     let pg = PgStore::connect(url).await.with_context(|| {
@@ -89,12 +90,15 @@ pub async fn open_shared(config: &Config) -> anyhow::Result<(Log, Arc<Views>)> {
     })?;
     let pg = Arc::new(pg);
     let t = Instant::now();
-    let last = pg.last_id().await?;
-    let heads = pg.list(None, None, usize::MAX).await?;
-    let jobs = heads.len();
-    let views = Arc::new(crate::cluster::views_from_heads(heads, last));
+    let keys_since = crate::event::now_ms().saturating_sub(crate::event::IDEMPOTENCY_WINDOW_MS);
+    let start = pg
+        .load_cache(crate::views::RECENT_FINISHED, keys_since)
+        .await?;
+    let (jobs, whole, last) = (start.heads.len(), start.whole.len(), start.last);
+    let views = Arc::new(Views::from_heads(start.heads, start.whole, last));
     info!(
         jobs,
+        whole,
         last_id = last,
         millis = t.elapsed().as_millis() as u64,
         "shared store heads loaded"
@@ -577,8 +581,69 @@ impl Core {
 
     // ---- reads ----
 
+    /// A job's view from the cache (synchronous; a redb log's folded job is folded from it
+    /// inline). On a shared store an older finished job shows its head's fields only (state, ids,
+    /// attempt, times): readers that show a job whole use [`Core::job_view`].
     pub fn job(&self, job: JobId) -> Option<Arc<JobView>> {
         self.inner.views.view(job)
+    }
+
+    /// A job's whole view: from the cache, or (an older finished job the cache holds as a head)
+    /// read from the log, off the async workers: a redb log on the blocking pool, a shared store
+    /// by its async client.
+    pub async fn job_view(&self, job: JobId) -> Result<Option<Arc<JobView>>, CoreError> {
+        let head = match self.inner.views.cached(job) {
+            None => return Ok(None),
+            Some(Cached::Whole(v)) => return Ok(Some(v)),
+            Some(Cached::Folded(h)) => h,
+        };
+        self.unfold(job, head).await.map(Some)
+    }
+
+    /// The whole view of a job the cache holds as `head`.
+    async fn unfold(&self, job: JobId, head: Head) -> Result<Arc<JobView>, CoreError> {
+        match &self.inner.log {
+            Log::Shared(sh) => {
+                let v = crate::cluster::whole_of(sh.store.as_ref(), job, &head, head.last_event_id)
+                    .await
+                    .map_err(|e| CoreError::Store(e.to_string()))?;
+                Ok(Arc::new(v))
+            }
+            Log::Local(_) => {
+                let views = self.inner.views.clone();
+                let v = tokio::task::spawn_blocking(move || views.fold_local(job, &head)).await?;
+                Ok(Arc::new(v))
+            }
+        }
+    }
+
+    /// Jobs newest first, optionally of one state, created before the job whose first event is
+    /// `before` (paging), whole: the older finished ones read from the log, only those returned.
+    pub async fn list_jobs(
+        &self,
+        state: Option<JobState>,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> Result<Vec<Arc<JobView>>, CoreError> {
+        let page = self.inner.views.list_cached(state, before, limit);
+        let mut out = Vec::with_capacity(page.len());
+        for (id, c) in page {
+            out.push(match c {
+                Cached::Whole(v) => v,
+                Cached::Folded(h) => self.unfold(id, h).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A job's head (state, ids, times), whole or folded: no log is read.
+    pub fn head(&self, job: JobId) -> Option<Head> {
+        self.inner.views.head(job)
+    }
+
+    /// How many jobs the cache holds whole (live and recently finished); the others are heads.
+    pub fn whole_len(&self) -> usize {
+        self.inner.views.whole_len()
     }
 
     /// See [`Views::webhook_candidates`].
@@ -871,6 +936,7 @@ impl Core {
             "failed": counts.failed,
             "cancelled": counts.cancelled,
             "lastEventId": self.last_id(),
+            "jobsKeptWhole": self.whole_len(),
             "eventLog": match self.log_fault() {
                 None => "ok".to_string(),
                 Some(f) => f.restart_message(),

@@ -9,6 +9,12 @@
 //! reads it. A job's wake-up channel is made when someone first follows it. The start-up replay
 //! reads every record's head without parsing payload JSON, then folds the live and recent jobs
 //! from their own events.
+//!
+//! On a shared store (PostgreSQL) the views are the same cache with no log of their own
+//! ([`Views::from_heads`]): they start from the store's head columns and the whole views of the
+//! jobs kept whole, fold finished jobs the same way, and a folded job's whole view is read from the
+//! store asynchronously by its readers (`Core::job_view`, `Core::list_jobs`; the cluster's follower
+//! before it applies a new event of such a job). [`Views::view`] shows such a job's head fields.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +44,7 @@ pub struct Head {
 }
 
 impl Head {
-    fn of(v: &JobView) -> Head {
+    pub(crate) fn of(v: &JobView) -> Head {
         Head {
             state: v.state,
             cancel_requested: v.cancel_requested,
@@ -105,7 +111,23 @@ enum Entry {
     Folded(Head),
 }
 
+/// A job as the cache holds it: its whole view, or (an older finished job) its head, whose whole
+/// view the caller reads from the store ([`Views::fold_local`] for a redb log; a shared store's
+/// stored head otherwise).
+#[derive(Clone, Debug)]
+pub enum Cached {
+    Whole(Arc<JobView>),
+    Folded(Head),
+}
+
 impl Entry {
+    fn cached(&self) -> Cached {
+        match self {
+            Entry::Whole(v) => Cached::Whole(v.clone()),
+            Entry::Folded(h) => Cached::Folded(*h),
+        }
+    }
+
     fn head(&self) -> Head {
         match self {
             Entry::Whole(v) => Head::of(v),
@@ -253,12 +275,15 @@ pub struct Views {
     last_id: AtomicU64,
     /// Wakes daemon-wide followers (admin events, any commit).
     any: watch::Sender<EventId>,
-    /// The log that finished jobs are folded from (`None`: every job is kept whole).
+    /// The log that finished jobs are folded from (`None`: a shared store, or none).
     store: Option<Arc<Store>>,
+    /// Whether older finished jobs are folded to heads (a redb log, or a shared store whose
+    /// stored heads their whole views are read from); else every job is kept whole.
+    folds: bool,
 }
 
 /// A job's state from its head alone (what a view folded from a damaged log falls back to).
-fn view_of_head(job: JobId, h: &Head) -> JobView {
+pub(crate) fn view_of_head(job: JobId, h: &Head) -> JobView {
     let first = Event {
         id: h.first_event_id,
         job,
@@ -384,17 +409,84 @@ impl Views {
             last_id: AtomicU64::new(last),
             any: watch::channel(last).0,
             store: Some(store.clone()),
+            folds: true,
         };
         Ok((out, report))
     }
 
-    /// A job's whole view (folded from the log for an older finished job).
+    /// The cache of a shared store, built from what it loaded at start ([`crate::store::postgres::PgStore::load_cache`]):
+    /// every job's head (creation order), and the views to keep whole (live jobs, the most
+    /// recently finished, and those whose idempotency key may still be in its window), up to
+    /// `last`. Finished jobs beyond the [`RECENT_FINISHED`] most recent are kept as heads, as a
+    /// replay of a redb log keeps them; their whole views are read from the store on demand.
+    pub fn from_heads(heads: Vec<(JobId, Head)>, whole: Vec<JobView>, last: EventId) -> Views {
+        let now = now_ms();
+        let mut inner = Inner::default();
+        inner.jobs.reserve(heads.len());
+        inner.order.reserve(heads.len());
+        for (id, head) in heads {
+            inner.order.push(id);
+            inner.jobs.insert(
+                id,
+                Slot {
+                    entry: Entry::Folded(head),
+                    tx: None,
+                },
+            );
+        }
+        let mut finished: Vec<(EventId, JobId)> = Vec::new();
+        for view in whole {
+            let id = view.id;
+            inner.index_key(&view, now);
+            inner.requeue(None, &view);
+            if view.state.is_terminal() {
+                finished.push((view.last_event_id, id));
+            }
+            if let Some(slot) = inner.jobs.get_mut(&id) {
+                slot.entry = Entry::Whole(Arc::new(view));
+            }
+        }
+        finished.sort_unstable();
+        let keep = finished.len().saturating_sub(RECENT_FINISHED);
+        for (_, id) in &finished[..keep] {
+            if let Some(slot) = inner.jobs.get_mut(id) {
+                slot.entry = Entry::Folded(slot.entry.head());
+            }
+        }
+        inner.recent = finished[keep..].iter().map(|(_, id)| *id).collect();
+        Views {
+            inner: RwLock::new(inner),
+            last_id: AtomicU64::new(last),
+            any: watch::channel(last).0,
+            store: None,
+            folds: true,
+        }
+    }
+
+    /// A job's whole view (folded from the log for an older finished job). On a shared store a
+    /// folded job shows its head's fields only: read it whole with `Core::job_view`.
     pub fn view(&self, job: JobId) -> Option<Arc<JobView>> {
         let head = match &self.read().jobs.get(&job)?.entry {
             Entry::Whole(v) => return Some(v.clone()),
             Entry::Folded(h) => *h,
         };
         Some(Arc::new(self.fold_from_log(job, &head)))
+    }
+
+    /// A job as the cache holds it (no read of any log).
+    pub fn cached(&self, job: JobId) -> Option<Cached> {
+        self.read().jobs.get(&job).map(|s| s.entry.cached())
+    }
+
+    /// Whether this cache folds from a redb log ([`Views::fold_local`] reads it).
+    pub fn has_local_log(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// The whole view of a folded job, from the redb log (blocking: call it off the async
+    /// workers); its head's fields alone without a log.
+    pub fn fold_local(&self, job: JobId, head: &Head) -> JobView {
+        self.fold_from_log(job, head)
     }
 
     /// The jobs that may still owe a webhook delivery, oldest first: every job kept whole, and the
@@ -473,28 +565,34 @@ impl Views {
         before: Option<EventId>,
         limit: usize,
     ) -> Vec<Arc<JobView>> {
-        let picked: Vec<(JobId, Result<Arc<JobView>, Head>)> = {
-            let inner = self.read();
-            inner
-                .order
-                .iter()
-                .rev()
-                .filter_map(|id| inner.jobs.get(id).map(|s| (*id, s)))
-                .filter(|(_, s)| {
-                    let h = s.entry.head();
-                    state.is_none_or(|st| h.state == st)
-                        && before.is_none_or(|b| h.first_event_id < b)
-                })
-                .take(limit)
-                .map(|(id, s)| match &s.entry {
-                    Entry::Whole(v) => (id, Ok(v.clone())),
-                    Entry::Folded(h) => (id, Err(*h)),
-                })
-                .collect()
-        };
-        picked
+        self.list_cached(state, before, limit)
             .into_iter()
-            .map(|(id, v)| v.unwrap_or_else(|h| Arc::new(self.fold_from_log(id, &h))))
+            .map(|(id, c)| match c {
+                Cached::Whole(v) => v,
+                Cached::Folded(h) => Arc::new(self.fold_from_log(id, &h)),
+            })
+            .collect()
+    }
+
+    /// The page [`Views::list_before`] answers, as the cache holds it (folded jobs as heads).
+    pub fn list_cached(
+        &self,
+        state: Option<JobState>,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> Vec<(JobId, Cached)> {
+        let inner = self.read();
+        inner
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| inner.jobs.get(id).map(|s| (*id, s)))
+            .filter(|(_, s)| {
+                let h = s.entry.head();
+                state.is_none_or(|st| h.state == st) && before.is_none_or(|b| h.first_event_id < b)
+            })
+            .take(limit)
+            .map(|(id, s)| (id, s.entry.cached()))
             .collect()
     }
 
@@ -630,7 +728,14 @@ impl Views {
                     _ => None,
                 };
                 inner.requeue(old_queued_at, &view);
-                let ends = view.state.is_terminal() && old.is_none_or(|o| !o.state.is_terminal());
+                // A folded job written to again (a webhook attempt, a retry) is whole again: it
+                // joins the recent ones (it is not among them), to be folded again in its turn.
+                let was_folded = matches!(
+                    inner.jobs.get(&id).map(|s| &s.entry),
+                    Some(Entry::Folded(_))
+                );
+                let ends = view.state.is_terminal()
+                    && (was_folded || old.is_none_or(|o| !o.state.is_terminal()));
                 let view = Arc::new(view);
                 match inner.jobs.get_mut(&id) {
                     Some(slot) => {
@@ -655,7 +760,7 @@ impl Views {
                     finished = true;
                 }
             }
-            if finished && self.store.is_some() {
+            if finished && self.folds {
                 inner.trim_recent();
             }
         }

@@ -180,7 +180,14 @@ async fn resume(core: &Core, jobs: &mut HashMap<JobId, JobQueue>) {
                 continue;
             }
         }
-        let Some(view) = core.job(job) else { continue };
+        let view = match core.job_view(job).await {
+            Ok(Some(v)) => v,
+            Ok(None) => continue,
+            Err(e) => {
+                warn!(job = %job, error = %e, "cannot read a job to resume its webhooks");
+                continue;
+            }
+        };
         let marks = view.webhooks;
         let target = if w.all_events {
             marks.any
@@ -256,8 +263,16 @@ async fn follow(
                 continue;
             }
             let job = ev.job;
-            // Settled already (the start-up resume may have delivered it).
-            if core.job(job).is_some_and(|v| v.webhooks.settled >= ev.id) {
+            // Settled already (the start-up resume may have delivered it). The job just had an
+            // event, so the cache holds it whole (it is read from the log only if not).
+            let view = match core.job_view(job).await {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!(job = %job, error = %e, "webhook dispatcher cannot read a job");
+                    None
+                }
+            };
+            if view.as_ref().is_some_and(|v| v.webhooks.settled >= ev.id) {
                 continue;
             }
             let d = Delivery {
@@ -265,7 +280,7 @@ async fn follow(
                 failed: 0,
                 due: Instant::now(),
             };
-            enqueue(jobs, || core.job(job).and_then(|v| url_for(&v, cfg)), d);
+            enqueue(jobs, || view.and_then(|v| url_for(&v, cfg)), d);
         }
         if n < PAGE {
             return cursor;

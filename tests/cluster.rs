@@ -462,3 +462,175 @@ fn one_idempotency_key_sent_to_both_daemons_at_once_makes_one_submit() {
         assert_eq!(v["jobs"].as_array().unwrap().len(), 10, "{v}");
     }
 }
+
+/// `ctl --json ARGS` on `d`, parsed.
+fn ctl_json(d: &Daemon, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = ctl(d, &all);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl {args:?}: {e}: {out}"))
+}
+
+/// A job as every reader shows it: its HTTP view, its events, its finished stream, `ctl show`
+/// (with the request).
+fn whole_reads(d: &Daemon, id: &str) -> Value {
+    let (s, _, stream) = http_full(
+        d.addr,
+        "GET",
+        &format!("/api/jobs/{id}/events/stream"),
+        &[],
+        b"",
+    );
+    json!({
+        "job": d.job(id),
+        "events": d.events(id),
+        "stream": [s, String::from_utf8_lossy(&stream)],
+        "show": ctl_json(d, &["show", id]),
+    })
+}
+
+/// Every page of `GET /api/jobs` of `size` (and `state`), following `before` to the end.
+fn list_pages(d: &Daemon, size: usize, state: &str) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut before = String::new();
+    loop {
+        let (s, v) = d.get(&format!(
+            "/api/jobs?limit={size}&state={state}&before={before}"
+        ));
+        assert_eq!(s, 200, "{v}");
+        let ids: Vec<String> = v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect();
+        let Some(last) = ids.last().cloned() else {
+            return pages;
+        };
+        assert!(ids.len() <= size);
+        pages.push(ids);
+        before = last;
+    }
+}
+
+/// The in-memory views are a cache of the shared store: a daemon keeps live jobs and the 256 most
+/// recently finished whole, and older finished jobs as heads, before and after a restart (it
+/// loads only heads and those jobs at start). An old finished job's every read (its view with
+/// result and error, its events, its stream, `ctl show` with the request) is read from the store
+/// and is identical to what the daemon answered while it held the job whole; the list pages by
+/// `before` through folded and whole jobs alike, in the same order before and after the restart.
+#[test]
+fn a_daemon_keeps_old_finished_jobs_folded_and_reads_them_whole_from_the_store() {
+    if !pg::available() {
+        return;
+    }
+    require_media_tools();
+    let server = PgServer::start();
+    let url = server.create_db("cache");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Downloads fail at once (the failed job's footage is on a closed port).
+    let cfg = offline_config(&format!(
+        "{SMALL_RENDER}retries = 0\n[daemon]\nname = \"alpha\"\nlease_secs = 3\nrenew_secs = 1\n"
+    ));
+    let start = || Daemon::start_in(&dir, &cfg, &["--store-url", &url]);
+    let mut d = start();
+    let done = d.submit(&job_body("folded and complete", 2));
+    let failed = d.submit(&json!({
+        "videoSubject": "folded and failed",
+        "script": long_script(1),
+        "footage": ["http://127.0.0.1:1/gone.mp4"],
+    }));
+    for (id, want) in [(&done, "completed"), (&failed, "failed")] {
+        let j = d.wait_for_state(id, &["completed", "failed"], Duration::from_secs(180));
+        assert_eq!(j["state"], want, "{j}");
+    }
+    // Read while the daemon holds them whole.
+    let whole: Vec<Value> = [&done, &failed]
+        .iter()
+        .map(|id| whole_reads(&d, id))
+        .collect();
+    assert!(whole[0]["job"]["resultPath"].is_string(), "{}", whole[0]);
+    assert!(whole[1]["job"]["errorMessage"].is_string(), "{}", whole[1]);
+    assert_eq!(
+        whole[0]["show"]["job"]["request"]["videoSubject"],
+        "folded and complete"
+    );
+
+    // 300 jobs cancelled in the queue finish after them, then two stay queued.
+    ctl(&d, &["pause"]);
+    for b in 0..3 {
+        let jobs: Vec<Value> = (0..100)
+            .map(|i| json!({ "videoSubject": format!("filler {b}-{i}"), "script": "One." }))
+            .collect();
+        let (s, v) = d.post("/api/generate/batch", &json!({ "jobs": jobs }));
+        assert_eq!(s, 200, "{v}");
+        for id in v["jobIds"].as_array().unwrap() {
+            let id = id.as_str().unwrap();
+            let (s, v) = d.post(&format!("/api/jobs/{id}/cancel"), &json!({}));
+            assert_eq!(s, 200, "{v}");
+        }
+    }
+    let queued = [
+        d.submit(&job_body("left queued 1", 1)),
+        d.submit(&job_body("left queued 2", 1)),
+    ];
+    // Live (2) and the 256 most recently finished are whole: the follower folded the others.
+    let kept = |d: &Daemon| ctl_json(d, &["status"])["jobsKeptWhole"].clone();
+    assert_eq!(kept(&d), json!(2 + 256));
+    let reads_of = |d: &Daemon| -> Vec<Value> {
+        [&done, &failed]
+            .iter()
+            .map(|id| whole_reads(d, id))
+            .collect()
+    };
+    assert_eq!(reads_of(&d), whole, "read from the store while running");
+    let pages = |d: &Daemon| {
+        json!({
+            "all37": list_pages(d, 37, ""),
+            "all1000": list_pages(d, 1000, ""),
+            "cancelled100": list_pages(d, 100, "cancelled"),
+            "failed1": list_pages(d, 1, "failed"),
+            "queued1": list_pages(d, 1, "queued"),
+        })
+    };
+    let before = pages(&d);
+    let all: Vec<String> = before["all1000"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(all.len(), 304);
+    assert_eq!(all[..2], [queued[1].clone(), queued[0].clone()]);
+    assert_eq!(all[302..], [failed.clone(), done.clone()]);
+    let paged: Vec<String> = before["all37"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p.as_array().unwrap().clone())
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        paged, all,
+        "pages of 37 follow each other without gaps or repeats"
+    );
+    assert_eq!(before["failed1"], json!([[failed.clone()]]));
+    let listed = d.get("/api/jobs?limit=1000").1;
+    let oldest = &listed["jobs"][303];
+    assert_eq!(oldest, &whole[0]["job"], "a folded job listed whole");
+
+    d.terminate(Duration::from_secs(30));
+    let d = start();
+    assert_eq!(
+        kept(&d),
+        json!(2 + 256),
+        "a restart loads live and recent jobs only"
+    );
+    assert_eq!(reads_of(&d), whole, "read from the store after a restart");
+    assert_eq!(pages(&d), before);
+    for id in &queued {
+        assert_eq!(d.job(id)["state"], "queued");
+    }
+}

@@ -85,21 +85,21 @@ impl Commands {
                     json!(self.source.path.as_ref().map(|p| p.display().to_string()));
                 protocol::ok(st)
             }
-            Request::Jobs { state, limit } => {
-                let jobs: Vec<Value> = core
-                    .list(state, limit)
-                    .iter()
-                    .map(|v| v.to_json())
-                    .collect();
-                protocol::ok(json!({ "jobs": jobs }))
-            }
-            Request::Show { job } => match core.job(job) {
-                Some(v) => {
+            Request::Jobs { state, limit } => match core.list_jobs(state, None, limit).await {
+                Ok(list) => {
+                    let jobs: Vec<Value> = list.iter().map(|v| v.to_json()).collect();
+                    protocol::ok(json!({ "jobs": jobs }))
+                }
+                Err(e) => protocol::error(e),
+            },
+            Request::Show { job } => match core.job_view(job).await {
+                Ok(Some(v)) => {
                     let mut j = v.to_json();
                     j["request"] = serde_json::from_str(&v.request).unwrap_or(Value::Null);
                     protocol::ok(json!({ "job": j }))
                 }
-                None => protocol::error("Job not found."),
+                Ok(None) => protocol::error("Job not found."),
+                Err(e) => protocol::error(e),
             },
             Request::Events {
                 job, after, limit, ..

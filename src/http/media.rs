@@ -88,9 +88,9 @@ fn parse_range(header: Option<&str>, len: u64) -> Span {
 }
 
 /// The view of a completed job, or a 404 that says why there is no media yet.
-fn completed(st: &Core, id: &str) -> Result<std::sync::Arc<JobView>, ApiError> {
+async fn completed(st: &Core, id: &str) -> Result<std::sync::Arc<JobView>, ApiError> {
     let job = parse_job_id(id)?;
-    let view = st.job(job).ok_or(ApiError::JobNotFound)?;
+    let view = st.job_view(job).await?.ok_or(ApiError::JobNotFound)?;
     if view.state != JobState::Completed {
         return Err(ApiError::NotReady(format!(
             "The video is not ready: job {job} is {}. Media is served once the job has completed.",
@@ -281,7 +281,7 @@ pub async fn video(
     id: &str,
     query: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let view = completed(st, id)?;
+    let view = completed(st, id).await?;
     let path = result_path(&view)?;
     let name = wants_download(query).then(|| download_name(&view, "mp4"));
     serve_file(req, &path, "video/mp4", "video", name).await
@@ -293,7 +293,7 @@ pub async fn thumbnail(
     req: &Request<Incoming>,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let view = completed(st, id)?;
+    let view = completed(st, id).await?;
     let video = result_path(&view)?;
     let thumb = video.with_extension("jpg");
     let fresh = match (std::fs::metadata(&thumb), std::fs::metadata(&video)) {
@@ -401,7 +401,7 @@ pub async fn subtitles(
     id: &str,
     query: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let view = completed(st, id)?;
+    let view = completed(st, id).await?;
     let srt_path = result_path(&view)?.with_extension("srt");
     let pairs = query_pairs(query);
     let format = match pairs.iter().rev().find(|(k, _)| k == "format") {

@@ -158,9 +158,10 @@ fn operation(route: &Route) -> Value {
                 vec![
                     query("state", "Only jobs in this state.", schema_ref("JobState")),
                     query("limit", "At most this many (1-1000, default 50).", json!({ "type": "string", "pattern": "^[0-9]+$" })),
+                    query("before", "Only jobs created before this one (paging: the last job of the previous page).", json!({ "type": "string", "format": "uuid" })),
                 ],
                 None,
-                vec![ok_json("The jobs.", "JobsAnswer"), error("400", "A bad state or limit.")],
+                vec![ok_json("The jobs.", "JobsAnswer"), error("400", "A bad state, limit or before.")],
             ),
             Endpoint::GetJob => (
                 "A job's state (MoneyPrinter's endpoint)",

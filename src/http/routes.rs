@@ -262,8 +262,8 @@ async fn route(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiE
     match route.endpoint {
         Endpoint::Generate => generate(st, req).await,
         Endpoint::GenerateBatch => generate_batch(st, req).await,
-        Endpoint::ListJobs => list_jobs(st, &query),
-        Endpoint::GetJob => get_job(st, id),
+        Endpoint::ListJobs => list_jobs(st, &query).await,
+        Endpoint::GetJob => get_job(st, id).await,
         Endpoint::Events => events(st, id, &query).await,
         Endpoint::CancelJob => cancel(st, id).await,
         Endpoint::CancelActive => cancel_active(st).await,
@@ -416,9 +416,9 @@ pub(crate) fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
         .ok_or(ApiError::JobNotFound)
 }
 
-fn get_job(st: &Core, id: &str) -> Result<Response<Body>, ApiError> {
+async fn get_job(st: &Core, id: &str) -> Result<Response<Body>, ApiError> {
     let job = parse_job_id(id)?;
-    let view = st.job(job).ok_or(ApiError::JobNotFound)?;
+    let view = st.job_view(job).await?.ok_or(ApiError::JobNotFound)?;
     ok(json!({ "status": "success", "job": view.to_json() }))
 }
 
@@ -481,8 +481,9 @@ fn param_u64(
     Ok(v)
 }
 
-/// The query of `GET /api/jobs`: (`limit`, `state`). A bad value is a 400 naming the parameter.
-fn list_query(query: &str) -> Result<(u64, Option<JobState>), ApiError> {
+/// The query of `GET /api/jobs`: (`limit`, `state`, `before`). A bad value is a 400 naming the
+/// parameter.
+fn list_query(query: &str) -> Result<(u64, Option<JobState>, Option<JobId>), ApiError> {
     let pairs = query_pairs(query);
     let limit = param_u64(&pairs, "limit", 50, 1, MAX_LIMIT)?;
     let state = match pairs.iter().rev().find(|(k, _)| k == "state") {
@@ -494,13 +495,37 @@ fn list_query(query: &str) -> Result<(u64, Option<JobState>), ApiError> {
             ))
         })?),
     };
-    Ok((limit, state))
+    let before = match pairs.iter().rev().find(|(k, _)| k == "before") {
+        None => None,
+        Some((_, b)) if b.is_empty() => None,
+        Some((_, b)) => Some(b.parse::<JobId>().ok().filter(|j| *j != JobId::DAEMON).ok_or_else(
+            || {
+                ApiError::BadRequest(format!(
+                    "Query parameter `before` must be a job id (the last job of the previous page); got `{b}`."
+                ))
+            },
+        )?),
+    };
+    Ok((limit, state, before))
 }
 
-fn list_jobs(st: &Core, query: &str) -> Result<Response<Body>, ApiError> {
-    let (limit, state) = list_query(query)?;
+async fn list_jobs(st: &Core, query: &str) -> Result<Response<Body>, ApiError> {
+    let (limit, state, before) = list_query(query)?;
+    let before = match before {
+        None => None,
+        Some(j) => Some(
+            st.head(j)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "Query parameter `before` names job {j}, which does not exist."
+                    ))
+                })?
+                .first_event_id,
+        ),
+    };
     let jobs: Vec<Value> = st
-        .list(state, limit as usize)
+        .list_jobs(state, before, limit as usize)
+        .await?
         .iter()
         .map(|v| v.to_json())
         .collect();
@@ -930,14 +955,14 @@ mod tests {
                 if let Err(e) = list_query(&q) {
                     prop_assert_eq!(e.status(), StatusCode::BAD_REQUEST);
                     let msg = e.to_string();
-                    prop_assert!(msg.contains("`limit`") || msg.contains("`state`"), "{}", msg);
+                    prop_assert!(msg.contains("`limit`") || msg.contains("`state`") || msg.contains("`before`"), "{}", msg);
                 }
             }
 
             #[test]
             fn list_queries_give_a_value_or_a_400_naming_the_parameter(q in query()) {
                 match list_query(&q) {
-                    Ok((limit, _)) => prop_assert_eq!(Ok(limit), expected(&q, "limit", 50, 1, MAX_LIMIT)),
+                    Ok((limit, _, _)) => prop_assert_eq!(Ok(limit), expected(&q, "limit", 50, 1, MAX_LIMIT)),
                     Err(e) => {
                         let msg = e.to_string();
                         let named = if expected(&q, "limit", 50, 1, MAX_LIMIT).is_err() { "`limit`" } else { "`state`" };

@@ -339,7 +339,17 @@ impl Paged {
 /// One `events` row: id, job, record.
 type EventRow = (EventId, JobId, Vec<u8>);
 /// One `jobs` row: id, state, first_event, queued_at, cancel_requested, head.
-type HeadRow = (JobId, String, i64, i64, bool, serde_json::Value);
+/// A `jobs` row: id, state, first_event, queued_at, cancel_requested, head, then the head columns
+/// the daemons' caches start from (attempt, last_event, created_ms, completed_ms).
+type HeadRow = (
+    JobId,
+    String,
+    i64,
+    i64,
+    bool,
+    serde_json::Value,
+    (i32, i64, i64, Option<i64>),
+);
 
 async fn check_pg(cfg: tokio_postgres::Config, page_rows: i32) -> Result<Report, PgCheckError> {
     let target = pg_target(&cfg);
@@ -444,7 +454,8 @@ async fn check_pg_client(
     let mut heads = Paged {
         portal: tx
             .bind(
-                "SELECT id, state, first_event, queued_at, cancel_requested, head FROM jobs ORDER BY id",
+                "SELECT id, state, first_event, queued_at, cancel_requested, head, attempt, last_event,
+                     created_ms, completed_ms FROM jobs ORDER BY id",
                 &[],
             )
             .await
@@ -474,6 +485,7 @@ async fn check_pg_client(
                     r.try_get(3)?,
                     r.try_get(4)?,
                     r.try_get(5)?,
+                    (r.try_get(6)?, r.try_get(7)?, r.try_get(8)?, r.try_get(9)?),
                 ))
             })
             .transpose()
@@ -591,7 +603,7 @@ fn fold_one(view: &mut Option<JobView>, ev: &Event) -> Result<(), String> {
 /// The stored head against the fold of the job's events: the first field that differs.
 fn compare_head(
     folded: &JobView,
-    (_, state, first, queued, cancel, head): HeadRow,
+    (_, state, first, queued, cancel, head, (attempt, last, created, completed)): HeadRow,
 ) -> Result<(), String> {
     let stored: JobView = serde_json::from_value(head)
         .map_err(|e| format!("the stored head does not decode: {e}"))?;
@@ -629,6 +641,26 @@ fn compare_head(
             "cancel_requested",
             serde_json::json!(cancel),
             serde_json::json!(folded.cancel_requested),
+        ),
+        (
+            "attempt",
+            serde_json::json!(attempt),
+            serde_json::json!(folded.attempt),
+        ),
+        (
+            "last_event",
+            serde_json::json!(last),
+            serde_json::json!(folded.last_event_id),
+        ),
+        (
+            "created_ms",
+            serde_json::json!(created),
+            serde_json::json!(folded.created_ms),
+        ),
+        (
+            "completed_ms",
+            serde_json::json!(completed),
+            serde_json::json!(folded.completed_ms),
         ),
     ];
     for (column, got, want) in columns {

@@ -760,3 +760,138 @@ async fn store_copy_keeps_the_ids_retention_deleted_unused_and_refuses_a_missing
     assert!(err.contains("no event log at"), "{err}");
     assert!(!typo.exists());
 }
+
+fn cancel_events() -> Vec<NewEvent> {
+    vec![
+        NewEvent::new(
+            Kind::CancelRequested,
+            Level::Warning,
+            "Cancellation requested.",
+        ),
+        NewEvent::new(
+            Kind::Cancelled,
+            Level::Warning,
+            "Job cancelled before execution.",
+        ),
+    ]
+}
+
+/// A daemon's cache of a shared store: it starts from every job's head columns (no jsonb) and the
+/// whole views of the live jobs, the most recently finished ones and a finished job whose
+/// idempotency key is in its window; it folds the rest. A job it holds folded that another
+/// daemon writes to (a retry) is read whole from the store and updated, and folded again once it
+/// ends. Schema version 3's rows get their head columns from migration 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_store_cache_keeps_live_and_recent_jobs_whole_and_folds_the_others() {
+    use crate::cluster::{whole_of, Follower};
+    use crate::views::{Cached, Head, Views, RECENT_FINISHED};
+    let server = PgServer::start();
+    let url = server.create_db("cache");
+    let pg = Arc::new(PgStore::connect(&url).await.unwrap());
+    let s: &dyn EventStore = pg.as_ref();
+    // The keyed job first (the oldest: not among the recent ones), then 290 finished, 5 queued.
+    let keyed_job = JobId::new();
+    let mut events = vec![keyed("cache-key", 0, 1)];
+    events.extend(cancel_events());
+    let out = s.append(vec![req(keyed_job, events)]).await.unwrap();
+    assert!(out[0].is_ok(), "{out:?}");
+    let mut finished = vec![keyed_job];
+    for chunk in 0..29 {
+        let batch: Vec<AppendRequest> = (0..10)
+            .map(|_| {
+                let mut events = vec![queued()];
+                events.extend(cancel_events());
+                req(JobId::new(), events)
+            })
+            .collect();
+        finished.extend(batch.iter().map(|r| r.job));
+        let out = s.append(batch).await.unwrap();
+        assert!(out.iter().all(|o| o.is_ok()), "chunk {chunk}: {out:?}");
+    }
+    let mut live = Vec::new();
+    for _ in 0..5 {
+        live.push(submit(s).await);
+    }
+
+    // Schema 3's rows had no head columns: migration 4 fills them from the stored heads.
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(
+            "ALTER TABLE jobs DROP COLUMN attempt, DROP COLUMN last_event,
+                 DROP COLUMN created_ms, DROP COLUMN completed_ms;
+             UPDATE reelsmith_schema SET version = 3",
+        )
+        .await
+        .unwrap();
+    drop(pg);
+    let pg = Arc::new(PgStore::connect(&url).await.unwrap());
+    let s: &dyn EventStore = pg.as_ref();
+
+    let keys_since = crate::event::now_ms() - crate::event::IDEMPOTENCY_WINDOW_MS;
+    let start = pg.load_cache(RECENT_FINISHED, keys_since).await.unwrap();
+    assert_eq!(start.last, s.last_id().await.unwrap());
+    let order: Vec<JobId> = start.heads.iter().map(|(j, _)| *j).collect();
+    let mut all = finished.clone();
+    all.extend(live.iter().copied());
+    assert_eq!(order, all, "heads in creation order");
+    for (job, head) in &start.heads {
+        let stored = s.head(*job).await.unwrap().unwrap();
+        assert_eq!(*head, Head::of(&stored), "job {job}");
+    }
+    // Live (5), the 256 most recently finished, and the keyed one.
+    let whole: std::collections::HashSet<JobId> = start.whole.iter().map(|v| v.id).collect();
+    assert_eq!(whole.len(), 5 + RECENT_FINISHED + 1);
+    assert!(whole.contains(&keyed_job));
+    assert!(live.iter().all(|j| whole.contains(j)));
+    let recent = &finished[finished.len() - RECENT_FINISHED..];
+    assert!(recent.iter().all(|j| whole.contains(j)));
+
+    let views = Arc::new(Views::from_heads(start.heads, start.whole, start.last));
+    assert_eq!(views.whole_len(), 5 + RECENT_FINISHED);
+    assert_eq!(views.queue_len(), 5);
+    assert_eq!(views.counts().cancelled, 291);
+    let now = crate::event::now_ms();
+    assert_eq!(
+        views.key_use("cache-key", now).map(|k| k.jobs),
+        Some(vec![keyed_job])
+    );
+    let old = finished[1];
+    let Some(Cached::Folded(head)) = views.cached(old) else {
+        panic!("an old finished job is held folded");
+    };
+    let read = whole_of(s, old, &head, head.last_event_id).await.unwrap();
+    assert_eq!(read, s.head(old).await.unwrap().unwrap());
+    assert!(!read.request.is_empty() && read.request.as_ref() != "null");
+
+    // Another daemon retries the folded job: the follower reads it whole and updates it.
+    let store: Arc<dyn EventStore> = pg.clone();
+    let follower = Follower::new(store, views.clone());
+    follower.spawn();
+    let other = PgStore::connect(&url).await.unwrap();
+    let retry = NewEvent::new(Kind::Queued, Level::Info, "Job queued for retry.")
+        .with_payload(json!({ "retry": true, "maxAttempts": 3 }));
+    let ids = other.append(vec![req(old, vec![retry])]).await.unwrap();
+    let id = *ids[0].as_ref().unwrap().last().unwrap();
+    follower.catch_up(id).await;
+    let Some(Cached::Whole(v)) = views.cached(old) else {
+        panic!("a retried job is whole");
+    };
+    assert_eq!(*v, s.head(old).await.unwrap().unwrap());
+    assert_eq!(v.request, read.request);
+    assert_eq!(views.whole_len(), 5 + RECENT_FINISHED + 1);
+    assert_eq!(views.queue_len(), 6);
+    // It ends again: the oldest of the recent ones is folded, memory stays bounded.
+    let ids = other.append(vec![req(old, cancel_events())]).await.unwrap();
+    follower
+        .catch_up(*ids[0].as_ref().unwrap().last().unwrap())
+        .await;
+    assert_eq!(
+        *views.view(old).unwrap(),
+        s.head(old).await.unwrap().unwrap()
+    );
+    assert_eq!(views.whole_len(), 5 + RECENT_FINISHED);
+    assert!(matches!(views.cached(recent[0]), Some(Cached::Folded(_))));
+}

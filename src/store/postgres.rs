@@ -4,8 +4,8 @@
 //! ids from it, so ids are assigned in commit order: a transaction holding id N+1 cannot commit before
 //! the one holding N (it waits for the row), and a reader at `after = N` never misses an event. That
 //! lock is also what makes group commit pay: the journal sends many appends in one transaction.
-//! Heads (`jobs.head`, the folded `JobView` as JSON) are updated in the same transaction as their
-//! events. Claims take the oldest queued job `FOR UPDATE SKIP LOCKED`. Leases (`leases`) are
+//! Heads (`jobs.head`, the folded `JobView` as JSON, and beside it the fields a daemon's cache
+//! keeps of every job as plain columns) are updated in the same transaction as their events. Claims take the oldest queued job `FOR UPDATE SKIP LOCKED`. Leases (`leases`) are
 //! coordination state, not history: the `running` event records owner, epoch and first expiry.
 //! Wake-ups: every commit sends `NOTIFY reelsmith_events` with ids only (the last id, then the jobs'
 //! ids while they fit in 7,000 bytes); a listener task turns them into local watch channels, and a
@@ -41,6 +41,7 @@ use crate::event::{
     interruption_events, now_ms, Event, EventId, IdempotencyTag, JobId, JobState, JobView, Kind,
     Level, NewEvent, IDEMPOTENCY_WINDOW_MS,
 };
+use crate::views::Head;
 
 const ENGINE: &str = "postgres";
 const CHANNEL: &str = "reelsmith_events";
@@ -101,6 +102,18 @@ CREATE TABLE idempotency_keys (
     created_ms bigint NOT NULL
 );
 "#,
+    // The head fields a daemon's cache keeps of every job (`views::Head`), as columns beside the
+    // jsonb head (written with it), so a start loads every job's head without reading any jsonb.
+    r#"
+ALTER TABLE jobs ADD COLUMN attempt integer, ADD COLUMN last_event bigint,
+    ADD COLUMN created_ms bigint, ADD COLUMN completed_ms bigint;
+UPDATE jobs SET attempt = (head->>'attempt')::integer,
+    last_event = (head->>'last_event_id')::bigint,
+    created_ms = (head->>'created_ms')::bigint,
+    completed_ms = (head->>'completed_ms')::bigint;
+ALTER TABLE jobs ALTER COLUMN attempt SET NOT NULL, ALTER COLUMN last_event SET NOT NULL,
+    ALTER COLUMN created_ms SET NOT NULL;
+"#,
 ];
 
 // The statements of the write path, prepared once per pooled connection.
@@ -109,10 +122,14 @@ const LOCK_JOBS: &str = "SELECT id, head FROM jobs WHERE id = ANY($1) ORDER BY i
 const LIVE_KEYS: &str = "SELECT key FROM idempotency_keys WHERE key = ANY($1) AND created_ms > $2";
 const INSERT_EVENTS: &str =
     "INSERT INTO events (id, job, record) SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::bytea[])";
-const UPSERT_HEADS: &str = "INSERT INTO jobs (id, first_event, state, queued_at, cancel_requested, head)
-     SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::bigint[], $5::boolean[], $6::jsonb[])
+const UPSERT_HEADS: &str = "INSERT INTO jobs (id, first_event, state, queued_at, cancel_requested, head,
+         attempt, last_event, created_ms, completed_ms)
+     SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::bigint[], $5::boolean[], $6::jsonb[],
+         $7::integer[], $8::bigint[], $9::bigint[], $10::bigint[])
      ON CONFLICT (id) DO UPDATE SET state = excluded.state, queued_at = excluded.queued_at,
-         cancel_requested = excluded.cancel_requested, head = excluded.head";
+         cancel_requested = excluded.cancel_requested, head = excluded.head,
+         attempt = excluded.attempt, last_event = excluded.last_event,
+         completed_ms = excluded.completed_ms";
 const END_LEASES: &str = "DELETE FROM leases WHERE job = ANY($1)";
 const BIND_KEYS: &str = "INSERT INTO idempotency_keys (key, job, created_ms)
      SELECT k, j, $3 FROM UNNEST($1::text[], $2::uuid[]) AS b(k, j)
@@ -153,6 +170,20 @@ fn pool_fault(e: deadpool_postgres::PoolError) -> StoreFault {
 fn codec_fault(e: impl std::error::Error + Send + Sync + 'static) -> StoreFault {
     read_fault(ENGINE, Box::new(e))
 }
+
+/// What [`PgStore::load_cache`] reads.
+pub struct CacheStart {
+    pub last: EventId,
+    /// Every job's head, oldest first.
+    pub heads: Vec<(JobId, Head)>,
+    /// The views kept whole, in no order.
+    pub whole: Vec<JobView>,
+}
+
+/// A column that holds what no head can have.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadColumn(String);
 
 /// Local wake-up channels, fed by the listener.
 #[derive(Default)]
@@ -405,13 +436,31 @@ impl PgStore {
         let h_state: Vec<&str> = changed.iter().map(|v| v.state.as_str()).collect();
         let h_queued: Vec<i64> = changed.iter().map(|v| v.queued_at as i64).collect();
         let h_cancel: Vec<bool> = changed.iter().map(|v| v.cancel_requested).collect();
+        let h_attempt: Vec<i32> = changed
+            .iter()
+            .map(|v| i32::try_from(v.attempt).unwrap_or(i32::MAX))
+            .collect();
+        let h_last: Vec<i64> = changed.iter().map(|v| v.last_event_id as i64).collect();
+        let h_created: Vec<i64> = changed.iter().map(|v| v.created_ms).collect();
+        let h_completed: Vec<Option<i64>> = changed.iter().map(|v| v.completed_ms).collect();
         let st = tx
             .prepare_cached(UPSERT_HEADS)
             .await
             .map_err(fault(write_fault))?;
         tx.execute(
             &st,
-            &[&h_ids, &h_first, &h_state, &h_queued, &h_cancel, &heads],
+            &[
+                &h_ids,
+                &h_first,
+                &h_state,
+                &h_queued,
+                &h_cancel,
+                &heads,
+                &h_attempt,
+                &h_last,
+                &h_created,
+                &h_completed,
+            ],
         )
         .await
         .map_err(fault(write_fault))?;
@@ -819,6 +868,76 @@ impl PgStore {
             .await
             .map_err(fault(write_fault))?;
         Ok(())
+    }
+
+    /// What a daemon's cache starts from, read in one snapshot: the last id, every job's [`Head`]
+    /// (from the head columns: no jsonb is read) in creation order, and the whole views of the
+    /// jobs it keeps whole: the live ones (not finished), the `recent` most recently finished, and
+    /// those whose idempotency key may still be in its window (created after `keys_since_ms`).
+    pub async fn load_cache(
+        &self,
+        recent: usize,
+        keys_since_ms: i64,
+    ) -> Result<CacheStart, StoreFault> {
+        let mut client = self.pool.get().await.map_err(pool_fault)?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(fault(read_fault))?;
+        let r = fault(read_fault);
+        let last = tx
+            .query_one("SELECT last_id FROM log_head", &[])
+            .await
+            .map_err(&r)?
+            .get::<_, i64>(0) as u64;
+        let rows = tx
+            .query(
+                "SELECT id, state, cancel_requested, attempt, first_event, last_event, created_ms,
+                     completed_ms FROM jobs ORDER BY first_event",
+                &[],
+            )
+            .await
+            .map_err(&r)?;
+        let mut heads = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let state: &str = row.get(1);
+            let state = JobState::parse(state).ok_or_else(|| {
+                codec_fault(BadColumn(format!("jobs.state `{state}` is not a state")))
+            })?;
+            heads.push((
+                JobId(row.get::<_, Uuid>(0)),
+                Head {
+                    state,
+                    cancel_requested: row.get(2),
+                    attempt: row.get::<_, i32>(3).max(0) as u32,
+                    first_event_id: row.get::<_, i64>(4) as u64,
+                    last_event_id: row.get::<_, i64>(5) as u64,
+                    created_ms: row.get(6),
+                    completed_ms: row.get(7),
+                },
+            ));
+        }
+        drop(rows);
+        let recent = recent.min(i64::MAX as usize) as i64;
+        let rows = tx
+            .query(
+                "SELECT head FROM jobs WHERE state IN ('queued', 'running')
+                 OR id IN (SELECT id FROM jobs WHERE state NOT IN ('queued', 'running')
+                           ORDER BY last_event DESC LIMIT $1)
+                 OR (created_ms > $2 AND jsonb_typeof(head->'idempotency') = 'object')",
+                &[&recent, &keys_since_ms],
+            )
+            .await
+            .map_err(&r)?;
+        let whole = rows
+            .iter()
+            .map(|row| serde_json::from_value(row.get::<_, Value>(0)).map_err(codec_fault))
+            .collect::<Result<Vec<JobView>, StoreFault>>()?;
+        tx.commit().await.map_err(&r)?;
+        Ok(CacheStart { last, heads, whole })
     }
 
     /// Writes the wire JSON of `job`'s events with `after < id <= upto` (at most `limit`) into
