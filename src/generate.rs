@@ -84,7 +84,7 @@ pub fn run(config: Config, args: GenerateArgs) -> anyhow::Result<ExitCode> {
         let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
         let mut interrupted = false;
         loop {
-            let view = core.job(job).context("job vanished")?;
+            let view = core.head(job).context("job vanished")?;
             let page = core
                 .read_events(job, after, view.last_event_id, 1000)
                 .await?;

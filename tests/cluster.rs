@@ -633,4 +633,21 @@ fn a_daemon_keeps_old_finished_jobs_folded_and_reads_them_whole_from_the_store()
     for id in &queued {
         assert_eq!(d.job(id)["state"], "queued");
     }
+
+    // A retry here of the folded failed job (the queue is still paused): this daemon's own commit
+    // touches a job it holds folded, so its follower reads the job whole before applying it.
+    ctl(&d, &["retry", &failed]);
+    assert_eq!(d.job(&failed)["state"], "queued");
+    let show = ctl_json(&d, &["show", &failed]);
+    assert_eq!(show["job"]["request"], whole[1]["show"]["job"]["request"]);
+    assert_eq!(show["job"]["attempt"], whole[1]["show"]["job"]["attempt"]);
+    assert_eq!(kept(&d), json!(2 + 256 + 1));
+    let events = d.events(&failed);
+    let old = whole[1]["events"].as_array().unwrap();
+    assert_eq!(events[..old.len()], old[..]);
+    assert_eq!(events[old.len()]["type"], "queued", "{events:?}");
+    // Cancelled in the queue, it ends again: the oldest recent job is folded in its place.
+    ctl(&d, &["cancel", &failed]);
+    assert_eq!(d.job(&failed)["state"], "cancelled");
+    assert_eq!(kept(&d), json!(2 + 256));
 }

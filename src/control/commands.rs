@@ -210,7 +210,8 @@ impl Commands {
             Gone,
         }
         loop {
-            let Some(view) = core.job(job) else {
+            // The head is enough (state and last id): an old finished job is not read whole.
+            let Some(view) = core.head(job) else {
                 return conn.send(&protocol::error("Job not found.")).await;
             };
             while after < view.last_event_id {

@@ -554,14 +554,15 @@ fn events_query(query: &str) -> Result<EventsQuery, ApiError> {
 async fn events(st: &Core, id: &str, query: &str) -> Result<Response<Body>, ApiError> {
     let job = parse_job_id(id)?;
     let EventsQuery { after, limit, wait } = events_query(query)?;
-    let view = st.job(job).ok_or(ApiError::JobNotFound)?;
+    // The head is enough (state and last id): an old finished job is not read whole.
+    let view = st.head(job).ok_or(ApiError::JobNotFound)?;
     if wait > 0 && view.last_event_id <= after && !view.state.is_terminal() {
         // Subscribe, then look again, so that a commit between the look and the wait is not missed.
         let mut rx = st.subscribe(job).ok_or(ApiError::JobNotFound)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
         let mut stopping = st.stopping();
         loop {
-            let view = st.job(job).ok_or(ApiError::JobNotFound)?;
+            let view = st.head(job).ok_or(ApiError::JobNotFound)?;
             if view.last_event_id > after || view.state.is_terminal() || *stopping.borrow() {
                 break;
             }

@@ -199,7 +199,7 @@ impl Pump {
             Scope::Job(job) => {
                 let view = self
                     .core
-                    .job(job)
+                    .head(job)
                     .ok_or(crate::service::CoreError::JobNotFound)?;
                 let upto = view.last_event_id;
                 let events = self.core.read_events(job, self.after, upto, PAGE).await?;
@@ -244,7 +244,7 @@ pub async fn job_stream(
     let types = type_filter(&pairs)?;
     // Subscribe before the first read: a commit in between still wakes the stream.
     let commits = st.subscribe(job).ok_or(ApiError::JobNotFound)?;
-    let view = st.job(job).ok_or(ApiError::JobNotFound)?;
+    let view = st.head(job).ok_or(ApiError::JobNotFound)?;
     if view.state.is_terminal() && after >= view.last_event_id {
         let mut r = Response::new(full(Bytes::new()));
         *r.status_mut() = StatusCode::NO_CONTENT;
