@@ -4,7 +4,11 @@
 //! percentage, time spent, ETA) redrawn in place under the event lines; otherwise (a pipe, a file)
 //! it prints plain lines only, and `--json` prints the events as JSON lines. Ctrl-C cancels the job cleanly.
 //! It runs only its own job (`service::Scope::Own`): the directory's queued jobs stay queued and
-//! jobs a dead daemon left running stay as they are, for the daemon to run or recover.
+//! jobs a dead daemon left running stay as they are, for the daemon to run or recover. On a shared
+//! store (`--store-url postgres://...`) it claims its job like a daemon: created and claimed in one
+//! store transaction, under a lease it renews (see `Scheduler::submit_claimed`), so the daemons on
+//! that store neither claim nor rescue it while it runs, and rescue it once a dead `generate`'s
+//! lease expires.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::pg::{self, PgServer};
@@ -310,4 +310,154 @@ fn ctl_backup_of_a_postgres_store_fails_naming_pg_dump_and_the_daemon_stays_up()
     assert_eq!(a.job(&job)["state"], "queued");
     let (ok, status) = ctl(&a, &["status"]);
     assert!(ok, "{status}");
+}
+
+/// Starts `reelsmith generate --store-url url` (as daemon `gen`, lease 3 s renewed every 1 s,
+/// three attempts) on its own state directory under `dir`, rendering `sentences` sentences.
+fn generate(dir: &Path, url: &str, sentences: usize) -> Child {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = dir.join("gen-config.toml");
+    std::fs::write(
+        &cfg,
+        offline_config(&format!(
+            "{SMALL_RENDER}\n[daemon]\nname = \"gen\"\nlease_secs = 3\nrenew_secs = 1\nmax_attempts = 3\n"
+        )),
+    )
+    .unwrap();
+    let script = dir.join("script.txt");
+    std::fs::write(&script, long_script(sentences)).unwrap();
+    Command::new(BIN)
+        .arg("generate")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--store-url", url])
+        .arg("--script")
+        .arg(&script)
+        .arg("--out")
+        .arg(dir.join("own.mp4"))
+        .arg("--json")
+        .arg("made by generate")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("reelsmith generate")
+}
+
+/// The newest job `d` lists, once there is one not in `known`.
+fn newest_job(d: &Daemon, known: &[&str]) -> String {
+    let mut id = None;
+    until(Duration::from_secs(30), "generate's job appears", || {
+        id = listed(d)
+            .into_iter()
+            .next()
+            .filter(|j| !known.contains(&j.as_str()));
+        id.is_some()
+    });
+    id.unwrap()
+}
+
+#[test]
+fn generate_on_postgres_claims_its_job_with_a_lease_and_a_daemon_rescues_it_after_a_kill() {
+    if !pg::available() {
+        return;
+    }
+    require_media_tools();
+    let server = PgServer::start();
+    let url = server.create_db("generate");
+    let tmp = tempfile::tempdir().unwrap();
+    // An idle daemon, free to claim anything queued, and to rescue anything whose lease expires.
+    let a = member(
+        &tmp.path().join("a"),
+        &url,
+        "alpha",
+        "max_attempts = 3\n",
+        &[],
+    );
+
+    // 1. generate runs its own job, well past the lease: alpha neither claims nor rescues it.
+    let mut child = generate(&tmp.path().join("g1"), &url, 30);
+    let first = newest_job(&a, &[]);
+    let id = first.clone();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("generate did not finish its job within 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "generate failed: {stderr}");
+    assert!(
+        std::fs::metadata(tmp.path().join("g1").join("own.mp4"))
+            .unwrap()
+            .len()
+            > 1000
+    );
+    let evs = a.events(&id);
+    let running: Vec<&Value> = evs.iter().filter(|e| e["type"] == "running").collect();
+    assert_eq!(running.len(), 1, "{evs:?}");
+    let p = &running[0]["payload"];
+    assert_eq!(p["owner"]["daemon"], "gen", "{evs:?}");
+    assert_eq!(p["epoch"], 1);
+    assert!(p["leaseUntilMs"].as_i64().is_some(), "{p}");
+    // Created and claimed in one commit: the queued and running events are adjacent ids, so
+    // nobody ever saw the job queued.
+    assert_eq!(evs[0]["type"], "queued");
+    assert_eq!(
+        running[0]["id"].as_u64(),
+        evs[0]["id"].as_u64().map(|i| i + 1)
+    );
+    assert_eq!(evs.last().unwrap()["type"], "complete", "{evs:?}");
+    assert!(
+        !evs.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Job interrupted"))),
+        "{evs:?}"
+    );
+    // It ran longer than two leases: only the renewals kept alpha from rescuing it.
+    let ran = evs.last().unwrap()["timestamp"].as_f64().unwrap()
+        - running[0]["timestamp"].as_f64().unwrap();
+    assert!(
+        ran > 6.0,
+        "the render took {ran} s, not longer than two leases"
+    );
+    assert!(stderr.contains("job claimed"), "{stderr}");
+
+    // 2. kill -9 of generate (and its tools) mid-run: alpha rescues the job once the lease
+    // expires, and completes it.
+    let mut child = generate(&tmp.path().join("g2"), &url, 40);
+    let id = newest_job(&a, &[&first]);
+    until(Duration::from_secs(60), "generate's tools run", || {
+        !processes_mentioning(&id).is_empty()
+    });
+    let kids = descendants(child.id());
+    child.kill().unwrap();
+    let _ = child.wait();
+    for k in kids {
+        // SAFETY: signalling processes this test started (generate's descendants), by pid.
+        unsafe { libc::kill(k as i32, libc::SIGKILL) };
+    }
+    let killed = Instant::now();
+    let rescue = a.wait_for_event(&id, Duration::from_secs(30), |e| {
+        e["message"] == "Job interrupted: daemon gen stopped renewing its lease."
+    });
+    eprintln!(
+        "rescued {:?} after the kill -9 of generate",
+        killed.elapsed()
+    );
+    let j = a.wait_for_state(&id, &["completed", "failed"], Duration::from_secs(240));
+    assert_eq!(j["state"], "completed", "{j}");
+    let evs = a.events(&id);
+    let running: Vec<&Value> = evs.iter().filter(|e| e["type"] == "running").collect();
+    assert_eq!(running.len(), 2, "{evs:?}");
+    assert_eq!(running[0]["payload"]["owner"]["daemon"], "gen");
+    assert_eq!(running[1]["payload"]["owner"]["daemon"], "alpha");
+    assert_eq!(running[1]["payload"]["epoch"], 2);
+    assert!(running[1]["id"].as_u64() > rescue["id"].as_u64());
 }

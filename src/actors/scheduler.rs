@@ -7,7 +7,9 @@
 //! then telling its actor to stop (the actor records `cancelled`). Admin changes (pause, resume,
 //! concurrency, and the control socket's backup and reload through [`RecordAdmin`]) are recorded as
 //! `admin` events of the daemon pseudo-job, with the caller's uid: the scheduler is the one path by
-//! which the rest of the daemon writes.
+//! which the rest of the daemon writes. On a shared store the writes that need the store's own
+//! transaction go to it directly: claims (and `generate`'s submit, created and claimed at once),
+//! lease renewals and rescues, and retention's purges.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -290,6 +292,8 @@ pub struct Scheduler {
     cluster: Option<Cluster>,
     /// Claims sent to the shared store and not answered yet (they count against the limit).
     claiming: usize,
+    /// `generate` on a shared store: its own jobs with a claim in flight.
+    claiming_own: HashSet<JobId>,
     /// The epoch (attempt) of each running job claimed from the shared store, for its lease.
     epochs: HashMap<JobId, u32>,
     concurrency: u32,
@@ -325,6 +329,7 @@ impl Scheduler {
             paused,
             cluster: None,
             claiming: 0,
+            claiming_own: HashSet::new(),
             epochs: HashMap::new(),
             draining: false,
             shutting_down: false,
@@ -382,6 +387,106 @@ impl Scheduler {
                 }
             }));
         }
+    }
+
+    /// `generate` on a shared store: claims its own queued jobs by id (an attempt's end put one
+    /// back in the queue), with a lease like a daemon's; a job another daemon claimed first is
+    /// followed, not run.
+    fn claim_own(&mut self, cluster: Cluster, ctx: &mut Context<Self>) {
+        let free = (self.concurrency as usize).saturating_sub(self.running.len() + self.claiming);
+        if !self.admits() || free == 0 {
+            return;
+        }
+        let (running, claiming, own) = (&self.running, &self.claiming_own, &self.own);
+        let (failures, now) = (&self.start_failures, Instant::now());
+        let busy = |j| {
+            running.contains_key(&j)
+                || claiming.contains(&j)
+                || own.as_ref().is_some_and(|o| !o.contains(&j))
+                || failures
+                    .get(&j)
+                    .is_some_and(|f| f.not_before.is_none_or(|t| t > now))
+        };
+        let picked: Vec<JobId> = self
+            .views
+            .queued(free, busy)
+            .iter()
+            .filter(|v| !v.cancel_requested)
+            .map(|v| v.id)
+            .collect();
+        for job in picked {
+            self.claiming += 1;
+            self.claiming_own.insert(job);
+            let c = cluster.clone();
+            let work = async move {
+                let claimed = c.store.claim_job(job, Vec::new(), &c.owner, c.lease).await;
+                if let Ok(Some(cl)) = &claimed {
+                    c.follower.catch_up(cl.view.last_event_id).await;
+                }
+                claimed
+            };
+            ctx.spawn(work.into_actor(self).map(move |claimed, act, ctx| {
+                act.claiming -= 1;
+                act.claiming_own.remove(&job);
+                match claimed {
+                    Ok(Some(cl)) => act.start_claimed(cl, ctx),
+                    Ok(None) => info!(job = %job, "the job was claimed elsewhere; following it"),
+                    Err(e) => {
+                        warn!(job = %job, error = %e, "cannot claim the job from the shared store; trying again");
+                        ctx.run_later(Duration::from_secs(1), |act, ctx| act.pump(ctx));
+                    }
+                }
+                act.wake_idle();
+            }));
+        }
+    }
+
+    /// `generate` on a shared store: each job is created and claimed (its `running` event, owner,
+    /// epoch and lease) in one store transaction, so no daemon ever sees it queued, and runs here
+    /// under a lease it renews like a daemon; if this process dies, a daemon rescues the job once
+    /// the lease expires.
+    fn submit_claimed(
+        &mut self,
+        c: Cluster,
+        appends: Vec<Append>,
+        jobs: Vec<JobId>,
+    ) -> impl ActorFuture<Self, Output = Result<Submitted, SchedulerError>> {
+        let n = appends.len();
+        self.claiming += n;
+        let work = async move {
+            let mut claimed = Vec::with_capacity(n);
+            for a in appends {
+                match c.store.claim_job(a.job, a.events, &c.owner, c.lease).await {
+                    Ok(Some(cl)) => {
+                        c.follower.catch_up(cl.view.last_event_id).await;
+                        claimed.push(cl);
+                    }
+                    Ok(None) => {
+                        let e =
+                            SchedulerError::Internal("the event store refused the new job".into());
+                        return (claimed, Err(e));
+                    }
+                    Err(e) => {
+                        let e = JournalError::Unavailable(format!(
+                            "The event store is unreachable ({e}); try again."
+                        ));
+                        return (claimed, Err(e.into()));
+                    }
+                }
+            }
+            (claimed, Ok(()))
+        };
+        work.into_actor(self).map(move |(claimed, res), act, ctx| {
+            act.claiming -= n;
+            for cl in claimed {
+                act.start_claimed(cl, ctx);
+            }
+            act.pump(ctx);
+            res.map(|()| Submitted {
+                jobs,
+                replayed: false,
+            })
+        })
     }
 
     /// Runs a job the shared store gave this daemon.
@@ -460,8 +565,11 @@ impl Scheduler {
 
     /// Starts queued jobs, oldest first, while the limit allows.
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if let (Some(c), None) = (self.cluster.clone(), &self.own) {
-            self.claim(c, ctx);
+        if let Some(c) = self.cluster.clone() {
+            match self.own {
+                None => self.claim(c, ctx),
+                Some(_) => self.claim_own(c, ctx),
+            }
             self.wake_idle();
             return;
         }
@@ -712,6 +820,9 @@ impl Handler<Submit> for Scheduler {
             }
             jobs.push(job);
             appends.push(Append::new(job, events));
+        }
+        if let (Some(c), Some(_)) = (self.cluster.clone(), &self.own) {
+            return Box::pin(self.submit_claimed(c, appends, jobs));
         }
         let key = msg.key;
         let send = self.journal_all.send(AppendAll { appends });
@@ -1200,7 +1311,8 @@ impl Handler<Remote> for Scheduler {
     /// Other daemons wrote: new jobs may be queued, the pause state may have changed, finished
     /// jobs may have been purged (their files here go too; a job this daemon never ran has none).
     fn handle(&mut self, msg: Remote, ctx: &mut Self::Context) {
-        if let Some(p) = msg.paused {
+        // `generate` runs its own job whatever the daemons' recorded pause (as on redb).
+        if let (Some(p), None) = (msg.paused, &self.own) {
             self.paused = p;
         }
         if !msg.purged.is_empty() && self.own.is_none() {
