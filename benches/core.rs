@@ -3,9 +3,10 @@
 //! submissions/s with 64 clients, event pages (200 and 5 events) with 16 connections, long-poll
 //! wake-up with 100 waiters, start-up replay of 1M events, and RSS, idle and with 100,000 finished
 //! jobs in the log (memory must not grow with history). Run: `cargo bench --bench core`;
-//! `BENCH_PHASES=history` (or `load`, `replay`, `pg`, comma-separated) runs only some. `pg` runs
-//! the same loads on the PostgreSQL engine (a server started on the same machine, see
-//! `tests/common/pg.rs`): submissions with one daemon then two, pages, cross-daemon wake-up.
+//! `BENCH_PHASES=history` (or `load`, `replay`, `pg`, `pghistory`, comma-separated) runs only some.
+//! `pg` runs the same loads on the PostgreSQL engine (a server started on the same machine, see
+//! `tests/common/pg.rs`): submissions with one daemon then two, pages, cross-daemon wake-up;
+//! `pghistory` the RSS of a daemon on the 100,000 finished jobs copied into PostgreSQL.
 //!
 //! Every phase is bounded (fixed durations or counts). Env: `BENCH_SECS` (seconds per throughput
 //! phase, default 5), `BENCH_REPLAY_EVENTS` (default 1000000), `BENCH_HISTORY_JOBS` (default 100000).
@@ -125,7 +126,7 @@ impl Daemon {
                 let _ = child.wait();
                 panic!("the daemon did not print its listening line");
             };
-            if line.contains("event log replayed") {
+            if line.contains("event log replayed") || line.contains("shared store heads loaded") {
                 replay_millis = line
                     .split_whitespace()
                     .find_map(|w| w.strip_prefix("millis="))
@@ -610,7 +611,8 @@ fn main() {
     let request = valid_request();
     // BENCH_PHASES: a comma list of `load` (pages, submissions, long polls), `replay` (1M events)
     // and `history` (RSS with 100,000 finished jobs); all by default.
-    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "load,replay,history,pg".into());
+    let phases =
+        std::env::var("BENCH_PHASES").unwrap_or_else(|_| "load,replay,history,pg,pghistory".into());
     let phase = |p: &str| phases.split(',').any(|x| x.trim() == p);
     if phase("load") {
         load_phases(&rt, &mut rows, &request, dur);
@@ -621,12 +623,18 @@ fn main() {
     if phase("pg") && pg::available() {
         pg_phase(&rt, &mut rows, dur);
     }
+    let history_jobs: u64 = std::env::var("BENCH_HISTORY_JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000);
     if phase("history") {
-        let jobs: u64 = std::env::var("BENCH_HISTORY_JOBS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(100_000);
-        history_phase(&mut rows, &request, jobs);
+        history_phase(&mut rows, &request, history_jobs, None);
+    }
+    // The same history on PostgreSQL: the views stay a bounded cache there too.
+    if phase("pghistory") && pg::available() {
+        let server = pg::PgServer::start();
+        let url = server.create_db("history");
+        history_phase(&mut rows, &request, history_jobs, Some(&url));
     }
 
     println!("\n| measure | figure | target | |\n|---|---|---|---|");
@@ -641,7 +649,8 @@ fn main() {
 }
 
 /// RSS of the daemon started on a log of `jobs` finished jobs: memory must not grow with history.
-fn history_phase(rows: &mut Vec<Row>, request: &Value, jobs: u64) {
+/// With `pg` (a PostgreSQL URL), the log is copied there (`store copy`) and the daemon runs on it.
+fn history_phase(rows: &mut Vec<Row>, request: &Value, jobs: u64, pg: Option<&str>) {
     // BENCH_HISTORY_DIR keeps the history between runs (written when its log is missing).
     let tmp = tempfile::tempdir().unwrap();
     let base = std::env::var_os("BENCH_HISTORY_DIR")
@@ -665,7 +674,30 @@ fn history_phase(rows: &mut Vec<Row>, request: &Value, jobs: u64) {
         "  wrote {jobs} finished jobs ({events} events, {db_mb:.0} MB) in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let d = Daemon::start(&base);
+    let d = match pg {
+        None => Daemon::start(&base),
+        Some(url) => {
+            let t = Instant::now();
+            let out = Command::new(daemon_binary())
+                .args(["store", "copy", "--from"])
+                .arg(&log)
+                .args(["--to", url])
+                .output()
+                .expect("reelsmith store copy");
+            assert!(
+                out.status.success(),
+                "store copy: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            println!(
+                "  copied them into PostgreSQL in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+            let dir = base.join("pg");
+            std::fs::create_dir_all(&dir).unwrap();
+            Daemon::start_with(&dir, &["--store-url", url])
+        }
+    };
     let startup = d.startup;
     let replay = d.replay_millis;
     std::thread::sleep(Duration::from_millis(500));
@@ -710,9 +742,10 @@ fn history_phase(rows: &mut Vec<Row>, request: &Value, jobs: u64) {
     let rss_after = d.rss_kb();
     d.stop();
     let rss = rss_start.max(rss_after);
+    let engine = if pg.is_some() { " (PostgreSQL)" } else { "" };
     row(
         rows,
-        &format!("RSS with {jobs} finished jobs"),
+        &format!("RSS with {jobs} finished jobs{engine}"),
         format!(
             "{:.1} MB after start, {:.1} MB after reading old jobs; start-up {:.0} ms (replay {} ms); reads correct: {}",
             rss_start as f64 / 1024.0,
