@@ -1,4 +1,4 @@
-//! Render benchmark: a 38-second 1080x1920 short from five 10-second 1920x1080 clips, with
+//! Render benchmark: a 38-second 1080x1920 short from five 10-second 1920x1080 30 fps clips, with
 //! subtitles and music, made by a whole reelsmith job (`reelsmith generate`, the same actors as the
 //! daemon), with the default render settings, MoneyPrinter's (MoviePy writes with libx264 at its
 //! defaults: preset medium, CRF 23) and candidate settings, side by side.
@@ -21,11 +21,16 @@
 //! variables of the caller's environment are not passed on, for the same reason. The load average is printed per
 //! round: on a loaded machine trust the CPU seconds over the wall times.
 //!
+//! The footage is test patterns encoded like stock footage ([`STOCK_ENCODE`]: x264 medium, CRF 21,
+//! at most 10 Mb/s, a key frame every 2 s); `RENDER_BENCH_FOOTAGE=dense` takes the previous set
+//! (the same patterns at veryfast/CRF 20, up to 79 Mb/s: far costlier to decode than anything a
+//! stock site serves), `uhd` that set with the first clip replaced by a 3840x2160 60 fps one.
+//!
 //! Run: `cargo bench --bench render`. `RENDER_BENCH_ONCE=moneyprinter` runs the named settings
-//! in the first round only (a medium-preset job is slow on a loaded machine). Other candidates:
-//! `RENDER_BENCH_SETTINGS="ultrafast/18/1,fast=superfast/20/2"` ([name=]preset/CRF/decoder
-//! threads; MoneyPrinter's and the default always run). `RENDER_BENCH_FOOTAGE=uhd` swaps the first
-//! clip for a 3840x2160 60 fps one (phone footage). The old job-against-hand-written-ffmpeg table:
+//! in the first round only (a medium-preset job is slow on a loaded machine). Other candidates,
+//! `;`-separated: `RENDER_BENCH_SETTINGS="ultrafast/18/1/1/;fast=superfast/20/2/0/bframes=2"`
+//! ([name=]preset/CRF/decoder threads/parts/x264 params, missing fields from the default;
+//! MoneyPrinter's and the default always run; MoneyPrinter's is one process at x264's defaults). The old job-against-hand-written-ffmpeg table:
 //! `RENDER_BENCH_PRESETS=veryfast,medium`. Inputs are made once under `target/bench-render/`.
 
 use std::collections::HashMap;
@@ -66,8 +71,16 @@ fn run(cmd: &mut Command, what: &str) {
     );
 }
 
+/// How the `stock` footage set is encoded from the test patterns: x264 medium at CRF 21, capped
+/// at 10 Mb/s, like the 1080p H.264 files stock-footage sites serve (1-11 Mb/s here).
+const STOCK_ENCODE: [&str; 10] = [
+    "-preset", "medium", "-crf", "21", "-maxrate", "10M", "-bufsize", "20M", "-g", "60",
+];
+
 fn make_inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let clips = dir.join("clips");
+    let footage = std::env::var("RENDER_BENCH_FOOTAGE").unwrap_or_default();
+    let stock = !matches!(footage.as_str(), "dense" | "uhd");
+    let clips = dir.join(if stock { "clips-stock" } else { "clips" });
     std::fs::create_dir_all(&clips).expect("mkdir");
     for (i, src) in CLIP_SOURCES.iter().enumerate() {
         let out = clips.join(format!("clip{i}.mp4"));
@@ -93,11 +106,12 @@ fn make_inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
                     "yuv420p",
                     "-c:v",
                     "libx264",
-                    "-preset",
-                    "veryfast",
-                    "-crf",
-                    "20",
                 ])
+                .args(if stock {
+                    &STOCK_ENCODE[..]
+                } else {
+                    &["-preset", "veryfast", "-crf", "20"][..]
+                })
                 .arg(&out),
             "clip",
         );
@@ -133,7 +147,7 @@ fn make_inputs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     }
     let script = dir.join("script.txt");
     std::fs::write(&script, SCRIPT).expect("script");
-    if std::env::var("RENDER_BENCH_FOOTAGE").as_deref() == Ok("uhd") {
+    if footage == "uhd" {
         return (uhd_clips(dir, &clips), song, script);
     }
     (clips, song, script)
@@ -384,6 +398,10 @@ struct Setting {
     preset: String,
     crf: u32,
     decoder_threads: u32,
+    /// `render.parts` (0: one per core).
+    parts: u32,
+    /// `render.x264_params`.
+    x264: String,
     clips: PathBuf,
 }
 
@@ -536,11 +554,13 @@ fn job(bin: &Path, dir: &Path, song: &Path, script: &Path, s: &Setting) -> Run {
         format!(
             "[footage]\nprovider = \"local\"\nlocal_dir = \"{}\"\nclips = 5\nseconds_per_clip = 8.0\n\
              [voice]\nprovider = \"{BENCH_VOICE}\"\n\
-             [render]\npreset = \"{}\"\ncrf = {}\ndecoder_threads = {}\n",
+             [render]\npreset = \"{}\"\ncrf = {}\ndecoder_threads = {}\nparts = {}\nx264_params = \"{}\"\n",
             s.clips.display(),
             s.preset,
             s.crf,
-            s.decoder_threads
+            s.decoder_threads,
+            s.parts,
+            s.x264
         ),
     )
     .expect("config");
@@ -621,7 +641,8 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// `preset/crf/decoder threads`, or `name=preset/crf/decoder threads`; missing parts from `base`.
+/// `preset/crf/decoder threads/parts/x264 params`, optionally after `name=`; missing fields from
+/// `base`.
 fn parse_setting(spec: &str, base: &Setting) -> Setting {
     let (name, body) = match spec.split_once('=') {
         Some((n, b)) => (Some(n.trim().to_string()), b),
@@ -640,11 +661,20 @@ fn parse_setting(spec: &str, base: &Setting) -> Setting {
         .get(2)
         .and_then(|t| t.parse().ok())
         .unwrap_or(base.decoder_threads);
+    let n_parts = parts
+        .get(3)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(base.parts);
+    let x264 = parts.get(4).map_or(base.x264.clone(), |x| x.to_string());
     Setting {
-        name: name.unwrap_or_else(|| format!("{preset}-crf{crf}-dec{decoder_threads}")),
+        name: name.unwrap_or_else(|| {
+            format!("{preset}-crf{crf}-dec{decoder_threads}-parts{n_parts}-{x264}")
+        }),
         preset,
         crf,
         decoder_threads,
+        parts: n_parts,
+        x264,
         clips: base.clips.clone(),
     }
 }
@@ -658,7 +688,7 @@ fn parse_setting(spec: &str, base: &Setting) -> Setting {
 /// runs, cheap, and the same duration in every run.
 const BENCH_VOICE: &str = "espeak";
 
-const CANDIDATES: &str = "previous=veryfast/23/1,ultrafast/18/1,ultrafast/17/1";
+const CANDIDATES: &str = "previous=ultrafast/17/1/1/;one-process=ultrafast/19/1/1/deblock=0,0:bframes=3;crf20=ultrafast/20/1/0/deblock=0,0:bframes=3";
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -677,6 +707,8 @@ fn main() {
         preset: defaults.preset.as_str().into(),
         crf: defaults.crf,
         decoder_threads: defaults.decoder_threads,
+        parts: defaults.parts,
+        x264: defaults.x264_params.clone(),
         clips: clips.clone(),
     };
     let mut settings = vec![
@@ -685,14 +717,18 @@ fn main() {
             name: "moneyprinter".into(),
             preset: "medium".into(),
             crf: 23,
+            // One process at x264's defaults, as MoviePy writes.
+            parts: 1,
+            x264: String::new(),
             ..default.clone()
         },
     ];
     let extra = std::env::var("RENDER_BENCH_SETTINGS").unwrap_or_else(|_| CANDIDATES.into());
-    for spec in extra.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for spec in extra.split(';').map(str::trim).filter(|s| !s.is_empty()) {
         let s = parse_setting(spec, &default);
         let same_as = |o: &Setting| {
-            (&o.preset, o.crf, o.decoder_threads) == (&s.preset, s.crf, s.decoder_threads)
+            (&o.preset, o.crf, o.decoder_threads, o.parts, &o.x264)
+                == (&s.preset, s.crf, s.decoder_threads, s.parts, &s.x264)
         };
         if !settings.iter().any(same_as) {
             settings.push(s);
@@ -713,6 +749,8 @@ fn main() {
             name: "lossless".into(),
             preset: "ultrafast".into(),
             crf: 0,
+            parts: 1,
+            x264: String::new(),
             ..default.clone()
         },
     );
@@ -774,8 +812,8 @@ fn main() {
          goal: render RT >= 1.5); RT = video seconds per wall second; CPU RT = video seconds per \
          CPU second x 2 (what 2 idle cores would give if fully used); job = the whole job."
     );
-    println!("| settings | preset | CRF | dec threads | n | render wall s (min-max) | render RT | render CPU s | render CPU RT | job wall s | job RT | job CPU s | SSIM | vs MoneyPrinter | MiB | ffmpeg peak MiB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| settings | preset | CRF | x264 params | parts | dec threads | n | render wall s (min-max) | render RT | render CPU s | render CPU RT | job wall s | job RT | job CPU s | SSIM | vs MoneyPrinter | MiB | ffmpeg peak MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, s) in settings.iter().enumerate() {
         let rs = &runs[i];
         let rwalls: Vec<f64> = rs.iter().map(|r| r.render_wall).collect();
@@ -786,10 +824,12 @@ fn main() {
         let dur = median(&rs.iter().map(|r| r.duration).collect::<Vec<_>>());
         let q = quality[i].unwrap_or(0.0);
         println!(
-            "| {} | {} | {} | {} | {} | {rwall:.1} ({:.1}-{:.1}) | {:.2} | {rcpu:.1} | {:.2} | {wall:.1} | {:.2} | {cpu:.1} | {q:.5} | {:+.5} | {:.1} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {rwall:.1} ({:.1}-{:.1}) | {:.2} | {rcpu:.1} | {:.2} | {wall:.1} | {:.2} | {cpu:.1} | {q:.5} | {:+.5} | {:.1} | {:.0} |",
             s.name,
             s.preset,
             s.crf,
+            s.x264,
+            s.parts,
             s.decoder_threads,
             rs.len(),
             rwalls.iter().copied().fold(f64::INFINITY, f64::min),

@@ -465,9 +465,22 @@ pub struct RenderConfig {
     /// Decoder threads per footage input (0 = ffmpeg decides); one keeps memory low, since only
     /// one clip decodes at a time.
     pub decoder_threads: u32,
+    /// Extra libx264 options, `key=value:key=value` (ffmpeg's `-x264-params`); empty for none.
+    pub x264_params: String,
+    /// ffmpeg processes that render stretches of the video at once, joined without re-encoding
+    /// (0 = one per core, at most 8; 1 = one process).
+    pub parts: u32,
 }
 
 impl RenderConfig {
+    /// `parts`, with 0 resolved to the cores this process may use (at most 8).
+    pub fn parts_in_force(&self) -> u32 {
+        match self.parts {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8) as u32),
+            n => n,
+        }
+    }
+
     /// The frame (width, height) of a video of `aspect`: 9:16 is `width` x `height` as configured
     /// (1080x1920), 16:9 its transpose (1920x1080), 1:1 `width` square (1080x1080), 4:5 `width` by
     /// 5/4 of it (1080x1350); sides rounded to even numbers.
@@ -646,10 +659,12 @@ impl Default for RenderConfig {
             // The fastest setting measured whose SSIM reaches MoneyPrinter's (medium, CRF 23):
             // see config/reelsmith.toml and `cargo bench --bench render`.
             preset: Preset::Ultrafast,
-            crf: 17,
+            crf: 19,
             threads: 0,
             audio_bitrate: "192k".into(),
             decoder_threads: 1,
+            x264_params: "deblock=0,0:bframes=3".into(),
+            parts: 0,
         }
     }
 }
@@ -886,6 +901,25 @@ impl Config {
             return Err(invalid(
                 "render.decoder_threads",
                 "must be between 0 and 64",
+            ));
+        }
+        if self.render.parts > 64 {
+            return Err(invalid("render.parts", "must be between 0 and 64"));
+        }
+        let p = &self.render.x264_params;
+        if !p.is_empty()
+            && !p.split(':').all(|kv| {
+                kv.split_once('=').is_some_and(|(k, v)| {
+                    !k.is_empty()
+                        && !v.is_empty()
+                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                        && !v.chars().any(|c| c.is_whitespace() || c == '=')
+                })
+            })
+        {
+            return Err(invalid(
+                "render.x264_params",
+                "must be key=value pairs joined by ':' (e.g. \"deblock=0,0:bframes=3\")",
             ));
         }
         if !(8..=400).contains(&self.subtitles.font_size) {

@@ -482,6 +482,8 @@ async fn a_stop_during_the_render_kills_ffmpeg_within_a_second() {
     cfg.render.width = 540;
     cfg.render.height = 960;
     cfg.render.preset = crate::config::Preset::Medium;
+    // Three ffmpeg processes render a third of the video each: the stop kills them all.
+    cfg.render.parts = 3;
     let (handle, stop) = StopSignal::pair();
     let rec = Recorder::new(root.path(), Some(handle));
     let script = "Bees dance to tell each other where flowers are. ".repeat(6);
@@ -511,11 +513,19 @@ async fn a_stop_during_the_render_kills_ffmpeg_within_a_second() {
         !group_exists(pgid),
         "ffmpeg's process group {pgid} is still alive"
     );
-    assert!(!cx.output_path.exists(), "no output for a stopped render");
-    assert!(
-        !cx.work_dir.join("render.partial.mp4").exists(),
-        "partial file removed"
+    assert_eq!(
+        find_pgid("ffmpeg", &rec.marker),
+        None,
+        "an ffmpeg of the render is still running"
     );
+    assert!(!cx.output_path.exists(), "no output for a stopped render");
+    let left: Vec<_> = std::fs::read_dir(&cx.work_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("render."))
+        .collect();
+    assert!(left.is_empty(), "partial files left: {left:?}");
     assert!(!messages.iter().any(|m| m == "Video generation complete"));
 }
 
@@ -563,4 +573,102 @@ async fn a_song_library_replaced_after_the_music_stage_does_not_break_the_render
         Some(2),
         "{probe}"
     );
+}
+
+/// Per-frame SSIM ("All") of `a` against `b`, in frame order.
+fn ssim_per_frame(a: &Path, b: &Path, stats: &Path) -> Vec<f64> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
+        .arg(a)
+        .arg("-i")
+        .arg(b)
+        .arg("-lavfi")
+        .arg(format!(
+            "[0:v][1:v]ssim=stats_file={}",
+            super::render::filter_escape_path(&stats.to_string_lossy())
+        ))
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read_to_string(stats)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split("All:").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_render_in_parts_shows_the_frames_of_one_process_render() {
+    // Lossless renders of one composition (clips cycling, music, captions throughout), in one
+    // process and in three parts joined by copy: every frame is the same, so each part starts its
+    // clips where the one before left off and its captions at their place on the timeline.
+    let root = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config(root.path());
+    cfg.render.crf = 0;
+    cfg.render.parts = 1;
+    cfg.footage.seconds_per_clip = 1.5;
+    make_song(&root.path().join("songs"));
+    let (_handle, stop) = StopSignal::pair();
+    let rec = Recorder::new(root.path(), None);
+    let body = json!({
+        "videoSubject": "Why octopuses have three hearts",
+        "script": SCRIPT,
+        "useMusic": true,
+        "subtitlesPosition": "center,center",
+    });
+    let mut cx = context(cfg.clone(), body, root.path(), rec.clone(), stop);
+    let outcome = run(&mut cx).await;
+    assert!(
+        matches!(outcome, Outcome::Completed),
+        "{outcome:?}\n{:#?}",
+        rec.messages()
+    );
+    let whole = root.path().join("one-process.mp4");
+    std::fs::rename(&cx.output_path, &whole).unwrap();
+
+    cfg.render.parts = 3;
+    cx.config = Arc::new(cfg);
+    let parted = cx.output_path.clone();
+    super::render::run(&mut cx).await.expect("render in parts");
+    let frames = |p: &Path| {
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v", "-count_packets"])
+            .args(["-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"])
+            .arg(p)
+            .output()
+            .expect("ffprobe runs");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+    let n = frames(&whole);
+    assert!(n > 90, "{n} frames");
+    assert_eq!(frames(&parted), n);
+    let ssim = ssim_per_frame(&parted, &whole, &root.path().join("ssim.log"));
+    assert_eq!(ssim.len() as u64, n);
+    let worst = ssim
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, v)| (i, *v));
+    assert!(
+        ssim.iter().all(|&v| v > 0.9999),
+        "frames differ; worst (frame, SSIM): {worst:?}"
+    );
+    let probe = ffprobe_json(&parted);
+    assert!(
+        probe["streams"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|s| s["codec_type"] == "audio")),
+        "{probe}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&cx.work_dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("render."))
+        .collect();
+    assert!(left.is_empty(), "part files left: {left:?}");
 }

@@ -150,29 +150,98 @@ pub struct RenderPlan {
     pub threads: u32,
     /// Decoder threads per clip input; 0 lets ffmpeg decide.
     pub decoder_threads: u32,
+    /// Extra libx264 options (`-x264-params`); empty for none.
+    pub x264_params: String,
+    /// ffmpeg processes that render stretches of the timeline at once (1: one process).
+    pub parts: u32,
     pub audio_bitrate: String,
     pub output: PathBuf,
 }
 
-/// The filtergraph of `plan` (video chains, concat, subtitles, audio mix): outputs `[vout]`, `[aout]`.
-pub fn build_filtergraph(plan: &RenderPlan) -> String {
+/// A stretch of the timeline that one ffmpeg process renders: frames `start..end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub start: u64,
+    pub end: u64,
+}
+
+/// One clip's share of a span: `frames` frames of `clip`, from frame `offset` of its looped stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Piece {
+    clip: usize,
+    offset: u64,
+    frames: u64,
+}
+
+/// The pieces of `segments` inside `span`, in timeline order.
+fn pieces(segments: &[Segment], clips: usize, span: Span) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut used = vec![0_u64; clips.max(1)];
+    let mut at = 0_u64;
+    for s in segments {
+        let (from, to) = (at.max(span.start), (at + s.frames).min(span.end));
+        if from < to {
+            out.push(Piece {
+                clip: s.clip,
+                offset: used[s.clip] + (from - at),
+                frames: to - from,
+            });
+        }
+        used[s.clip] += s.frames;
+        at += s.frames;
+    }
+    out
+}
+
+/// `parts` spans of near-equal length covering `total` frames, each at least `min_frames` long
+/// (fewer spans when the timeline is short; one at least).
+pub fn plan_spans(total: u64, parts: u32, min_frames: u64) -> Vec<Span> {
+    let by_length = (total / min_frames.max(1)).max(1);
+    let n = u64::from(parts.max(1)).min(by_length);
+    (0..n)
+        .map(|i| Span {
+            start: total * i / n,
+            end: total * (i + 1) / n,
+        })
+        .collect()
+}
+
+/// Total frames of `plan`'s timeline and its segments.
+fn timeline(plan: &RenderPlan) -> (u64, Vec<Segment>) {
     let segments = plan_segments(
         plan.duration,
         plan.seconds_per_clip,
         plan.fps,
         plan.clips.len(),
     );
+    (segments.iter().map(|s| s.frames).sum(), segments)
+}
+
+/// The video chains of `span` (clip chains, pieces, concat, subtitles), ending in `[vout]`, and the
+/// clips they read, in input order. With `every_input`, input `i` is clip `i` (unused clips are
+/// opened and ignored); else the inputs are the clips the span reads.
+fn video_graph(
+    plan: &RenderPlan,
+    segments: &[Segment],
+    span: Span,
+    every_input: bool,
+) -> (Vec<String>, Vec<usize>) {
     let n_clips = plan.clips.len();
-    let mut parts: Vec<String> = Vec::new();
-    // Per clip: which segments (timeline positions) it fills, in order.
+    let pieces = pieces(segments, n_clips, span);
+    // Per clip: which pieces it fills, in order (consecutive stretches of its looped stream).
     let mut uses: Vec<Vec<usize>> = vec![Vec::new(); n_clips];
-    for (k, s) in segments.iter().enumerate() {
-        uses[s.clip].push(k);
+    for (k, p) in pieces.iter().enumerate() {
+        uses[p.clip].push(k);
     }
-    for (c, clip) in plan.clips.iter().enumerate() {
+    let inputs: Vec<usize> = (0..n_clips)
+        .filter(|&c| every_input || !uses[c].is_empty())
+        .collect();
+    let mut parts: Vec<String> = Vec::new();
+    for (input, &c) in inputs.iter().enumerate() {
         if uses[c].is_empty() {
             continue;
         }
+        let clip = &plan.clips[c];
         let crop = crop_for(clip.width, clip.height, plan.width, plan.height);
         let resize = format!(
             "crop={}:{}:{}:{},scale={}:{}:flags=bicubic,setsar=1",
@@ -182,18 +251,23 @@ pub fn build_filtergraph(plan: &RenderPlan) -> String {
         // clip: half the scaling); a slower or unknown one repeats frames after, so each source
         // frame is scaled once. Either way the frames are the same.
         let mut chain = if clip.fps > f64::from(plan.fps) + 0.01 {
-            format!("[{c}:v]fps={},{resize},format=yuv420p", plan.fps)
+            format!("[{input}:v]fps={},{resize},format=yuv420p", plan.fps)
         } else {
-            format!("[{c}:v]{resize},fps={},format=yuv420p", plan.fps)
+            format!("[{input}:v]{resize},fps={},format=yuv420p", plan.fps)
         };
+        // A later span starts where the clip's earlier pieces (in earlier spans) left off.
+        let skip = pieces[uses[c][0]].offset;
+        if skip > 0 {
+            chain.push_str(&format!(",trim=start_frame={skip}"));
+        }
         let labels: Vec<String> = uses[c].iter().map(|k| format!("[c{c}s{k}]")).collect();
         if uses[c].len() > 1 {
-            // Cut points: cumulative frame counts of this clip's segments but the last.
+            // Cut points: cumulative frame counts of this clip's pieces but the last.
             let mut acc = 0;
             let cuts: Vec<String> = uses[c][..uses[c].len() - 1]
                 .iter()
                 .map(|&k| {
-                    acc += segments[k].frames;
+                    acc += pieces[k].frames;
                     acc.to_string()
                 })
                 .collect();
@@ -203,38 +277,64 @@ pub fn build_filtergraph(plan: &RenderPlan) -> String {
         parts.push(chain);
     }
     let mut concat_inputs = String::new();
-    for (k, s) in segments.iter().enumerate() {
+    for (k, p) in pieces.iter().enumerate() {
         parts.push(format!(
             "[c{}s{k}]trim=end_frame={},setpts=N/FRAME_RATE/TB[v{k}]",
-            s.clip, s.frames
+            p.clip, p.frames
         ));
         concat_inputs.push_str(&format!("[v{k}]"));
     }
     let after_concat = match &plan.subtitles {
-        Some(p) => format!(",ass=filename={}", filter_escape_path(&p.to_string_lossy())),
+        // The subtitles are timed on the whole video: a later span is shifted to its place on
+        // the timeline for them, then back to start at zero.
+        Some(path) if span.start > 0 => format!(
+            ",setpts=PTS+{}/{}/TB,ass=filename={},setpts=PTS-STARTPTS",
+            span.start,
+            plan.fps,
+            filter_escape_path(&path.to_string_lossy())
+        ),
+        Some(path) => format!(",ass=filename={}", filter_escape_path(&path.to_string_lossy())),
         None => String::new(),
     };
     parts.push(format!(
         "{concat_inputs}concat=n={}:v=1:a=0{after_concat}[vout]",
-        segments.len()
+        pieces.len()
     ));
-    let voice_idx = n_clips;
+    (parts, inputs)
+}
+
+/// The audio chains, voice at input `voice_idx` and the song after it: `[aout]`.
+fn audio_graph(plan: &RenderPlan, voice_idx: usize) -> Vec<String> {
     let voice_chain =
         format!("[{voice_idx}:a]aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo");
     match &plan.music {
-        Some((_, volume)) => {
-            parts.push(format!("{voice_chain}[voice]"));
-            parts.push(format!(
+        Some((_, volume)) => vec![
+            format!("{voice_chain}[voice]"),
+            format!(
                 "[{}:a]aresample=48000,aformat=sample_fmts=fltp:channel_layouts=stereo,volume={volume:.3}[music]",
                 voice_idx + 1
-            ));
-            parts.push(
-                "[voice][music]amix=inputs=2:duration=first:dropout_transition=0:normalize=0[aout]"
-                    .into(),
-            );
-        }
-        None => parts.push(format!("{voice_chain}[aout]")),
+            ),
+            "[voice][music]amix=inputs=2:duration=first:dropout_transition=0:normalize=0[aout]"
+                .into(),
+        ],
+        None => vec![format!("{voice_chain}[aout]")],
     }
+}
+
+/// The filtergraph of `plan` in one process (video chains, concat, subtitles, audio mix): outputs
+/// `[vout]`, `[aout]`.
+pub fn build_filtergraph(plan: &RenderPlan) -> String {
+    let (total, segments) = timeline(plan);
+    let (mut parts, inputs) = video_graph(
+        plan,
+        &segments,
+        Span {
+            start: 0,
+            end: total,
+        },
+        true,
+    );
+    parts.extend(audio_graph(plan, inputs.len()));
     parts.join(";")
 }
 
@@ -252,17 +352,11 @@ fn decoder_threads(plan: &RenderPlan, clip: &ClipInfo) -> u32 {
     }
 }
 
-/// The full ffmpeg argument list of `plan`, writing to `plan.output`.
-pub fn build_args(plan: &RenderPlan) -> Vec<OsString> {
+/// `-threads N -stream_loop -1 -i <clip>` of each clip of `inputs`.
+fn clip_inputs(plan: &RenderPlan, inputs: &[usize]) -> Vec<OsString> {
     let mut a: Vec<OsString> = Vec::new();
-    let mut push = |s: &str| a.push(OsString::from(s));
-    for s in process::FFMPEG_QUIET {
-        push(s);
-    }
-    for s in ["-nostats", "-progress", "pipe:1"] {
-        push(s);
-    }
-    for clip in &plan.clips {
+    for &c in inputs {
+        let clip = &plan.clips[c];
         let threads = decoder_threads(plan, clip);
         if threads > 0 {
             a.push("-threads".into());
@@ -275,7 +369,12 @@ pub fn build_args(plan: &RenderPlan) -> Vec<OsString> {
             clip.path.clone().into_os_string(),
         ]);
     }
-    a.extend(["-i".into(), plan.voice.clone().into_os_string()]);
+    a
+}
+
+/// The voice and the looped song as inputs.
+fn audio_inputs(plan: &RenderPlan) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["-i".into(), plan.voice.clone().into_os_string()];
     if let Some((song, _)) = &plan.music {
         a.extend([
             "-stream_loop".into(),
@@ -284,23 +383,43 @@ pub fn build_args(plan: &RenderPlan) -> Vec<OsString> {
             song.clone().into_os_string(),
         ]);
     }
-    a.push("-filter_complex".into());
-    a.push(build_filtergraph(plan).into());
-    let rest: Vec<String> = vec![
-        "-map".into(),
-        "[vout]".into(),
-        "-map".into(),
-        "[aout]".into(),
+    a
+}
+
+/// The quiet prelude and `-progress pipe:1`.
+fn prelude() -> Vec<OsString> {
+    process::FFMPEG_QUIET
+        .iter()
+        .chain(["-nostats", "-progress", "pipe:1"].iter())
+        .map(OsString::from)
+        .collect()
+}
+
+/// libx264 as configured, at the video's frame rate.
+fn video_encoder(plan: &RenderPlan) -> Vec<OsString> {
+    let mut a: Vec<String> = vec![
         "-c:v".into(),
         "libx264".into(),
         "-preset".into(),
         plan.preset.as_str().into(),
         "-crf".into(),
         plan.crf.to_string(),
+    ];
+    if !plan.x264_params.is_empty() {
+        a.extend(["-x264-params".into(), plan.x264_params.clone()]);
+    }
+    a.extend([
         "-pix_fmt".into(),
         "yuv420p".into(),
         "-r".into(),
         plan.fps.to_string(),
+    ]);
+    a.into_iter().map(OsString::from).collect()
+}
+
+/// AAC at the configured bitrate, `+faststart`, cut to the voice's duration.
+fn audio_encoder_and_cut(plan: &RenderPlan) -> Vec<OsString> {
+    [
         "-c:a".into(),
         "aac".into(),
         "-b:a".into(),
@@ -309,17 +428,80 @@ pub fn build_args(plan: &RenderPlan) -> Vec<OsString> {
         "+faststart".into(),
         "-t".into(),
         format!("{:.3}", plan.duration),
-    ];
-    a.extend(rest.into_iter().map(OsString::from));
-    if plan.threads > 0 {
-        a.push("-threads".into());
-        a.push(plan.threads.to_string().into());
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect()
+}
+
+/// `-threads N` of the encoder, when set.
+fn encoder_threads(threads: u32) -> Vec<OsString> {
+    if threads > 0 {
+        vec!["-threads".into(), threads.to_string().into()]
+    } else {
+        Vec::new()
     }
-    a.extend([
-        "-f".into(),
-        "mp4".into(),
-        plan.output.clone().into_os_string(),
-    ]);
+}
+
+/// The full ffmpeg argument list of `plan` in one process, writing to `plan.output`.
+pub fn build_args(plan: &RenderPlan) -> Vec<OsString> {
+    let mut a = prelude();
+    let every: Vec<usize> = (0..plan.clips.len()).collect();
+    a.extend(clip_inputs(plan, &every));
+    a.extend(audio_inputs(plan));
+    a.push("-filter_complex".into());
+    a.push(build_filtergraph(plan).into());
+    a.extend(["-map", "[vout]", "-map", "[aout]"].map(OsString::from));
+    a.extend(video_encoder(plan));
+    a.extend(audio_encoder_and_cut(plan));
+    a.extend(encoder_threads(plan.threads));
+    a.extend(["-f".into(), "mp4".into(), plan.output.clone().into_os_string()]);
+    a
+}
+
+/// How `plan` is rendered: the spans of its timeline, one ffmpeg process each, run at once. One
+/// span renders the whole video in one process as [`build_args`] says; more write each span's
+/// video to a part file, then [`build_mux_args`] joins them (stream copy) with the audio.
+pub fn plan_render(plan: &RenderPlan) -> Vec<Span> {
+    let (total, _) = timeline(plan);
+    // A part shorter than two seconds gains less than its process and its seek cost.
+    plan_spans(total, plan.parts.max(1), u64::from(plan.fps) * 2)
+}
+
+/// The ffmpeg argument list of `span`'s part: its video alone, to `out`. Each part encodes on
+/// `plan.threads` threads, or on its share of the machine's cores when that is 0.
+pub fn build_part_args(plan: &RenderPlan, span: Span, parts: usize, out: &Path) -> Vec<OsString> {
+    let (_, segments) = timeline(plan);
+    let (graph, inputs) = video_graph(plan, &segments, span, false);
+    let mut a = prelude();
+    a.extend(clip_inputs(plan, &inputs));
+    a.push("-filter_complex".into());
+    a.push(graph.join(";").into());
+    a.extend(["-map", "[vout]"].map(OsString::from));
+    a.extend(video_encoder(plan));
+    let threads = if plan.threads > 0 {
+        plan.threads
+    } else {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / parts.max(1)).max(1) as u32
+    };
+    a.extend(encoder_threads(threads));
+    a.extend(["-f".into(), "mp4".into(), out.as_os_str().to_owned()]);
+    a
+}
+
+/// The ffmpeg argument list that joins the parts listed in `list` (ffmpeg's concat demuxer, the
+/// video copied) with the voice and music, writing to `plan.output`.
+pub fn build_mux_args(plan: &RenderPlan, list: &Path) -> Vec<OsString> {
+    let mut a = prelude();
+    a.extend(["-f", "concat", "-safe", "0", "-i"].map(OsString::from));
+    a.push(list.as_os_str().to_owned());
+    a.extend(audio_inputs(plan));
+    a.push("-filter_complex".into());
+    a.push(audio_graph(plan, 1).join(";").into());
+    a.extend(["-map", "0:v", "-map", "[aout]", "-c:v", "copy"].map(OsString::from));
+    a.extend(audio_encoder_and_cut(plan));
+    a.extend(["-f".into(), "mp4".into(), plan.output.clone().into_os_string()]);
     a
 }
 
@@ -434,14 +616,16 @@ async fn move_file(from: &Path, to: &Path) -> Result<(), StageError> {
     }
 }
 
-/// Runs ffmpeg (`args` hold `-progress pipe:1`) and reports its progress as fractions of
-/// `duration` through `report`: monotonic, below 1.0 (sent once the file is in place), at most one
-/// per [`PROGRESS_INTERVAL`]. A report that fails (the event was refused: the job was cancelled or
-/// taken over) stops ffmpeg at once: its future is dropped, which kills its process group.
+/// Runs one ffmpeg process per argument list at once (each holds `-progress pipe:1`) and reports
+/// their progress, the sum of their output times, as fractions of `duration` through `report`:
+/// monotonic, below 1.0 (sent once the file is in place), at most one per [`PROGRESS_INTERVAL`].
+/// The first process to fail stops the others (their futures are dropped, which kills their
+/// process groups), and so does a report that fails (the event was refused: the job was cancelled
+/// or taken over).
 async fn encode_reporting<F, Fut>(
     stop: &StopSignal,
     ffmpeg: &Tool,
-    args: &[OsString],
+    runs: &[Vec<OsString>],
     duration: f64,
     mut report: F,
 ) -> Result<(), StageError>
@@ -449,18 +633,25 @@ where
     F: FnMut(f64) -> Fut,
     Fut: std::future::Future<Output = Result<(), StageError>>,
 {
-    let (tx, mut rx) = mpsc::unbounded_channel::<f64>();
-    let encode = async move {
-        let mut on_time = |t: f64| {
-            let _ = tx.send(t);
-        };
-        process::run_with_progress(stop, ffmpeg, args, &mut on_time).await
-    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, f64)>();
+    let encode = futures_util::future::try_join_all(runs.iter().enumerate().map(|(i, args)| {
+        let tx = tx.clone();
+        async move {
+            let mut on_time = |t: f64| {
+                let _ = tx.send((i, t));
+            };
+            process::run_with_progress(stop, ffmpeg, args, &mut on_time).await
+        }
+    }));
+    drop(tx);
+    let n = runs.len();
     let reporter = async move {
+        let mut times = vec![0.0_f64; n];
         let mut last = 0.0_f64;
         let mut last_at = Instant::now();
-        while let Some(t) = rx.recv().await {
-            let f = (t / duration).clamp(0.0, 0.99);
+        while let Some((i, t)) = rx.recv().await {
+            times[i] = t;
+            let f = (times.iter().sum::<f64>() / duration).clamp(0.0, 0.99);
             if f >= last + 0.001 && last_at.elapsed() >= PROGRESS_INTERVAL {
                 report(f).await?;
                 last = f;
@@ -474,14 +665,49 @@ where
     tokio::select! {
         encoded = &mut encode => {
             encoded?;
-            // ffmpeg is done, so the channel is closed: the reporter ends after what is queued.
+            // Every ffmpeg is done, so the channel is closed: the reporter ends after what is
+            // queued.
             reporter.await
         }
         reported = &mut reporter => match reported {
-            // Dropping `encode` kills ffmpeg's group (the run's guard).
+            // Dropping `encode` kills the ffmpeg groups (the runs' guards).
             Err(e) => Err(e),
             Ok(()) => encode.await.map(|_| ()),
         },
+    }
+}
+
+/// The part files of a render in `work_dir` and the concat list naming them; removed when dropped.
+struct Parts {
+    files: Vec<PathBuf>,
+    list: PathBuf,
+}
+
+impl Parts {
+    fn new(work_dir: &Path, n: usize) -> Parts {
+        Parts {
+            files: (0..n)
+                .map(|i| work_dir.join(format!("render.part{i}.mp4")))
+                .collect(),
+            list: work_dir.join("render.parts.txt"),
+        }
+    }
+
+    /// The concat demuxer's list: the parts by file name (they sit next to it).
+    fn list_text(&self) -> String {
+        self.files
+            .iter()
+            .filter_map(|f| f.file_name())
+            .map(|f| format!("file '{}'\n", f.to_string_lossy()))
+            .collect()
+    }
+}
+
+impl Drop for Parts {
+    fn drop(&mut self) {
+        for f in self.files.iter().chain(std::iter::once(&self.list)) {
+            let _ = std::fs::remove_file(f);
+        }
     }
 }
 
@@ -535,19 +761,37 @@ pub async fn run(cx: &mut JobContext) -> Result<(), StageError> {
         crf: cfg.render.crf,
         threads: cx.request.threads.unwrap_or(cfg.render.threads),
         decoder_threads: cfg.render.decoder_threads,
+        x264_params: cfg.render.x264_params.clone(),
+        parts: cfg.render.parts_in_force(),
         audio_bitrate: cfg.render.audio_bitrate.clone(),
         output: partial.clone(),
     };
-    let args = build_args(&plan);
+    let spans = plan_render(&plan);
     cx.emit("render", NewEvent::progress(0.0)).await?;
 
     let ffmpeg = Tool::ffmpeg(&cfg);
     let cxr: &JobContext = cx;
     let encoding = std::time::Instant::now();
-    let encoded = encode_reporting(&cx.stop, &ffmpeg, &args, duration, |f| async move {
-        cxr.emit("render", NewEvent::progress(f)).await.map(|_| ())
-    })
-    .await;
+    let progress = |f| async move { cxr.emit("render", NewEvent::progress(f)).await.map(|_| ()) };
+    let encoded = if spans.len() == 1 {
+        encode_reporting(&cx.stop, &ffmpeg, &[build_args(&plan)], duration, progress).await
+    } else {
+        let parts = Parts::new(&cx.work_dir, spans.len());
+        let runs: Vec<Vec<OsString>> = spans
+            .iter()
+            .zip(&parts.files)
+            .map(|(span, file)| build_part_args(&plan, *span, spans.len(), file))
+            .collect();
+        match encode_reporting(&cx.stop, &ffmpeg, &runs, duration, progress).await {
+            Ok(()) => match tokio::fs::write(&parts.list, parts.list_text()).await {
+                Ok(()) => process::run(&cx.stop, &ffmpeg, &build_mux_args(&plan, &parts.list))
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(io_failed("write", &parts.list, e)),
+            },
+            Err(e) => Err(e),
+        }
+    };
     if let Err(e) = encoded {
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(out_of_space(e, &cx.work_dir));
@@ -596,7 +840,7 @@ mod tests {
         let (_h, stop) = StopSignal::pair();
         let mut reports = 0;
         let t0 = Instant::now();
-        let r = encode_reporting(&stop, &fake, &args, 60.0, |_| {
+        let r = encode_reporting(&stop, &fake, &[args], 60.0, |_| {
             reports += 1;
             let refuse = reports > 1;
             async move {
@@ -803,6 +1047,8 @@ mod tests {
             crf: 23,
             threads: 2,
             decoder_threads: 1,
+            x264_params: String::new(),
+            parts: 1,
             audio_bitrate: "192k".into(),
             output: "/j/out.mp4".into(),
         }
@@ -866,6 +1112,125 @@ mod tests {
         ] {
             assert!(joined.contains(want), "{want}: {joined}");
         }
+    }
+
+    #[test]
+    fn spans_split_the_timeline_evenly_and_never_below_the_least_length() {
+        let spans = plan_spans(435, 2, 60);
+        assert_eq!(
+            spans,
+            vec![
+                Span { start: 0, end: 217 },
+                Span {
+                    start: 217,
+                    end: 435
+                }
+            ]
+        );
+        // Too short for three parts of two seconds: two.
+        assert_eq!(plan_spans(150, 3, 60).len(), 2);
+        assert_eq!(plan_spans(10, 8, 60), vec![Span { start: 0, end: 10 }]);
+        assert_eq!(plan_spans(435, 0, 60).len(), 1);
+        for (total, parts) in [(1157, 2), (1157, 3), (1157, 8), (61, 2), (1, 4)] {
+            let spans = plan_spans(total, parts, 30);
+            assert_eq!(spans[0].start, 0);
+            assert_eq!(spans.last().map(|s| s.end), Some(total));
+            assert!(spans.windows(2).all(|w| w[0].end == w[1].start));
+        }
+    }
+
+    #[test]
+    fn the_parts_together_show_every_clip_frame_the_whole_timeline_shows() {
+        // Five segments over two clips, cut into spans at many places: the pieces of the spans,
+        // joined, are the whole timeline's pieces (each clip continues where it left off).
+        let segments = plan_segments(14.5, 3.0, 30, 2);
+        let total: u64 = segments.iter().map(|s| s.frames).sum();
+        let whole = pieces(&segments, 2, Span { start: 0, end: total });
+        for parts in 1..=7 {
+            let mut joined: Vec<Piece> = Vec::new();
+            for span in plan_spans(total, parts, 1) {
+                for p in pieces(&segments, 2, span) {
+                    match joined.last_mut() {
+                        Some(l) if l.clip == p.clip && l.offset + l.frames == p.offset => {
+                            l.frames += p.frames
+                        }
+                        _ => joined.push(p),
+                    }
+                }
+            }
+            assert_eq!(joined, whole, "{parts} parts");
+        }
+    }
+
+    #[test]
+    fn a_later_part_starts_its_clips_where_they_left_off_and_shifts_the_subtitles() {
+        let p = plan(true);
+        // Segments: clip 0 for 180 frames, clip 1 for 180, clip 0 for 75; 435 frames.
+        let spans = plan_render(&RenderPlan { parts: 2, ..p.clone() });
+        assert_eq!(spans.len(), 2);
+        let args: Vec<String> = build_part_args(&p, spans[1], 2, Path::new("/j/render.part1.mp4"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        // Both clips, in clip order; no audio input.
+        assert!(joined.contains("-threads 1 -stream_loop -1 -i /c/a.mp4 -threads 1 -stream_loop -1 -i /c/b.mp4 -filter_complex"), "{joined}");
+        assert!(!joined.contains("voice.wav") && !joined.contains("song.mp3"), "{joined}");
+        let g = &args[args.iter().position(|a| a == "-filter_complex").unwrap() + 1];
+        // Clip 1 resumes 37 frames in (frames 180..217 went to the first part), clip 0 after its
+        // first 180.
+        assert!(g.contains("[1:v]crop=1080:1920:0:0,scale=1080:1920:flags=bicubic,setsar=1,fps=30,format=yuv420p,trim=start_frame=37[c1s0]"), "{g}");
+        assert!(g.contains("format=yuv420p,trim=start_frame=180[c0s1]"), "{g}");
+        assert!(g.contains("[c1s0]trim=end_frame=143,setpts=N/FRAME_RATE/TB[v0]"), "{g}");
+        assert!(g.contains("[c0s1]trim=end_frame=75,setpts=N/FRAME_RATE/TB[v1]"), "{g}");
+        assert!(g.ends_with("[v0][v1]concat=n=2:v=1:a=0,setpts=PTS+217/30/TB,ass=filename=/j/subtitles.ass,setpts=PTS-STARTPTS[vout]"), "{g}");
+        for want in [
+            "-map [vout] -c:v libx264 -preset veryfast -crf 23 -pix_fmt yuv420p -r 30",
+            "-threads 2 -f mp4 /j/render.part1.mp4",
+        ] {
+            assert!(joined.contains(want), "{want}: {joined}");
+        }
+        // The first part: clip 0 from its start, clip 1's first 37 frames, subtitles unshifted.
+        let first: Vec<String> = build_part_args(&p, spans[0], 2, Path::new("/j/render.part0.mp4"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let g0 = &first[first.iter().position(|a| a == "-filter_complex").unwrap() + 1];
+        assert!(!g0.contains("start_frame"), "{g0}");
+        assert!(g0.ends_with("[v0][v1]concat=n=2:v=1:a=0,ass=filename=/j/subtitles.ass[vout]"), "{g0}");
+    }
+
+    #[test]
+    fn the_parts_are_joined_by_copy_with_the_mixed_audio() {
+        let p = RenderPlan {
+            x264_params: "deblock=0,0:bframes=3".into(),
+            ..plan(true)
+        };
+        let joined = build_mux_args(&p, Path::new("/j/render.parts.txt"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(joined.contains("-f concat -safe 0 -i /j/render.parts.txt -i /j/voice.wav -stream_loop -1 -i /s/song.mp3 -filter_complex [1:a]aresample"), "{joined}");
+        assert!(joined.contains("[2:a]aresample=48000"), "{joined}");
+        for want in [
+            "-map 0:v -map [aout] -c:v copy -c:a aac -b:a 192k -movflags +faststart -t 14.500 -f mp4 /j/out.mp4",
+        ] {
+            assert!(joined.contains(want), "{want}: {joined}");
+        }
+        assert!(!joined.contains("libx264"), "{joined}");
+        // The encoder options go to the parts.
+        let part = build_part_args(&p, Span { start: 0, end: 10 }, 2, Path::new("/j/p.mp4"))
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(part.contains("-crf 23 -x264-params deblock=0,0:bframes=3 -pix_fmt"), "{part}");
+        let parts = Parts::new(Path::new("/j"), 2);
+        assert_eq!(
+            parts.list_text(),
+            "file 'render.part0.mp4'\nfile 'render.part1.mp4'\n"
+        );
     }
 
     #[test]
