@@ -656,8 +656,9 @@ impl Default for RenderConfig {
             height: 1920,
             aspect_ratio: AspectRatio::Portrait,
             fps: 30,
-            // The fastest setting measured whose SSIM reaches MoneyPrinter's (medium, CRF 23):
-            // see config/reelsmith.toml and `cargo bench --bench render`.
+            // The fastest setting measured whose SSIM reaches MoneyPrinter's (medium, CRF 23),
+            // with `x264_params` and `parts` below: see config/reelsmith.toml and
+            // `cargo bench --bench render`.
             preset: Preset::Ultrafast,
             crf: 19,
             threads: 0,
@@ -912,7 +913,8 @@ impl Config {
                 kv.split_once('=').is_some_and(|(k, v)| {
                     !k.is_empty()
                         && !v.is_empty()
-                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                        && k.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                         && !v.chars().any(|c| c.is_whitespace() || c == '=')
                 })
             })

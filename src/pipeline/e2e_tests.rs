@@ -590,11 +590,22 @@ fn ssim_per_frame(a: &Path, b: &Path, stats: &Path) -> Vec<f64> {
         .args(["-f", "null", "-"])
         .output()
         .expect("ffmpeg runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::read_to_string(stats)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split("All:").nth(1)?.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| {
+            l.split("All:")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .collect()
 }
 

@@ -1,4 +1,10 @@
-//! Render stage: ONE ffmpeg invocation from clips, voice, music and subtitles to the final MP4.
+//! Render stage: clips, voice, music and subtitles to the final MP4, in one ffmpeg process or in
+//! `render.parts` at once (one per core by default: one ffmpeg decodes and filters on one thread).
+//! A part renders a stretch of the timeline, video only, with the same chains as the whole: its
+//! clips resume where the part before left them (`trim=start_frame`), its captions are shifted to
+//! their place in the video; the parts are joined by the concat demuxer without re-encoding, with
+//! the audio mixed and encoded once (lossless parts give the one-process render's frames exactly).
+//! The chains, in one process or in a part:
 //!
 //! Each clip is one looped input (`-stream_loop -1`, few decoder threads; two at least for a clip of
 //! more than twice the frame's pixels); its chain drops the frames of a clip faster than the video
@@ -293,7 +299,10 @@ fn video_graph(
             plan.fps,
             filter_escape_path(&path.to_string_lossy())
         ),
-        Some(path) => format!(",ass=filename={}", filter_escape_path(&path.to_string_lossy())),
+        Some(path) => format!(
+            ",ass=filename={}",
+            filter_escape_path(&path.to_string_lossy())
+        ),
         None => String::new(),
     };
     parts.push(format!(
@@ -455,7 +464,11 @@ pub fn build_args(plan: &RenderPlan) -> Vec<OsString> {
     a.extend(video_encoder(plan));
     a.extend(audio_encoder_and_cut(plan));
     a.extend(encoder_threads(plan.threads));
-    a.extend(["-f".into(), "mp4".into(), plan.output.clone().into_os_string()]);
+    a.extend([
+        "-f".into(),
+        "mp4".into(),
+        plan.output.clone().into_os_string(),
+    ]);
     a
 }
 
@@ -501,7 +514,11 @@ pub fn build_mux_args(plan: &RenderPlan, list: &Path) -> Vec<OsString> {
     a.push(audio_graph(plan, 1).join(";").into());
     a.extend(["-map", "0:v", "-map", "[aout]", "-c:v", "copy"].map(OsString::from));
     a.extend(audio_encoder_and_cut(plan));
-    a.extend(["-f".into(), "mp4".into(), plan.output.clone().into_os_string()]);
+    a.extend([
+        "-f".into(),
+        "mp4".into(),
+        plan.output.clone().into_os_string(),
+    ]);
     a
 }
 
@@ -1145,7 +1162,14 @@ mod tests {
         // joined, are the whole timeline's pieces (each clip continues where it left off).
         let segments = plan_segments(14.5, 3.0, 30, 2);
         let total: u64 = segments.iter().map(|s| s.frames).sum();
-        let whole = pieces(&segments, 2, Span { start: 0, end: total });
+        let whole = pieces(
+            &segments,
+            2,
+            Span {
+                start: 0,
+                end: total,
+            },
+        );
         for parts in 1..=7 {
             let mut joined: Vec<Piece> = Vec::new();
             for span in plan_spans(total, parts, 1) {
@@ -1166,7 +1190,10 @@ mod tests {
     fn a_later_part_starts_its_clips_where_they_left_off_and_shifts_the_subtitles() {
         let p = plan(true);
         // Segments: clip 0 for 180 frames, clip 1 for 180, clip 0 for 75; 435 frames.
-        let spans = plan_render(&RenderPlan { parts: 2, ..p.clone() });
+        let spans = plan_render(&RenderPlan {
+            parts: 2,
+            ..p.clone()
+        });
         assert_eq!(spans.len(), 2);
         let args: Vec<String> = build_part_args(&p, spans[1], 2, Path::new("/j/render.part1.mp4"))
             .iter()
@@ -1175,14 +1202,26 @@ mod tests {
         let joined = args.join(" ");
         // Both clips, in clip order; no audio input.
         assert!(joined.contains("-threads 1 -stream_loop -1 -i /c/a.mp4 -threads 1 -stream_loop -1 -i /c/b.mp4 -filter_complex"), "{joined}");
-        assert!(!joined.contains("voice.wav") && !joined.contains("song.mp3"), "{joined}");
+        assert!(
+            !joined.contains("voice.wav") && !joined.contains("song.mp3"),
+            "{joined}"
+        );
         let g = &args[args.iter().position(|a| a == "-filter_complex").unwrap() + 1];
         // Clip 1 resumes 37 frames in (frames 180..217 went to the first part), clip 0 after its
         // first 180.
         assert!(g.contains("[1:v]crop=1080:1920:0:0,scale=1080:1920:flags=bicubic,setsar=1,fps=30,format=yuv420p,trim=start_frame=37[c1s0]"), "{g}");
-        assert!(g.contains("format=yuv420p,trim=start_frame=180[c0s1]"), "{g}");
-        assert!(g.contains("[c1s0]trim=end_frame=143,setpts=N/FRAME_RATE/TB[v0]"), "{g}");
-        assert!(g.contains("[c0s1]trim=end_frame=75,setpts=N/FRAME_RATE/TB[v1]"), "{g}");
+        assert!(
+            g.contains("format=yuv420p,trim=start_frame=180[c0s1]"),
+            "{g}"
+        );
+        assert!(
+            g.contains("[c1s0]trim=end_frame=143,setpts=N/FRAME_RATE/TB[v0]"),
+            "{g}"
+        );
+        assert!(
+            g.contains("[c0s1]trim=end_frame=75,setpts=N/FRAME_RATE/TB[v1]"),
+            "{g}"
+        );
         assert!(g.ends_with("[v0][v1]concat=n=2:v=1:a=0,setpts=PTS+217/30/TB,ass=filename=/j/subtitles.ass,setpts=PTS-STARTPTS[vout]"), "{g}");
         for want in [
             "-map [vout] -c:v libx264 -preset veryfast -crf 23 -pix_fmt yuv420p -r 30",
@@ -1197,7 +1236,10 @@ mod tests {
             .collect();
         let g0 = &first[first.iter().position(|a| a == "-filter_complex").unwrap() + 1];
         assert!(!g0.contains("start_frame"), "{g0}");
-        assert!(g0.ends_with("[v0][v1]concat=n=2:v=1:a=0,ass=filename=/j/subtitles.ass[vout]"), "{g0}");
+        assert!(
+            g0.ends_with("[v0][v1]concat=n=2:v=1:a=0,ass=filename=/j/subtitles.ass[vout]"),
+            "{g0}"
+        );
     }
 
     #[test]
@@ -1213,11 +1255,8 @@ mod tests {
             .join(" ");
         assert!(joined.contains("-f concat -safe 0 -i /j/render.parts.txt -i /j/voice.wav -stream_loop -1 -i /s/song.mp3 -filter_complex [1:a]aresample"), "{joined}");
         assert!(joined.contains("[2:a]aresample=48000"), "{joined}");
-        for want in [
-            "-map 0:v -map [aout] -c:v copy -c:a aac -b:a 192k -movflags +faststart -t 14.500 -f mp4 /j/out.mp4",
-        ] {
-            assert!(joined.contains(want), "{want}: {joined}");
-        }
+        let want = "-map 0:v -map [aout] -c:v copy -c:a aac -b:a 192k -movflags +faststart -t 14.500 -f mp4 /j/out.mp4";
+        assert!(joined.contains(want), "{want}: {joined}");
         assert!(!joined.contains("libx264"), "{joined}");
         // The encoder options go to the parts.
         let part = build_part_args(&p, Span { start: 0, end: 10 }, 2, Path::new("/j/p.mp4"))
@@ -1225,7 +1264,10 @@ mod tests {
             .map(|a| a.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join(" ");
-        assert!(part.contains("-crf 23 -x264-params deblock=0,0:bframes=3 -pix_fmt"), "{part}");
+        assert!(
+            part.contains("-crf 23 -x264-params deblock=0,0:bframes=3 -pix_fmt"),
+            "{part}"
+        );
         let parts = Parts::new(Path::new("/j"), 2);
         assert_eq!(
             parts.list_text(),
