@@ -519,12 +519,7 @@ async fn a_stop_during_the_render_kills_ffmpeg_within_a_second() {
         "an ffmpeg of the render is still running"
     );
     assert!(!cx.output_path.exists(), "no output for a stopped render");
-    let left: Vec<_> = std::fs::read_dir(&cx.work_dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("render."))
-        .collect();
+    let left = render_leftovers(&cx.work_dir);
     assert!(left.is_empty(), "partial files left: {left:?}");
     assert!(!messages.iter().any(|m| m == "Video generation complete"));
 }
@@ -573,6 +568,18 @@ async fn a_song_library_replaced_after_the_music_stage_does_not_break_the_render
         Some(2),
         "{probe}"
     );
+}
+
+/// The render's own files (`render.*`: partial output, parts, their list) left in `work_dir`.
+fn render_leftovers(work_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(work_dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("render."))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Per-frame SSIM ("All") of `a` against `b`, in frame order.
@@ -675,11 +682,6 @@ async fn a_render_in_parts_shows_the_frames_of_one_process_render() {
             .is_some_and(|s| s.iter().any(|s| s["codec_type"] == "audio")),
         "{probe}"
     );
-    let left: Vec<_> = std::fs::read_dir(&cx.work_dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("render."))
-        .collect();
+    let left = render_leftovers(&cx.work_dir);
     assert!(left.is_empty(), "part files left: {left:?}");
 }

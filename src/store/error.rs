@@ -27,11 +27,17 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    /// `Damaged` for what a broken file causes (corruption, a truncated file, a panic of the
-    /// engine), `Database` for the rest (permissions, I/O).
+    /// `Damaged` for what a broken file causes (corruption, a truncated file, a table definition
+    /// that is not ours, a panic of the engine), `Database` for the rest (permissions, I/O).
     pub(super) fn classify(path: &std::path::Path, e: redb::Error) -> OpenError {
         let damaged = match &e {
             redb::Error::Corrupted(_) => true,
+            // reelsmith always writes the same tables with the same types: a table whose stored
+            // definition differs was written over by damage (a flipped byte in the table tree).
+            redb::Error::TypeDefinitionChanged { .. }
+            | redb::Error::TableTypeMismatch { .. }
+            | redb::Error::TableIsMultimap(_)
+            | redb::Error::TableIsNotMultimap(_) => true,
             redb::Error::Io(io) => matches!(
                 io.kind(),
                 std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
