@@ -989,6 +989,26 @@ fn load_phases(rt: &tokio::runtime::Runtime, out: &mut Vec<Row>, request: &Value
 
 /// The PostgreSQL engine: durable submissions with 64 clients on one daemon, then spread over two;
 /// 200- and 5-event pages; long-poll wake-up across daemons (waiters on B, cancels on A).
+/// A daemon's group commits so far, from `/metrics`: (count, events, seconds).
+async fn commit_stats(addr: SocketAddr) -> (f64, f64, f64) {
+    let (_, body) = Conn::open(addr)
+        .await
+        .call(Method::GET, "/metrics", Bytes::new())
+        .await
+        .expect("metrics");
+    let text = String::from_utf8_lossy(&body);
+    let get = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (
+        get("reelsmith_journal_commits_total "),
+        get("reelsmith_journal_commit_events_sum "),
+        get("reelsmith_journal_commit_seconds_sum "),
+    )
+}
+
 fn pg_phase(rt: &tokio::runtime::Runtime, out: &mut Vec<Row>, dur: Duration) {
     let server = pg::PgServer::start();
     let url = server.create_db("bench");
@@ -1009,7 +1029,21 @@ fn pg_phase(rt: &tokio::runtime::Runtime, out: &mut Vec<Row>, dur: Duration) {
                 )),
             )
         };
+        let before = commit_stats(aa).await;
         let one = closed_loop(aa, 64, dur, Method::POST, submit).await;
+        let after = commit_stats(aa).await;
+        let commits = after.0 - before.0;
+        row(
+            &mut rows,
+            "PostgreSQL: group commits of the 1-daemon load",
+            format!(
+                "{commits:.0} commits, {:.1} events each, {:.2} ms each (append to answer)",
+                (after.1 - before.1) / commits.max(1.0),
+                (after.2 - before.2) * 1000.0 / commits.max(1.0)
+            ),
+            "(info)",
+            None,
+        );
         let (l1, l2) = tokio::join!(
             closed_loop(aa, 32, dur, Method::POST, submit),
             closed_loop(ba, 32, dur, Method::POST, submit)

@@ -379,7 +379,7 @@ fn generate_on_postgres_claims_its_job_with_a_lease_and_a_daemon_rescues_it_afte
     );
 
     // 1. generate runs its own job, well past the lease: alpha neither claims nor rescues it.
-    let mut child = generate(&tmp.path().join("g1"), &url, 30);
+    let mut child = generate(&tmp.path().join("g1"), &url, 90);
     let first = newest_job(&a, &[]);
     let id = first.clone();
     let deadline = Instant::now() + Duration::from_secs(180);

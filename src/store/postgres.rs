@@ -12,21 +12,20 @@
 //! one-second poll of `log_head` is the backstop for notifications lost while it reconnects.
 //! Schema: embedded, versioned migrations applied at connect (and by `reelsmith migrate`) under an
 //! advisory lock; a schema newer than this build knows is refused.
-//!
-//! Step one of the scale-out work: the contract and both engines exist and pass one suite; the
-//! daemon's core (journal, scheduler, views) moves onto it next. Until then parts are used only by
-//! that suite, hence the `dead_code` allowance.
-#![allow(dead_code)]
+//! Round trips: an append is two, its `BEGIN` pipelined with the reads of the log head, the heads
+//! and the idempotency keys, its `COMMIT` with the writes; every statement is prepared once per
+//! pooled connection.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::Value;
 use tokio::sync::watch;
+use tokio_postgres::types::Json;
 use tokio_postgres::NoTls;
 use tracing::{debug, warn};
 use uuid::Uuid;
@@ -171,6 +170,13 @@ fn codec_fault(e: impl std::error::Error + Send + Sync + 'static) -> StoreFault 
     read_fault(ENGINE, Box::new(e))
 }
 
+/// Column `i` of `row`, a jsonb head, decoded straight into a view (no `Value` tree between).
+fn head_at(row: &tokio_postgres::Row, i: usize) -> Result<JobView, StoreFault> {
+    row.try_get::<_, Json<JobView>>(i)
+        .map(|j| j.0)
+        .map_err(codec_fault)
+}
+
 /// What [`PgStore::load_cache`] reads.
 pub struct CacheStart {
     pub last: EventId,
@@ -271,6 +277,79 @@ async fn migrate_client(client: &mut tokio_postgres::Client) -> Result<i64, Stor
     .map_err(fault(write_fault))?;
     tx.commit().await.map_err(fault(write_fault))?;
     Ok(SCHEMA_VERSION)
+}
+
+/// Who ends a [`PgStore::write_batch`]'s transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ends {
+    /// `write_batch` opens and commits it, pipelined with its statements.
+    Own,
+    /// The caller opened it and commits it.
+    Caller,
+}
+
+/// A pooled connection lent to a pipelined transaction: back to the pool once that transaction
+/// ended ([`Held::release`]); dropped before (an error, a cancelled future) it is closed instead,
+/// and the server rolls back whatever it had open.
+struct Held(Option<deadpool_postgres::Client>);
+
+impl Held {
+    fn client(&self) -> &deadpool_postgres::Client {
+        self.0.as_ref().expect("held until released")
+    }
+
+    fn release(mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+/// Upserts job heads.
+async fn write_heads<C: GenericClient>(tx: &C, changed: &[JobView]) -> Result<(), StoreFault> {
+    // Serialised straight into the jsonb parameter (no intermediate `Value` tree).
+    let heads: Vec<tokio_postgres::types::Json<&JobView>> =
+        changed.iter().map(tokio_postgres::types::Json).collect();
+    let h_ids: Vec<Uuid> = changed.iter().map(|v| v.id.0).collect();
+    let h_first: Vec<i64> = changed.iter().map(|v| v.first_event_id as i64).collect();
+    let h_state: Vec<&str> = changed.iter().map(|v| v.state.as_str()).collect();
+    let h_queued: Vec<i64> = changed.iter().map(|v| v.queued_at as i64).collect();
+    let h_cancel: Vec<bool> = changed.iter().map(|v| v.cancel_requested).collect();
+    let h_attempt: Vec<i32> = changed
+        .iter()
+        .map(|v| i32::try_from(v.attempt).unwrap_or(i32::MAX))
+        .collect();
+    let h_last: Vec<i64> = changed.iter().map(|v| v.last_event_id as i64).collect();
+    let h_created: Vec<i64> = changed.iter().map(|v| v.created_ms).collect();
+    let h_completed: Vec<Option<i64>> = changed.iter().map(|v| v.completed_ms).collect();
+    let st = tx
+        .prepare_cached(UPSERT_HEADS)
+        .await
+        .map_err(fault(write_fault))?;
+    tx.execute(
+        &st,
+        &[
+            &h_ids,
+            &h_first,
+            &h_state,
+            &h_queued,
+            &h_cancel,
+            &heads,
+            &h_attempt,
+            &h_last,
+            &h_created,
+            &h_completed,
+        ],
+    )
+    .await
+    .map_err(fault(write_fault))?;
+    Ok(())
 }
 
 impl PgStore {
@@ -385,7 +464,7 @@ impl PgStore {
         }
         let views: Vec<JobView> = heads.into_values().collect();
         for chunk in views.chunks(5_000) {
-            Self::write_heads(&tx, chunk).await?;
+            write_heads(&tx, chunk).await?;
         }
         for v in views.iter().filter(|v| v.state == JobState::Running) {
             let owner = serde_json::to_value(copied_owner(v)).map_err(codec_fault)?;
@@ -426,47 +505,6 @@ impl PgStore {
         Ok((count, views.len() as u64))
     }
 
-    /// Upserts job heads.
-    async fn write_heads(tx: &Transaction<'_>, changed: &[JobView]) -> Result<(), StoreFault> {
-        // Serialised straight into the jsonb parameter (no intermediate `Value` tree).
-        let heads: Vec<tokio_postgres::types::Json<&JobView>> =
-            changed.iter().map(tokio_postgres::types::Json).collect();
-        let h_ids: Vec<Uuid> = changed.iter().map(|v| v.id.0).collect();
-        let h_first: Vec<i64> = changed.iter().map(|v| v.first_event_id as i64).collect();
-        let h_state: Vec<&str> = changed.iter().map(|v| v.state.as_str()).collect();
-        let h_queued: Vec<i64> = changed.iter().map(|v| v.queued_at as i64).collect();
-        let h_cancel: Vec<bool> = changed.iter().map(|v| v.cancel_requested).collect();
-        let h_attempt: Vec<i32> = changed
-            .iter()
-            .map(|v| i32::try_from(v.attempt).unwrap_or(i32::MAX))
-            .collect();
-        let h_last: Vec<i64> = changed.iter().map(|v| v.last_event_id as i64).collect();
-        let h_created: Vec<i64> = changed.iter().map(|v| v.created_ms).collect();
-        let h_completed: Vec<Option<i64>> = changed.iter().map(|v| v.completed_ms).collect();
-        let st = tx
-            .prepare_cached(UPSERT_HEADS)
-            .await
-            .map_err(fault(write_fault))?;
-        tx.execute(
-            &st,
-            &[
-                &h_ids,
-                &h_first,
-                &h_state,
-                &h_queued,
-                &h_cancel,
-                &heads,
-                &h_attempt,
-                &h_last,
-                &h_created,
-                &h_completed,
-            ],
-        )
-        .await
-        .map_err(fault(write_fault))?;
-        Ok(())
-    }
-
     /// Locks the log head and answers the next free id.
     async fn lock_head(tx: &Transaction<'_>) -> Result<EventId, StoreFault> {
         let st = tx
@@ -479,13 +517,19 @@ impl PgStore {
 
     /// Stages `batch` against the locked heads and writes it, inside `tx`. `next`: the first free
     /// id when the caller already locked the log head; `None` locks it here (in the same round
-    /// trip as the heads' reads). Does not commit. Statements are prepared once per connection
-    /// and sent pipelined: the reads in one round trip, the writes in another.
-    async fn write_batch(
-        tx: &Transaction<'_>,
+    /// trip as the heads' reads). Statements are prepared once per connection and sent
+    /// pipelined: the reads in one round trip, the writes in another. With [`Ends::Own`], `tx` is
+    /// a plain connection and the transaction's `BEGIN` and `COMMIT` ride in those two round
+    /// trips too (a batch that writes nothing is rolled back); an error then leaves the
+    /// connection in an unknown state, to be discarded ([`Held`]). With [`Ends::Caller`] nothing
+    /// is committed here.
+    async fn write_batch<C: GenericClient>(
+        tx: &C,
         batch: Vec<AppendRequest>,
         next: Option<EventId>,
+        ends: Ends,
     ) -> Result<(Vec<AppendOutcome>, Vec<Event>, Vec<JobView>), StoreFault> {
+        let own = ends == Ends::Own;
         let mut ids: Vec<Uuid> = batch
             .iter()
             .filter(|r| r.job != JobId::DAEMON)
@@ -513,7 +557,15 @@ impl PgStore {
         // In this order on the server: the log head first (every write transaction takes it
         // first), so the keys and heads read are those of every commit before this one, and two
         // daemons cannot bind one key.
-        let (next, rows, key_rows) = tokio::try_join!(
+        let (_, next, rows, key_rows) = tokio::try_join!(
+            async {
+                if own {
+                    tx.batch_execute("BEGIN")
+                        .await
+                        .map_err(fault(write_fault))?;
+                }
+                Ok(())
+            },
             async {
                 match next {
                     Some(n) => Ok(n),
@@ -537,8 +589,7 @@ impl PgStore {
         let mut work: HashMap<JobId, Option<JobView>> = HashMap::new();
         for row in rows {
             let id: Uuid = row.get(0);
-            let head: Value = row.get(1);
-            let view: JobView = serde_json::from_value(head).map_err(codec_fault)?;
+            let view = head_at(&row, 1)?;
             work.insert(JobId(id), Some(view));
         }
         let live: std::collections::HashSet<String> =
@@ -550,6 +601,11 @@ impl PgStore {
             created: _,
         } = stage_batch(&mut work, |_| None, batch, next, now, |k| live.contains(k));
         if events.is_empty() {
+            if own {
+                tx.batch_execute("ROLLBACK")
+                    .await
+                    .map_err(fault(write_fault))?;
+            }
             return Ok((outcomes, events, Vec::new()));
         }
         let touched: std::collections::HashSet<JobId> = events.iter().map(|e| e.job).collect();
@@ -590,7 +646,7 @@ impl PgStore {
                 if changed.is_empty() {
                     Ok(())
                 } else {
-                    Self::write_heads(tx, &changed).await
+                    write_heads(tx, &changed).await
                 }
             },
             async {
@@ -615,6 +671,15 @@ impl PgStore {
             },
             async { tx.execute(&s_last, &[&last]).await.map_err(w) },
             async { tx.execute(&s_notify, &[&CHANNEL, &notify]).await.map_err(w) },
+            async {
+                // Sent last: it commits only when every statement before it succeeded (in an
+                // aborted transaction it rolls back, and one of those statements answered the
+                // error that fails this join).
+                if own {
+                    tx.batch_execute("COMMIT").await.map_err(w)?;
+                }
+                Ok(())
+            },
         )?;
         Ok((outcomes, events, changed))
     }
@@ -632,7 +697,8 @@ impl PgStore {
         let until = now_ms() + lease.as_millis() as i64;
         let epoch = view.attempt + 1;
         let req = AppendRequest::new(view.id, vec![running_event(view, owner, until)], None);
-        let (outcomes, events, changed) = Self::write_batch(tx, vec![req], next).await?;
+        let (outcomes, events, changed) =
+            Self::write_batch(tx, vec![req], next, Ends::Caller).await?;
         if outcomes.first().is_none_or(|r| r.is_err()) {
             return Ok(None);
         }
@@ -681,7 +747,11 @@ impl PgStore {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<Event>, StoreFault> {
         let client = self.pool.get().await.map_err(pool_fault)?;
-        let rows = client.query(sql, params).await.map_err(fault(read_fault))?;
+        let st = client
+            .prepare_cached(sql)
+            .await
+            .map_err(fault(read_fault))?;
+        let rows = client.query(&st, params).await.map_err(fault(read_fault))?;
         rows.iter()
             .map(|r| {
                 let id: i64 = r.get(0);
@@ -934,7 +1004,7 @@ impl PgStore {
             .map_err(&r)?;
         let whole = rows
             .iter()
-            .map(|row| serde_json::from_value(row.get::<_, Value>(0)).map_err(codec_fault))
+            .map(|row| head_at(row, 0))
             .collect::<Result<Vec<JobView>, StoreFault>>()?;
         tx.commit().await.map_err(&r)?;
         Ok(CacheStart { last, heads, whole })
@@ -959,12 +1029,15 @@ impl PgStore {
             upto as i64,
             limit.min(i64::MAX as usize) as i64,
         );
-        let rows = client
-            .query(
+        let st = client
+            .prepare_cached(
                 "SELECT id, record FROM events WHERE job = $1 AND id > $2 AND id <= $3
                  ORDER BY id LIMIT $4",
-                &[&job.0, &a, &u, &l],
             )
+            .await
+            .map_err(fault(read_fault))?;
+        let rows = client
+            .query(&st, &[&job.0, &a, &u, &l])
             .await
             .map_err(fault(read_fault))?;
         let (mut n, mut last) = (0, after);
@@ -991,13 +1064,11 @@ impl EventStore for PgStore {
         batch: Vec<AppendRequest>,
     ) -> StoreFuture<'_, Result<Vec<AppendOutcome>, StoreFault>> {
         Box::pin(async move {
-            let mut client = self.pool.get().await.map_err(pool_fault)?;
-            let tx = client.transaction().await.map_err(fault(write_fault))?;
-            let (outcomes, events, _) = Self::write_batch(&tx, batch, None).await?;
-            if events.is_empty() {
-                return Ok(outcomes);
-            }
-            tx.commit().await.map_err(fault(write_fault))?;
+            // Two round trips: BEGIN with the reads, the writes with COMMIT.
+            let held = Held(Some(self.pool.get().await.map_err(pool_fault)?));
+            let (outcomes, events, _) =
+                Self::write_batch(held.client(), batch, None, Ends::Own).await?;
+            held.release();
             self.publish(&events);
             Ok(outcomes)
         })
@@ -1037,14 +1108,16 @@ impl EventStore for PgStore {
     fn head(&self, job: JobId) -> StoreFuture<'_, Result<Option<JobView>, StoreFault>> {
         Box::pin(async move {
             let client = self.pool.get().await.map_err(pool_fault)?;
+            let st = client
+                .prepare_cached("SELECT head FROM jobs WHERE id = $1")
+                .await
+                .map_err(fault(read_fault))?;
             let row = client
-                .query_opt("SELECT head FROM jobs WHERE id = $1", &[&job.0])
+                .query_opt(&st, &[&job.0])
                 .await
                 .map_err(fault(read_fault))?;
             match row {
-                Some(r) => Ok(Some(
-                    serde_json::from_value(r.get::<_, Value>(0)).map_err(codec_fault)?,
-                )),
+                Some(r) => Ok(Some(head_at(&r, 0)?)),
                 None => Ok(None),
             }
         })
@@ -1061,26 +1134,31 @@ impl EventStore for PgStore {
             let state = state.map(|s| s.as_str());
             let before = before.map(|b| b as i64);
             let limit = limit.min(i64::MAX as usize) as i64;
-            let rows = client
-                .query(
+            let st = client
+                .prepare_cached(
                     "SELECT head FROM jobs WHERE ($1::text IS NULL OR state = $1)
                      AND ($2::bigint IS NULL OR first_event < $2)
                      ORDER BY first_event DESC LIMIT $3",
-                    &[&state, &before, &limit],
                 )
                 .await
                 .map_err(fault(read_fault))?;
-            rows.iter()
-                .map(|r| serde_json::from_value(r.get::<_, Value>(0)).map_err(codec_fault))
-                .collect()
+            let rows = client
+                .query(&st, &[&state, &before, &limit])
+                .await
+                .map_err(fault(read_fault))?;
+            rows.iter().map(|r| head_at(r, 0)).collect()
         })
     }
 
     fn last_id(&self) -> StoreFuture<'_, Result<EventId, StoreFault>> {
         Box::pin(async move {
             let client = self.pool.get().await.map_err(pool_fault)?;
+            let st = client
+                .prepare_cached("SELECT last_id FROM log_head")
+                .await
+                .map_err(fault(read_fault))?;
             let row = client
-                .query_one("SELECT last_id FROM log_head", &[])
+                .query_one(&st, &[])
                 .await
                 .map_err(fault(read_fault))?;
             Ok(row.get::<_, i64>(0) as u64)
@@ -1107,8 +1185,7 @@ impl EventStore for PgStore {
             let Some(row) = row else {
                 return Ok(None);
             };
-            let view: JobView =
-                serde_json::from_value(row.get::<_, Value>(0)).map_err(codec_fault)?;
+            let view = head_at(&row, 0)?;
             let Some((events, claimed)) = Self::take(&tx, &view, owner, lease, Some(next)).await?
             else {
                 return Ok(None);
@@ -1133,7 +1210,8 @@ impl EventStore for PgStore {
             let mut events = Vec::new();
             if !first.is_empty() {
                 let req = AppendRequest::new(job, first, None);
-                let (outcomes, written, _) = Self::write_batch(&tx, vec![req], Some(next)).await?;
+                let (outcomes, written, _) =
+                    Self::write_batch(&tx, vec![req], Some(next), Ends::Caller).await?;
                 if outcomes.first().is_none_or(|r| r.is_err()) {
                     return Ok(None);
                 }
@@ -1150,8 +1228,7 @@ impl EventStore for PgStore {
             let Some(row) = row else {
                 return Ok(None);
             };
-            let view: JobView =
-                serde_json::from_value(row.get::<_, Value>(0)).map_err(codec_fault)?;
+            let view = head_at(&row, 0)?;
             // `None`: the log head is locked already; its id moved with `first`'s events.
             let Some((running, claimed)) = Self::take(&tx, &view, owner, lease, None).await? else {
                 return Ok(None);
@@ -1211,7 +1288,8 @@ impl EventStore for PgStore {
             let req =
                 AppendRequest::new(JobId::DAEMON, vec![purge_event(&jobs, events, &note)], None);
             // Its id comes after every id given out, deleted or not: the log head only grows.
-            let (_, written, _) = Self::write_batch(&tx, vec![req], Some(next)).await?;
+            let (_, written, _) =
+                Self::write_batch(&tx, vec![req], Some(next), Ends::Caller).await?;
             tx.commit().await.map_err(fault(write_fault))?;
             self.publish(&written);
             Ok(Purged {
@@ -1284,8 +1362,7 @@ impl EventStore for PgStore {
                 .map_err(fault(write_fault))?;
             let mut views = HashMap::new();
             for r in heads {
-                let v: JobView =
-                    serde_json::from_value(r.get::<_, Value>(1)).map_err(codec_fault)?;
+                let v = head_at(&r, 1)?;
                 views.insert(JobId(r.get(0)), v);
             }
             let mut batch = Vec::new();
@@ -1314,7 +1391,7 @@ impl EventStore for PgStore {
                     rescued.push(job);
                 }
             }
-            let (_, events, _) = Self::write_batch(&tx, batch, Some(next)).await?;
+            let (_, events, _) = Self::write_batch(&tx, batch, Some(next), Ends::Caller).await?;
             tx.commit().await.map_err(fault(write_fault))?;
             self.publish(&events);
             Ok(rescued)
