@@ -429,7 +429,17 @@ impl SharedJournal {
             let outcomes = if n == 0 {
                 Ok(Vec::new())
             } else {
-                store.append(requests).await
+                // On a tokio worker, not on this actor's thread (the System's, shared with the
+                // scheduler): the transaction holds the log head's lock from its reads to its
+                // commit, and its staging between them must not wait behind other actors' work.
+                let (store, engine) = (store.clone(), store.engine());
+                match tokio::spawn(async move { store.append(requests).await }).await {
+                    Ok(r) => r,
+                    Err(e) => Err(StoreFault::Write {
+                        engine,
+                        source: Box::new(e),
+                    }),
+                }
             };
             if let Ok(outcomes) = &outcomes {
                 let mut last = outcomes
