@@ -584,6 +584,67 @@ async fn contract_on_postgres() {
     }
 }
 
+/// Backends of the current database inside a transaction, other than the asking one.
+async fn open_transactions(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+             AND pid <> pg_backend_pid() AND xact_start IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// An append's transaction is opened without waiting for `BEGIN` (pipelined with its reads): an
+/// append abandoned once that is sent (its caller gone) must not give its connection back to the
+/// pool inside the transaction, holding the log head's lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_abandoned_mid_transaction_leaves_no_transaction_open() {
+    let server = PgServer::start();
+    let url = server.create_db("abandoned");
+    let s = PgStore::connect(&url).await.unwrap();
+    // A first append prepares the statements: the next one sends its BEGIN at its first poll.
+    submit(&s).await;
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(open_transactions(&client).await, 0);
+    // Polled only until its transaction is open on the server, then left there.
+    let mut append = s.append(vec![req(JobId::new(), vec![queued()])]);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while open_transactions(&client).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the append's transaction never opened"
+        );
+        std::future::poll_fn(|cx| {
+            assert!(append.as_mut().poll(cx).is_pending(), "the append ended");
+            std::task::Poll::Ready(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let until = |want: fn(i64) -> bool, what: &'static str| {
+        let client = &client;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while !want(open_transactions(client).await) {
+                assert!(Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    drop(append);
+    // Closed within 3 s: below the server's idle-in-transaction timeout (5 s), which would end it
+    // anyway.
+    until(|n| n == 0, "the abandoned append's transaction stayed open").await;
+    let job = submit(&s).await;
+    assert_eq!(s.read_job(job, 0, 10).await.unwrap().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_refuses_a_schema_newer_than_it_knows() {
     let server = PgServer::start();
