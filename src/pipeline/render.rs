@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tracing::info;
 
 use super::process::{self, Tool};
-use super::{JobContext, StageError, StopSignal};
+use super::{JobContext, StageError, StopReason, StopSignal};
 use crate::config::Preset;
 use crate::event::NewEvent;
 
@@ -636,9 +636,10 @@ async fn move_file(from: &Path, to: &Path) -> Result<(), StageError> {
 /// Runs one ffmpeg process per argument list at once (each holds `-progress pipe:1`) and reports
 /// their progress, the sum of their output times, as fractions of `duration` through `report`:
 /// monotonic, below 1.0 (sent once the file is in place), at most one per [`PROGRESS_INTERVAL`].
-/// The first process to fail stops the others (their futures are dropped, which kills their
-/// process groups), and so does a report that fails (the event was refused: the job was cancelled
-/// or taken over).
+/// The processes run under a signal of their own, fired by the job's stop, by the first process
+/// to fail and by a report that fails (the event was refused: the job was cancelled or taken
+/// over): each then kills its process group and reaps its ffmpeg, and this returns only once all
+/// have, with the first real error (a failure before a stop it caused).
 async fn encode_reporting<F, Fut>(
     stop: &StopSignal,
     ffmpeg: &Tool,
@@ -650,14 +651,21 @@ where
     F: FnMut(f64) -> Fut,
     Fut: std::future::Future<Output = Result<(), StageError>>,
 {
+    let (halt, parts_stop) = StopSignal::pair();
     let (tx, mut rx) = mpsc::unbounded_channel::<(usize, f64)>();
-    let encode = futures_util::future::try_join_all(runs.iter().enumerate().map(|(i, args)| {
+    let (halt, parts_stop) = (&halt, &parts_stop);
+    let encode = futures_util::future::join_all(runs.iter().enumerate().map(|(i, args)| {
         let tx = tx.clone();
         async move {
             let mut on_time = |t: f64| {
                 let _ = tx.send((i, t));
             };
-            process::run_with_progress(stop, ffmpeg, args, &mut on_time).await
+            let r = process::run_with_progress(parts_stop, ffmpeg, args, &mut on_time).await;
+            if r.is_err() {
+                // The reason is not reported: the others' `Stopped` gives way to this error.
+                halt.stop(StopReason::Cancelled);
+            }
+            r
         }
     }));
     drop(tx);
@@ -670,27 +678,38 @@ where
             times[i] = t;
             let f = (times.iter().sum::<f64>() / duration).clamp(0.0, 0.99);
             if f >= last + 0.001 && last_at.elapsed() >= PROGRESS_INTERVAL {
-                report(f).await?;
+                if let Err(e) = report(f).await {
+                    halt.stop(StopReason::Cancelled);
+                    return Err(e);
+                }
                 last = f;
                 last_at = Instant::now();
             }
         }
         Ok::<(), StageError>(())
     };
-    tokio::pin!(encode);
-    tokio::pin!(reporter);
-    tokio::select! {
-        encoded = &mut encode => {
-            encoded?;
-            // Every ffmpeg is done, so the channel is closed: the reporter ends after what is
-            // queued.
-            reporter.await
+    let forward = async {
+        let reason = stop.stopped().await;
+        halt.stop(reason);
+        std::future::pending::<()>().await
+    };
+    let (results, reported) = tokio::select! {
+        both = async { tokio::join!(encode, reporter) } => both,
+        _ = forward => unreachable!("forwarding a stop never ends"),
+    };
+    reported?;
+    let mut stopped = None;
+    for r in results {
+        match r {
+            Ok(_) => {}
+            Err(StageError::Stopped(reason)) => stopped = stopped.or(Some(reason)),
+            Err(e) => return Err(e),
         }
-        reported = &mut reporter => match reported {
-            // Dropping `encode` kills the ffmpeg groups (the runs' guards).
-            Err(e) => Err(e),
-            Ok(()) => encode.await.map(|_| ()),
-        },
+    }
+    match stopped {
+        // The job's own reason when it was the job's stop.
+        Some(reason) => Err(StageError::Stopped(stop.reason().unwrap_or(reason))),
+        None => Ok(()),
     }
 }
 
