@@ -165,21 +165,7 @@ fn describe(e: &anyhow::Error) -> String {
     out
 }
 
-// mimalloc: the daemon allocates and frees many small JSON and event buffers across its worker
-// threads; glibc's malloc spent about a quarter of the loaded daemon's CPU on them.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// mimalloc's `mi_option_purge_delay` (the sys crate names no constant for it).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 fn main() -> ExitCode {
-    // Freed pages go back to the system at once (mimalloc keeps them a second by default, and an
-    // idle daemon would keep the size of its last burst); `MIMALLOC_PURGE_DELAY` still rules.
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        // SAFETY: sets an allocator option; no allocation depends on its value.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
-    }
     let cli = reelsmith::cli::parse();
     match run(cli) {
         Ok(code) => code,

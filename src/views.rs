@@ -772,14 +772,12 @@ impl Views {
     }
 }
 
-/// Gives the memory the replay's passes used back to the system (allocators keep freed pages for a
-/// while, and the resident size would remember the replay instead of the history kept): the
-/// daemon's mimalloc, and glibc's heap where anything still uses it.
+/// Gives the memory the replay's passes used back to the system (glibc keeps freed heap otherwise,
+/// and the resident size would remember the replay instead of the history kept).
 fn trim_heap() {
-    // SAFETY: both only release free pages; neither touches a live allocation.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it touches no live allocation.
     unsafe {
-        libmimalloc_sys::mi_collect(true);
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         libc::malloc_trim(0);
     }
 }
