@@ -768,6 +768,15 @@ impl Config {
                 return Err(invalid(key, format!("`{o}` {why}")));
             }
         }
+        let token = self.server.api_token.expose();
+        if !token.bytes().all(|b| (b' '..=b'~').contains(&b)) || token.trim() != token {
+            // A client sends it in an `Authorization` header: a browser cannot send other characters
+            // there, and HTTP strips the spaces around a header's value. The value is never echoed.
+            return Err(invalid(
+                "server.api_token",
+                "must be printable ASCII (letters, digits, punctuation, inner spaces): clients send it in an HTTP header",
+            ));
+        }
         if !(1..=1_000_000).contains(&self.server.max_connections) {
             return Err(invalid(
                 "server.max_connections",
@@ -1305,6 +1314,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("crf"), "{err}");
+    }
+
+    #[test]
+    fn an_api_token_a_header_cannot_carry_is_refused_without_echoing_it() {
+        for bad in ["jeton-étoilé", "tab\there", " padded", "line\nbreak"] {
+            let err = Config::load_with_env(None, &env(&[("REELSMITH_API_TOKEN", bad)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server.api_token"), "{err}");
+            assert!(!err.contains(bad.trim()), "the token was echoed: {err}");
+        }
+        let ok = "page-token; with spaces & symbols=7";
+        let cfg = Config::load_with_env(None, &env(&[("REELSMITH_API_TOKEN", ok)])).unwrap();
+        assert_eq!(cfg.server.api_token, ok);
     }
 }
 

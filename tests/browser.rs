@@ -54,20 +54,28 @@ fn ffprobe_duration(path: &Path) -> f64 {
         .unwrap_or_else(|_| panic!("ffprobe read no duration from {}", path.display()))
 }
 
-#[test]
-fn the_page_submits_follows_plays_and_cancels_a_job_in_chromium() {
-    let Some(browser) = chromium() else {
+/// What a browser test needs: Chromium, playwright-core and the media tools. `None` (after a
+/// message) when Chromium is not installed and CI did not ask for it.
+struct Browser {
+    chromium: PathBuf,
+    modules: PathBuf,
+    root: PathBuf,
+    shots: PathBuf,
+}
+
+fn browser(test: &str) -> Option<Browser> {
+    let Some(chromium) = chromium() else {
         eprintln!(
-            "SKIPPED the_page_submits_follows_plays_and_cancels_a_job_in_chromium: no /usr/bin/chromium \
-             and REELSMITH_TEST_BROWSER unset (install Debian's chromium, nodejs, npm and \
-             `npm install playwright-core` into /opt/reelsmith-playwright, as .ci/run does)"
+            "SKIPPED {test}: no /usr/bin/chromium and REELSMITH_TEST_BROWSER unset (install \
+             Debian's chromium, nodejs, npm and `npm install playwright-core` into \
+             /opt/reelsmith-playwright, as .ci/run does)"
         );
-        return;
+        return None;
     };
     assert!(
-        browser.exists(),
+        chromium.exists(),
         "REELSMITH_TEST_BROWSER names {}, which does not exist",
-        browser.display()
+        chromium.display()
     );
     let modules = playwright_modules();
     assert!(
@@ -77,45 +85,72 @@ fn the_page_submits_follows_plays_and_cancels_a_job_in_chromium() {
         modules.display()
     );
     require_media_tools();
-
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let shots = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
         .join("browser");
     std::fs::create_dir_all(&shots).expect("create target/browser");
+    Some(Browser {
+        chromium,
+        modules,
+        root,
+        shots,
+    })
+}
+
+impl Browser {
+    /// Runs `tests/browser/<script>` with `env`, and returns the JSON line of findings it printed.
+    fn run(&self, script: &str, base: &str, env: &[(&str, String)], d: &Daemon) -> Value {
+        let mut cmd = Command::new("node");
+        cmd.arg(self.root.join("tests/browser").join(script))
+            .env("NODE_PATH", &self.modules)
+            .env("BASE_URL", base)
+            .env("CHROMIUM", &self.chromium)
+            .env("SHOTS", &self.shots)
+            .stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run node (install Debian's nodejs)");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "the browser script {script} failed: {stderr}\ndaemon log:\n{}",
+            d.logs()
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(
+            stdout
+                .lines()
+                .rev()
+                .find(|l| l.starts_with('{'))
+                .unwrap_or_else(|| panic!("no findings on stdout: {stdout}\n{stderr}")),
+        )
+        .expect("findings JSON")
+    }
+}
+
+#[test]
+fn the_page_submits_follows_plays_and_cancels_a_job_in_chromium() {
+    let Some(b) = browser("the_page_submits_follows_plays_and_cancels_a_job_in_chromium") else {
+        return;
+    };
     let cfg = offline_config(&format!(
         "{SMALL_RENDER}[voice]\nprovider = \"espeak\"\n[daemon]\nconcurrency = 1\n"
     ));
     let (mut d, _tmp) = Daemon::start(&cfg, &[]);
     let base = format!("http://{}", d.addr);
 
-    let out = Command::new("node")
-        .arg(root.join("tests/browser/page.cjs"))
-        .env("NODE_PATH", &modules)
-        .env("BASE_URL", &base)
-        .env("CHROMIUM", &browser)
-        .env("SHOTS", &shots)
-        .env("DAEMON_PID", d.child.id().to_string())
-        .env("LONG_SCRIPT", long_script(60))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run node (install Debian's nodejs)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser script failed: {stderr}\ndaemon log:\n{}",
-        d.logs()
+    let r = b.run(
+        "page.cjs",
+        &base,
+        &[
+            ("DAEMON_PID", d.child.id().to_string()),
+            ("LONG_SCRIPT", long_script(60)),
+        ],
+        &d,
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let r: Value = serde_json::from_str(
-        stdout
-            .lines()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .unwrap_or_else(|| panic!("no findings on stdout: {stdout}\n{stderr}")),
-    )
-    .expect("findings JSON");
     // The script stopped the daemon (to see the offline message); it has exited cleanly.
     let status = d.terminate(Duration::from_secs(30));
     assert!(status.success(), "the daemon's exit: {status:?}");
@@ -289,5 +324,104 @@ fn the_page_submits_follows_plays_and_cancels_a_job_in_chromium() {
     );
     assert!(r["conn"].as_str().unwrap().contains("unreachable"));
     assert_eq!(r["submitDisabled"], true);
-    eprintln!("screenshots in {}", shots.display());
+    eprintln!("screenshots in {}", b.shots.display());
+}
+
+/// With `server.api_token` set, the page asks for the token (and refuses a wrong one), then works
+/// as without one: fetches carry `Authorization: Bearer`, and what the browser fetches by itself
+/// (the event streams, the `<video>`, the download links) carries the token cookie.
+#[test]
+fn the_page_asks_for_the_api_token_then_streams_and_plays_with_it() {
+    let Some(b) = browser("the_page_asks_for_the_api_token_then_streams_and_plays_with_it") else {
+        return;
+    };
+    const TOKEN: &str = "page-token; with spaces & symbols=7";
+    let plain = offline_config(&format!(
+        "{SMALL_RENDER}[voice]\nprovider = \"espeak\"\n[daemon]\nconcurrency = 1\n"
+    ));
+    let cfg = format!("{plain}[server]\napi_token = {TOKEN:?}\n");
+    let (mut d, _tmp) = Daemon::start(&cfg, &[]);
+    let base = format!("http://{}", d.addr);
+    let r = b.run("token.cjs", &base, &[("TOKEN", TOKEN.to_string())], &d);
+    let status = d.terminate(Duration::from_secs(30));
+    assert!(status.success(), "the daemon's exit: {status:?}");
+
+    assert_eq!(r["problems"], json!([]), "errors in the page");
+    // Locked: the form has the focus, the rest of the page is hidden.
+    assert_eq!(r["locked"]["conn"], "API token needed", "{}", r["locked"]);
+    assert_eq!(r["locked"]["mainHidden"], true);
+    assert_eq!(r["locked"]["focus"], "token");
+    assert!(
+        r["wrong"].as_str().unwrap().contains("refused this token"),
+        "{}",
+        r["wrong"]
+    );
+    assert_eq!(r["stillLocked"], true, "a wrong token unlocked the page");
+    assert_eq!(r["authHidden"], true);
+    assert_eq!(r["forgetShown"], true);
+    assert!(
+        r["modelsHelp"]
+            .as_str()
+            .unwrap()
+            .contains("built-in writer"),
+        "{}",
+        r["modelsHelp"]
+    );
+    // Once unlocked, nothing the page asked of the API was refused.
+    let answers = r["answers"].as_array().unwrap();
+    assert!(answers.len() > 5, "{answers:?}");
+    let refused: Vec<&Value> = answers.iter().filter(|a| a[1] != 200).collect();
+    assert!(
+        refused
+            .iter()
+            .all(|a| a[1] == 204 || a[1] == 206 || a[1] == 304),
+        "refused: {refused:?}"
+    );
+    for want in ["/api/events/stream", "/events/stream?after=", "/video"] {
+        assert!(
+            answers
+                .iter()
+                .any(|a| a[0].as_str().unwrap().contains(want)),
+            "no request for {want}: {answers:?}"
+        );
+    }
+
+    // What the page showed, against the daemon's own record (read without a token from a restart).
+    let d2 = Daemon::start_in(&d.dir, &plain, &["--paused"]);
+    let job_id = r["jobId"].as_str().unwrap();
+    let job = d2.job(job_id);
+    assert_eq!(job["state"], "completed", "{job}");
+    assert_eq!(r["listRow"], "completed");
+    let want: Vec<u64> = d2
+        .events(job_id)
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .collect();
+    let shown: Vec<u64> = r["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(shown, want, "the log is not the job's events");
+    let seconds = ffprobe_duration(Path::new(job["resultPath"].as_str().unwrap()));
+    let shown = r["duration"].as_f64().unwrap();
+    assert!((shown - seconds).abs() < 0.1, "{shown} s vs {seconds} s");
+    assert!(
+        r["played"].as_f64().is_some_and(|t| t > 0.1),
+        "{}",
+        r["played"]
+    );
+    assert_eq!(r["srt"]["status"], 200, "{}", r["srt"]);
+    assert!(
+        r["srt"]["body"].as_str().unwrap().contains("-->"),
+        "{}",
+        r["srt"]
+    );
+    assert_eq!(
+        r["afterReload"], true,
+        "the reload asked for the token again"
+    );
+    assert_eq!(r["forgotten"]["stored"], Value::Null);
+    assert_eq!(r["forgotten"]["cookies"], json!([]), "{}", r["forgotten"]);
 }

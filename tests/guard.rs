@@ -903,6 +903,39 @@ fn an_exposed_daemon_warns_and_an_api_token_guards_every_api_route() {
     );
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["jobs"].as_array().unwrap().len(), 1);
+    // The page's cookie (percent-encoded, among other cookies) opens reads, not changes.
+    let cookie = format!(
+        "theme=dark; reelsmith_token={}; x=1",
+        TOKEN.replace('-', "%2D")
+    );
+    let (s, _, v) = call(d.addr, "GET", "/api/jobs", &[("Cookie", &cookie)], b"");
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1);
+    let (s, _, v) = call(
+        d.addr,
+        "GET",
+        "/api/jobs",
+        &[("Cookie", "reelsmith_token=s3cret-token-7f2a9")],
+        b"",
+    );
+    assert_eq!(s, 401, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("reelsmith_token"),
+        "{v}"
+    );
+    for (method, path) in [("POST", "/api/generate"), ("POST", "/api/cancel")] {
+        let (s, _, v) = call(d.addr, method, path, &[json, ("Cookie", &cookie)], SUBJECT);
+        assert_eq!(s, 401, "{method} {path} with only the cookie: {v}");
+    }
+    // Nothing was queued by the cookie-only POSTs.
+    let (_, _, v) = call(
+        d.addr,
+        "GET",
+        "/api/jobs?limit=1000",
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 1, "{v}");
     // Preflights (browsers send them without credentials) and /healthz need no token.
     let (s, _, _) = call(
         d.addr,

@@ -6,7 +6,9 @@
 //!   and a preflight, from a page whose origin is not in `server.cors_origins` gets 403 naming the
 //!   origin and the key. Clients that send no `Origin` (curl, scripts) are not browsers' pages.
 //! - **Token**: when `server.api_token` is set, every `/api/` request but `OPTIONS` carries
-//!   `Authorization: Bearer <token>`, compared in constant time and never logged, else 401.
+//!   `Authorization: Bearer <token>`, compared in constant time and never logged, else 401. A GET or
+//!   HEAD may carry it in the `reelsmith_token` cookie instead, as the web page's streams, video and
+//!   links do (a browser adds no header to those).
 //! - **Content type**: job submissions are JSON (`application/json` or `*/*+json`), else 415: a
 //!   form post or a `no-cors` fetch (which need no preflight) cannot queue a job.
 //!
@@ -149,6 +151,10 @@ fn check_origin<B>(cfg: &Config, req: &Request<B>) -> Result<(), ApiError> {
     )))
 }
 
+/// The cookie the web page keeps `server.api_token` in (percent-encoded), for what a browser fetches
+/// without a script: `EventSource` streams, `<video>`, thumbnails and download links.
+pub(crate) const TOKEN_COOKIE: &str = "reelsmith_token";
+
 fn check_token<B>(cfg: &Config, req: &Request<B>) -> Result<(), ApiError> {
     let token = cfg.server.api_token.expose();
     if token.is_empty() || req.method() == Method::OPTIONS || !req.uri().path().starts_with("/api/")
@@ -168,11 +174,36 @@ fn check_token<B>(cfg: &Config, req: &Request<B>) -> Result<(), ApiError> {
         Some(_) => Err(ApiError::Unauthorized(
             "The bearer token is not this daemon's server.api_token.".into(),
         )),
-        None => Err(ApiError::Unauthorized(
-            "This API needs a bearer token: send `Authorization: Bearer <server.api_token>`."
-                .into(),
-        )),
+        // The cookie opens reads only: a request that changes state needs the header, which no
+        // other page can make a browser send (a cookie rides along with any same-site request).
+        None if !changes_state(req.method()) => match token_cookie(req.headers()) {
+            Some(c) if constant_time_eq(c.as_bytes(), token.as_bytes()) => Ok(()),
+            Some(_) => Err(ApiError::Unauthorized(format!(
+                "The `{TOKEN_COOKIE}` cookie does not hold this daemon's server.api_token: enter the token again."
+            ))),
+            None => Err(no_token()),
+        },
+        None => Err(no_token()),
     }
+}
+
+fn no_token() -> ApiError {
+    ApiError::Unauthorized(
+        "This API needs a bearer token: send `Authorization: Bearer <server.api_token>`.".into(),
+    )
+}
+
+/// The token cookie's value, percent-decoded, from any `Cookie` header of the request.
+fn token_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name.trim() == TOKEN_COOKIE).then(|| crate::percent::decode(value.trim()))
+        })
 }
 
 /// Compares SHA-256 digests byte by byte without stopping early: the time taken says nothing about

@@ -429,31 +429,9 @@ pub fn query_pairs(query: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
+            (crate::percent::decode(k), crate::percent::decode(v))
         })
         .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn param_u64(
@@ -729,7 +707,7 @@ mod tests {
         assert_eq!(p[0], ("after".into(), "5".into()));
         assert_eq!(p[2], ("x".into(), "a b c".into()));
         assert_eq!(p[3], ("flag".into(), "".into()));
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(crate::percent::decode("%zz%4"), "%zz%4");
     }
 
     #[test]

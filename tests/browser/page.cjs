@@ -5,26 +5,17 @@
 // Exits non-zero with a message on the first expectation that times out.
 "use strict";
 
-const { chromium } = require("playwright-core");
+const { openPage, failer } = require("./launch.cjs");
 const path = require("path");
 
 const BASE = process.env.BASE_URL;
 const SHOTS = process.env.SHOTS;
 const STEP = 120000;
 
-function fail(msg) {
-  console.error(`browser test: ${msg}`);
-  process.exit(1);
-}
+const fail = failer("browser test");
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM,
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"],
-  });
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
+  const { browser, page } = await openPage();
   const problems = [];
   let stopped = false; // after the daemon is stopped, failed requests are the point
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));

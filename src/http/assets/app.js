@@ -1,7 +1,10 @@
 // reelsmith's page: the submit form, the job list (live from /api/events/stream) and a job page
 // (live from /api/jobs/:id/events/stream). Plain script, no build step, nothing from outside the
 // daemon. Streams reconnect by themselves (EventSource resumes after the last id it saw); while
-// the daemon is unreachable a banner says so and a probe of /healthz brings the page back.
+// the daemon is unreachable a banner says so and a probe of /healthz brings the page back. When the
+// daemon has an API token (server.api_token), a 401 locks the page behind a token form; the token is
+// kept in localStorage, sent as `Authorization: Bearer` by fetch, and in the `reelsmith_token` cookie
+// for what the browser fetches by itself (EventSource, <video>, download links: GETs only).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -36,6 +39,95 @@ let current = null; // the job page's state: {id, es, lastId, job}
 let listStream = null;
 let online = null;
 let probeTimer = null;
+let locked = false; // the daemon refused this page's token (or it has none)
+
+// ---------------------------------------------------------------- the API token
+
+const TOKEN_KEY = "reelsmith.apiToken";
+const TOKEN_COOKIE = "reelsmith_token";
+
+function token() {
+  try {
+    return localStorage.getItem(TOKEN_KEY) || "";
+  } catch (e) {
+    return "";
+  }
+}
+
+function setToken(t) {
+  try {
+    if (t) localStorage.setItem(TOKEN_KEY, t);
+    else localStorage.removeItem(TOKEN_KEY);
+  } catch (e) {
+    /* private mode: the cookie still carries it for this session */
+  }
+  const secure = location.protocol === "https:" ? "; Secure" : "";
+  document.cookie = t
+    ? `${TOKEN_COOKIE}=${encodeURIComponent(t)}; Path=/api/; SameSite=Strict${secure}`
+    : `${TOKEN_COOKIE}=; Path=/api/; Max-Age=0; SameSite=Strict${secure}`;
+  $("forget").hidden = !t;
+}
+
+function withToken(headers) {
+  const t = token();
+  return t ? { ...headers, Authorization: `Bearer ${t}` } : headers;
+}
+
+// The daemon answered 401: stop the streams and ask for the token.
+function lock(message) {
+  const first = !locked;
+  locked = true;
+  if (listStream) listStream.close();
+  if (current && current.es) current.es.close();
+  const conn = $("conn");
+  conn.textContent = "API token needed";
+  conn.className = "conn locked";
+  $("offline").hidden = true;
+  $("main").hidden = true;
+  $("auth").hidden = false;
+  const err = $("auth-error");
+  err.textContent = token() ? message : "";
+  err.hidden = !token();
+  if (first) $("token").focus();
+}
+
+async function unlock(e) {
+  e.preventDefault();
+  const err = $("auth-error");
+  const t = $("token").value.trim();
+  const say = (msg) => {
+    err.textContent = msg;
+    err.hidden = false;
+    $("token").focus();
+  };
+  if (!t) {
+    say("Enter the token: server.api_token in the daemon's config, or its REELSMITH_API_TOKEN.");
+    return;
+  }
+  let res;
+  try {
+    res = await fetch("/api/jobs?limit=1", { cache: "no-store", headers: { Authorization: `Bearer ${t}` } });
+  } catch (x) {
+    say("The daemon is not answering.");
+    return;
+  }
+  if (res.status === 401) {
+    say("The daemon refused this token: it is not its server.api_token.");
+    return;
+  }
+  setToken(t);
+  $("token").value = "";
+  err.hidden = true;
+  locked = false;
+  $("auth").hidden = true;
+  $("main").hidden = false;
+  online = null;
+  setOnline(true);
+  loadModels();
+  if (current && current.es) current.es.close();
+  current = null;
+  route();
+}
 
 // ---------------------------------------------------------------- HTTP
 
@@ -45,7 +137,7 @@ async function api(method, path, body) {
     res = await fetch(path, {
       method,
       cache: "no-store",
-      headers: body ? { "Content-Type": "application/json" } : {},
+      headers: withToken(body ? { "Content-Type": "application/json" } : {}),
       body: body ? JSON.stringify(body) : undefined,
     });
   } catch (e) {
@@ -58,6 +150,11 @@ async function api(method, path, body) {
   } catch (e) {
     data = null;
   }
+  if (res.status === 401) {
+    const message = (data && data.message) || "The daemon asks for its API token.";
+    lock(message);
+    throw new Error(message);
+  }
   if (!res.ok || (data && data.status === "error" && !data.models)) {
     throw new Error((data && data.message) || `HTTP ${res.status}`);
   }
@@ -69,6 +166,12 @@ async function api(method, path, body) {
 function setOnline(up) {
   if (up === online) return;
   online = up;
+  if (locked && up) {
+    $("offline").hidden = true;
+    clearTimeout(probeTimer);
+    probeTimer = null;
+    return;
+  }
   const conn = $("conn");
   conn.textContent = up ? "Live" : "Daemon unreachable, retrying…";
   conn.className = "conn " + (up ? "live" : "down");
@@ -108,6 +211,7 @@ function probe() {
 }
 
 function ensureStreams() {
+  if (locked) return;
   if (!listStream || listStream.readyState === EventSource.CLOSED) openListStream();
   if (current && !TERMINAL.has(current.job && current.job.state) &&
       (!current.es || current.es.readyState === EventSource.CLOSED)) {
@@ -202,7 +306,7 @@ function openListStream() {
   listStream.onopen = () => setOnline(true);
   listStream.onerror = () => {
     if (listStream.readyState === EventSource.CLOSED) {
-      setOnline(false);
+      streamRefused();
     } else {
       // Reconnecting: tell the person only if the daemon is really gone.
       fetch("/healthz", { cache: "no-store" }).then((r) => setOnline(r.ok), () => setOnline(false));
@@ -221,6 +325,23 @@ function openListStream() {
     }
     refreshSoon(ev.jobId);
   };
+}
+
+// The list stream was answered with something else than a stream (a 401, a 503 at the connection
+// cap): ask the API why. A 401 locks the page (in api()); anything else is treated as the daemon
+// being away, whose probe reopens everything.
+async function streamRefused() {
+  if (locked) return;
+  try {
+    await api("GET", "/api/jobs?limit=1");
+  } catch (e) {
+    if (!locked) setOnline(false);
+    return;
+  }
+  setTimeout(() => {
+    loadJobs();
+    ensureStreams();
+  }, 1000);
 }
 
 // ---------------------------------------------------------------- job page
@@ -391,8 +512,12 @@ function route() {
 async function loadModels() {
   const help = $("aiModel-help");
   try {
-    const res = await fetch("/api/models", { cache: "no-store" });
+    const res = await fetch("/api/models", { cache: "no-store", headers: withToken({}) });
     const data = await res.json();
+    if (res.status === 401) {
+      lock(data.message);
+      return;
+    }
     const sel = $("aiModel");
     sel.textContent = "";
     for (const m of data.models || []) {
@@ -470,6 +595,12 @@ async function act(kind) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
+  setToken(token()); // the cookie lives for the browser's session; the stored token renews it
+  $("auth-form").addEventListener("submit", unlock);
+  $("forget").addEventListener("click", () => {
+    setToken("");
+    location.reload();
+  });
   $("form").addEventListener("submit", submit);
   $("cancel").addEventListener("click", () => act("cancel"));
   $("retry").addEventListener("click", () => act("retry"));
