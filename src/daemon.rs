@@ -55,7 +55,7 @@ pub fn run_server(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         // The log's lock is ours: no other daemon (and so no upload) is using this state dir.
         let swept = crate::songs::sweep_staging(&crate::songs::resolve(&config.songs_dir()));
         if swept > 0 {
-            info!(folders = swept, "removed song uploads a crash cut off");
+            info!(folders = swept, "cleared song uploads a crash cut off");
         }
     }
     let result = system().block_on(serve(config, state_dir, local, opts));

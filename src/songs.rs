@@ -7,7 +7,10 @@
 //!   when there is no library yet). A reader sees the old library or the new one, never a mix; two
 //!   uploads never interleave (the library ends as exactly one of them: the one swapped in last);
 //!   an upload that fails before the swap leaves the old library as it was, and one a crash cut
-//!   off leaves only a staging folder, which the next start removes ([`sweep_staging`]).
+//!   off leaves only a staging folder, which the next start removes ([`sweep_staging`]). Where the
+//!   filesystem has no exchange, the swap is two renames through an aside folder; a crash between
+//!   them leaves that folder, which the next start puts back as the library when there is none
+//!   (the upload was never acknowledged) and otherwise retires like any replaced library.
 //! - Only `.mp3` files belong to an upload. Anything else the old library held (a note, a folder)
 //!   is moved into the new one after the swap, so a replace never deletes what it does not own.
 //! - A job takes its song with [`take_song`]: a hard link (a copy across filesystems) inside its own
@@ -24,8 +27,8 @@ static SWAP: Mutex<()> = Mutex::new(());
 
 /// The prefix of staging folders (next to the library; never listed as songs).
 pub const STAGING_PREFIX: &str = ".songs-upload-";
-/// Where the two-rename fallback moves the old library for a moment (never swept: after a crash
-/// between its renames it is the only copy of the old library).
+/// Where the two-rename fallback moves the old library for a moment. After a crash between its
+/// renames it may be the only copy of the old library: [`sweep_staging`] restores it then.
 const ASIDE_PREFIX: &str = ".songs-previous-";
 
 /// Why the library could not be replaced or a song taken.
@@ -100,8 +103,17 @@ pub fn replace(staging: &Path, library: &Path) -> Result<(), LibraryError> {
         return std::fs::rename(staging, library).map_err(swap_err);
     }
     exchange(staging, library).map_err(swap_err)?;
-    // `staging` now holds the old library: keep what is not a song, then remove the rest.
-    if let Ok(rd) = std::fs::read_dir(staging) {
+    // `staging` now holds the old library.
+    retire(staging, library);
+    info!(library = %library.display(), "song library replaced");
+    Ok(())
+}
+
+/// Removes `old`, a replaced library, once the new `library` is in place: what is not a song moves
+/// into the new library first (a replace never deletes what it does not own). Answers whether `old`
+/// is gone.
+fn retire(old: &Path, library: &Path) -> bool {
+    if let Ok(rd) = std::fs::read_dir(old) {
         for entry in rd.flatten() {
             if is_song(&entry) {
                 continue;
@@ -114,11 +126,13 @@ pub fn replace(staging: &Path, library: &Path) -> Result<(), LibraryError> {
         }
     }
     // The new library is in place: a leftover old folder is only wasted space.
-    if let Err(e) = std::fs::remove_dir_all(staging) {
-        warn!(path = %staging.display(), error = %e, "cannot remove the replaced song library");
+    match std::fs::remove_dir_all(old) {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(path = %old.display(), error = %e, "cannot remove the replaced song library");
+            false
+        }
     }
-    info!(library = %library.display(), "song library replaced");
-    Ok(())
 }
 
 /// Atomically exchanges the folders `a` and `b` (both exist).
@@ -174,9 +188,11 @@ fn two_renames(a: &Path, b: &Path) -> std::io::Result<()> {
     std::fs::rename(&aside, a)
 }
 
-/// Removes the staging folders an upload cut off by a crash left next to `library` (at start, when
-/// no upload can be in flight); answers how many. Each holds an unfinished upload, or the old
-/// library after its swap: never the library in use.
+/// Clears what uploads cut off by a crash left next to `library` (at start, when no upload can be
+/// in flight); answers how many folders it handled. A staging folder holds an unfinished upload, or
+/// the old library after its swap: never the library in use, so it is removed. An aside folder of
+/// the two-rename swap holds the old library: it becomes the library again when there is none, and
+/// is retired otherwise (its non-song entries kept).
 pub fn sweep_staging(library: &Path) -> usize {
     let Some(parent) = library.parent() else {
         return 0;
@@ -184,20 +200,37 @@ pub fn sweep_staging(library: &Path) -> usize {
     let Ok(rd) = std::fs::read_dir(parent) else {
         return 0;
     };
+    let mut entries: Vec<(String, PathBuf)> = rd
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| Some((e.file_name().to_str()?.to_string(), e.path())))
+        .collect();
+    entries.sort();
     let mut removed = 0;
-    for entry in rd.flatten() {
-        let stale = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(STAGING_PREFIX))
-            && entry.file_type().is_ok_and(|t| t.is_dir());
-        if !stale {
+    for (_, aside) in entries.iter().filter(|(n, _)| n.starts_with(ASIDE_PREFIX)) {
+        if library.exists() {
+            removed += usize::from(retire(aside, library));
             continue;
         }
-        match std::fs::remove_dir_all(entry.path()) {
+        match std::fs::rename(aside, library) {
+            Ok(()) => {
+                warn!(library = %library.display(), from = %aside.display(),
+                    "a crash cut off a song upload's swap; the previous song library is back");
+                removed += 1;
+            }
+            Err(e) => {
+                warn!(from = %aside.display(), error = %e, "cannot put the previous song library back")
+            }
+        }
+    }
+    for (_, stale) in entries
+        .iter()
+        .filter(|(n, _)| n.starts_with(STAGING_PREFIX))
+    {
+        match std::fs::remove_dir_all(stale) {
             Ok(()) => removed += 1,
             Err(e) => {
-                warn!(path = %entry.path().display(), error = %e, "cannot remove a stale song upload")
+                warn!(path = %stale.display(), error = %e, "cannot remove a stale song upload")
             }
         }
     }
@@ -349,5 +382,31 @@ mod tests {
         // A song whose name vanished is NotFound (the caller chooses again).
         let e = take_song(&songs[1], &job).unwrap_err();
         assert_eq!(e.io().kind(), std::io::ErrorKind::NotFound, "{e}");
+    }
+
+    #[test]
+    fn a_crash_inside_the_two_rename_swap_is_mended_at_start() {
+        let root = tempfile::tempdir().unwrap();
+        let library = root.path().join("songs");
+        let s = stage(&library, "old", 2);
+        replace(&s, &library).unwrap();
+        std::fs::write(library.join("notes.txt"), "mine").unwrap();
+        let aside = root.path().join(format!("{ASIDE_PREFIX}crash"));
+
+        // Cut off after the first rename: no library, the old one aside, the upload staged.
+        std::fs::rename(&library, &aside).unwrap();
+        stage(&library, "new", 1);
+        assert_eq!(sweep_staging(&library), 2);
+        assert_eq!(names(root.path()), ["songs"]);
+        assert_eq!(names(&library), ["notes.txt", "old-000.mp3", "old-001.mp3"]);
+
+        // Cut off after the second: the new library in place, the old one still aside.
+        let s = stage(&library, "new", 1);
+        std::fs::rename(&library, &aside).unwrap();
+        std::fs::rename(&s, &library).unwrap();
+        assert_eq!(sweep_staging(&library), 1);
+        assert_eq!(names(root.path()), ["songs"]);
+        assert_eq!(names(&library), ["new-000.mp3", "notes.txt"]);
+        assert_eq!(std::fs::read(library.join("notes.txt")).unwrap(), b"mine");
     }
 }
