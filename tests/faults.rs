@@ -2,7 +2,8 @@
 //! with `size=`; needs root, as CI runs): the log's disk fills during a submit storm (the daemon
 //! answers 507 naming the disk, exits non-zero, and a restart after space is freed has lost nothing
 //! and re-queues the interrupted job), the whole state dir fills during a render and a storm (nothing
-//! acknowledged is lost), and a render that runs out of space fails naming the folder. Without root
+//! acknowledged is lost), a render that runs out of space fails naming the folder, and so does a job
+//! whose first stage finds its folder's disk full (a retry after space is freed completes). Without root
 //! (no mount) each of these says it is skipped.
 
 mod common;
@@ -247,6 +248,46 @@ fn a_render_that_runs_out_of_space_fails_naming_the_folder() {
     std::fs::remove_file(jobs.join("filler")).unwrap();
     d.assert_serving();
     assert!(d.terminate(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn a_job_folder_on_a_full_disk_fails_as_disk_full_and_a_retry_after_freeing_it_completes() {
+    require_media_tools();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let jobs = state.join("jobs");
+    let Some(_jobs_disk) = Mount::tmpfs(
+        "a_job_folder_on_a_full_disk_fails_as_disk_full_and_a_retry_after_freeing_it_completes",
+        &jobs,
+        "20m",
+    ) else {
+        return;
+    };
+    // Full before the job starts: the first stage's first write (the footage) hits it.
+    fill(&jobs.join("filler"));
+    let cfg = offline_config(&format!("{SMALL_RENDER}\n[daemon]\nmax_attempts = 1\n"));
+    let d = Daemon::start_in(tmp.path(), &cfg, &[]);
+    let id = d.submit(&json!({ "videoSubject": "no room" }));
+    let job = d.wait_for_state(&id, &["failed", "completed"], Duration::from_secs(120));
+    assert_eq!(job["state"], "failed", "{job}");
+    let folder = jobs.join(&id);
+    let message = job["errorMessage"].as_str().unwrap();
+    assert!(
+        message.starts_with("Failed to ")
+            && message.ends_with(&format!(": no space left on {}", folder.display())),
+        "{job}"
+    );
+    let last = d.events(&id).pop().unwrap();
+    assert_eq!(last["payload"]["error"], "DiskFull", "{last}");
+    assert_eq!(last["payload"]["retryable"], true, "{last}");
+    assert_ne!(last["payload"]["stage"], "render", "{last}");
+
+    std::fs::remove_file(jobs.join("filler")).unwrap();
+    let (s, v) = d.post(&format!("/api/jobs/{id}/retry"), &json!({}));
+    assert_eq!(s, 200, "{v}");
+    let job = d.wait_for_state(&id, &["failed", "completed"], Duration::from_secs(180));
+    assert_eq!(job["state"], "completed", "{job}");
+    d.assert_serving();
 }
 
 /// Submits from 8 clients until `stop` (or the daemon is gone); answers the acknowledged job ids

@@ -34,7 +34,7 @@ mod caption_tests;
 mod e2e_tests;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -162,6 +162,11 @@ impl StageError {
             retryable: true,
             provider: None,
         }
+    }
+
+    /// The disk holding `dir` is full. Retryable: freeing space is all another attempt needs.
+    pub fn disk_full(dir: &Path) -> StageError {
+        StageError::retryable(DISK_FULL, no_space_on(dir))
     }
 
     /// The failure of an outside service (`provider` is its short name: `ollama`, `pexels`, ...):
@@ -364,6 +369,51 @@ pub enum Outcome {
     Lost(SinkError),
 }
 
+/// How glibc's strerror words ENOSPC: in an `io::Error`, and in what ffmpeg and espeak-ng print.
+pub(crate) const NO_SPACE: &str = "No space left on device";
+
+/// The error code of a full disk.
+const DISK_FULL: &str = "DiskFull";
+
+fn no_space_on(dir: &Path) -> String {
+    format!("no space left on {}", dir.display())
+}
+
+/// Whether a stage's failure is this machine's disk filling up: a local write, a local tool, or a
+/// provider's local file or tool (an outside service's own answer may say so of its own disk).
+fn ran_out_of_space(message: &str, error: &str, provider: Option<&str>) -> bool {
+    message.contains(NO_SPACE) && (provider.is_none() || matches!(error, "IoError" | "ToolFailed"))
+}
+
+/// The folder to name when a stage ran out of space: of the places a stage writes before the
+/// render (the job's folder, the shared clip cache), the one with the least room left; the job's
+/// folder when they share a disk or none can be measured.
+fn fullest_dir(cx: &JobContext) -> PathBuf {
+    let cache = crate::providers::cache::ClipCache::for_config(&cx.config);
+    [cx.work_dir.clone(), cache.dir().to_path_buf()]
+        .into_iter()
+        .min_by_key(|d| {
+            // A folder not made yet is on its nearest existing parent's disk.
+            d.ancestors()
+                .find(|a| a.exists())
+                .and_then(available_bytes)
+                .unwrap_or(u64::MAX)
+        })
+        .unwrap_or_else(|| cx.work_dir.clone())
+}
+
+/// The bytes an unprivileged writer may still use on the file system holding `dir`.
+fn available_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a NUL-terminated path and `st` a zeroed statvfs the call fills in.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
 /// Runs every stage in order and records the story's start and its end (complete or failure).
 /// Every event goes through a [`sink::GuardedSink`], which hides the config's secrets and logs
 /// failures, retries and fallbacks. The job's secrets join the process-wide redactor (the log and
@@ -387,6 +437,15 @@ pub async fn run(cx: &mut JobContext) -> Outcome {
             let (name, action) = stage
                 .map(|s| (s.name(), s.action()))
                 .unwrap_or(("pipeline", "generate video"));
+            let (error, message, retryable) =
+                if error != DISK_FULL && ran_out_of_space(&message, &error, provider.as_deref()) {
+                    let dir = fullest_dir(cx);
+                    warn!(job = %cx.job, stage = name, error = %message, dir = %dir.display(),
+                        "a stage ran out of disk space");
+                    (DISK_FULL.to_string(), no_space_on(&dir), true)
+                } else {
+                    (error, message, retryable)
+                };
             let mut payload = json!({ "error": error, "retryable": retryable, "stage": name });
             if let Some(p) = provider {
                 payload["provider"] = json!(p);

@@ -597,25 +597,20 @@ fn io_failed(what: &str, path: &Path, e: std::io::Error) -> StageError {
         } else {
             path.parent().unwrap_or(path)
         };
-        return no_space(dir);
+        return StageError::disk_full(dir);
     }
     StageError::failed("Io", format!("cannot {what} {}: {e}", path.display()))
 }
-
-/// How ffmpeg (glibc's strerror) words ENOSPC.
-const NO_SPACE: &str = "No space left on device";
 
 /// `Failed to render video: no space left on <dir>` instead of ffmpeg's own lines, when the disk
 /// ffmpeg wrote to filled up.
 fn out_of_space(e: StageError, dir: &Path) -> StageError {
     match &e {
-        StageError::Failed { message, .. } if message.contains(NO_SPACE) => no_space(dir),
+        StageError::Failed { message, .. } if message.contains(super::NO_SPACE) => {
+            StageError::disk_full(dir)
+        }
         _ => e,
     }
-}
-
-fn no_space(dir: &Path) -> StageError {
-    StageError::retryable("DiskFull", format!("no space left on {}", dir.display()))
 }
 
 /// Moves `from` onto `to`, copying when they are on different file systems.

@@ -67,6 +67,11 @@ impl ClipCache {
         ClipCache::shared(dir, cfg.footage.cache_max_bytes)
     }
 
+    /// The folder the clips live in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Where the clip of `url` lives (whether or not it is there yet).
     pub fn path_for(&self, url: &str) -> PathBuf {
         self.dir
