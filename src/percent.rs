@@ -1,6 +1,6 @@
 //! Percent-encoding of URL query and form components (RFC 3986: unreserved characters stay), and its
 //! decoding. A leaf: the HTTP client and the secret redactor (which also hides a secret's encoded
-//! form) encode; the API's query strings and the page's token cookie are decoded.
+//! form) encode; the API's query strings (and the fake providers' tests) decode.
 
 /// Percent-encodes a query or form component.
 pub fn encode(s: &str) -> String {

@@ -329,7 +329,8 @@ fn the_page_submits_follows_plays_and_cancels_a_job_in_chromium() {
 
 /// With `server.api_token` set, the page asks for the token (and refuses a wrong one), then works
 /// as without one: fetches carry `Authorization: Bearer`, and what the browser fetches by itself
-/// (the event streams, the `<video>`, the download links) carries the token cookie.
+/// (the event streams, the `<video>`, the download links) carries the session cookie, which no
+/// script can read and which is not the token.
 #[test]
 fn the_page_asks_for_the_api_token_then_streams_and_plays_with_it() {
     let Some(b) = browser("the_page_asks_for_the_api_token_then_streams_and_plays_with_it") else {
@@ -359,6 +360,25 @@ fn the_page_asks_for_the_api_token_then_streams_and_plays_with_it() {
     assert_eq!(r["stillLocked"], true, "a wrong token unlocked the page");
     assert_eq!(r["authHidden"], true);
     assert_eq!(r["forgetShown"], true);
+    let cookies = r["session"]["cookies"].as_array().unwrap();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    let c = &cookies[0];
+    assert_eq!(
+        (&c["name"], &c["httpOnly"], &c["sameSite"], &c["path"]),
+        (
+            &json!("reelsmith_session"),
+            &json!(true),
+            &json!("Strict"),
+            &json!("/api/")
+        ),
+        "{c}"
+    );
+    let value = c["value"].as_str().unwrap();
+    assert!(
+        value.len() == 64 && !value.contains("page-token"),
+        "the cookie is not a digest: {c}"
+    );
+    assert_eq!(r["session"]["scriptSees"], "", "a script reads the cookie");
     assert!(
         r["modelsHelp"]
             .as_str()

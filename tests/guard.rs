@@ -903,30 +903,76 @@ fn an_exposed_daemon_warns_and_an_api_token_guards_every_api_route() {
     );
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["jobs"].as_array().unwrap().len(), 1);
-    // The page's cookie (percent-encoded, among other cookies) opens reads, not changes.
-    let cookie = format!(
-        "theme=dark; reelsmith_token={}; x=1",
-        TOKEN.replace('-', "%2D")
+    // The page's session cookie: only the bearer token gets it; kept from scripts; not the token.
+    let (s, _, v) = call(d.addr, "POST", "/api/session", &[], b"");
+    assert_eq!(s, 401, "{v}");
+    let (s, head, v) = call(
+        d.addr,
+        "POST",
+        "/api/session",
+        &[("Authorization", &bearer)],
+        b"",
     );
+    assert_eq!((s, &v["status"]), (200, &json!("success")), "{v}");
+    let set = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("no set-cookie: {head}"));
+    assert!(
+        set.contains("httponly") && set.contains("samesite=strict") && set.contains("path=/api/"),
+        "{set}"
+    );
+    let value = set
+        .strip_prefix("reelsmith_session=")
+        .and_then(|r| r.split(';').next())
+        .unwrap_or_else(|| panic!("{set}"));
+    assert!(value.len() == 64 && !value.contains(TOKEN), "{set}");
+    // It opens reads (found among other cookies), not changes, and it is no bearer token.
+    let cookie = format!("theme=dark; reelsmith_session={value}; x=1");
     let (s, _, v) = call(d.addr, "GET", "/api/jobs", &[("Cookie", &cookie)], b"");
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["jobs"].as_array().unwrap().len(), 1);
-    let (s, _, v) = call(
+    for wrong in [
+        format!("reelsmith_session={TOKEN}"),
+        "reelsmith_session=".into(),
+    ] {
+        let (s, _, v) = call(d.addr, "GET", "/api/jobs", &[("Cookie", &wrong)], b"");
+        assert_eq!(s, 401, "{wrong}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("reelsmith_session"),
+            "{v}"
+        );
+    }
+    let as_bearer = format!("Bearer {value}");
+    let (s, _, _) = call(
         d.addr,
         "GET",
         "/api/jobs",
-        &[("Cookie", "reelsmith_token=s3cret-token-7f2a9")],
+        &[("Authorization", &as_bearer)],
         b"",
     );
-    assert_eq!(s, 401, "{v}");
-    assert!(
-        v["message"].as_str().unwrap().contains("reelsmith_token"),
-        "{v}"
-    );
-    for (method, path) in [("POST", "/api/generate"), ("POST", "/api/cancel")] {
+    assert_eq!(s, 401, "the cookie's value passed as a bearer token");
+    for (method, path) in [
+        ("POST", "/api/generate"),
+        ("POST", "/api/cancel"),
+        ("POST", "/api/session"),
+        ("DELETE", "/api/session"),
+    ] {
         let (s, _, v) = call(d.addr, method, path, &[json, ("Cookie", &cookie)], SUBJECT);
         assert_eq!(s, 401, "{method} {path} with only the cookie: {v}");
     }
+    let (s, head, _) = call(
+        d.addr,
+        "DELETE",
+        "/api/session",
+        &[("Authorization", &bearer)],
+        b"",
+    );
+    assert_eq!(s, 200);
+    assert!(
+        head.contains("set-cookie: reelsmith_session=; ") && head.contains("max-age=0"),
+        "{head}"
+    );
     // Nothing was queued by the cookie-only POSTs.
     let (_, _, v) = call(
         d.addr,
@@ -1215,7 +1261,7 @@ fn a_song_upload_cut_off_by_a_crash_is_swept_at_start_and_the_library_kept() {
     assert!(!cut_off.exists(), "{}", d.logs());
     assert_eq!(names_in(&state.join("songs")), ["kept.mp3"]);
     assert!(
-        d.logs().contains("removed song uploads a crash cut off"),
+        d.logs().contains("cleared song uploads a crash cut off"),
         "{}",
         d.logs()
     );

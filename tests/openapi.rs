@@ -426,6 +426,11 @@ fn every_documented_route_answers_as_its_schema_says() {
     assert_eq!(s, 400);
     let (s, _) = c.post(&d, retry, &format!("/api/jobs/{nobody}/retry"), &json!({}));
     assert_eq!(s, 404);
+    // The page's session (this daemon has no token: no cookie, but the answer is as documented).
+    for method in ["POST", "DELETE"] {
+        let (s, v) = c.call(&d, method, "/api/session", "/api/session", &[], b"");
+        assert_eq!(s, 200, "{method}: {v}");
+    }
     // The page and its assets.
     let (s, _) = c.get(&d, "/", "/");
     assert_eq!(s, 200);

@@ -7,8 +7,10 @@
 //!   origin and the key. Clients that send no `Origin` (curl, scripts) are not browsers' pages.
 //! - **Token**: when `server.api_token` is set, every `/api/` request but `OPTIONS` carries
 //!   `Authorization: Bearer <token>`, compared in constant time and never logged, else 401. A GET or
-//!   HEAD may carry it in the `reelsmith_token` cookie instead, as the web page's streams, video and
-//!   links do (a browser adds no header to those).
+//!   HEAD may carry the `reelsmith_session` cookie instead, as the web page's streams, video and
+//!   links do (a browser adds no header to those). `POST /api/session` (with the header) sets it:
+//!   `HttpOnly`, so no script (of this page or of another port of the same host) reads it, and a
+//!   digest of the token rather than the token, so it opens reads but never passes as a bearer.
 //! - **Content type**: job submissions are JSON (`application/json` or `*/*+json`), else 415: a
 //!   form post or a `no-cors` fetch (which need no preflight) cannot queue a job.
 //!
@@ -151,9 +153,28 @@ fn check_origin<B>(cfg: &Config, req: &Request<B>) -> Result<(), ApiError> {
     )))
 }
 
-/// The cookie the web page keeps `server.api_token` in (percent-encoded), for what a browser fetches
-/// without a script: `EventSource` streams, `<video>`, thumbnails and download links.
-pub(crate) const TOKEN_COOKIE: &str = "reelsmith_token";
+/// The cookie `POST /api/session` sets for what a browser fetches without a script: `EventSource`
+/// streams, `<video>`, thumbnails and download links.
+pub(crate) const SESSION_COOKIE: &str = "reelsmith_session";
+
+/// The session cookie's value for `token`: HMAC-SHA256 keyed by the token, in hex. It proves the
+/// browser was given the token without being it.
+pub(crate) fn session_value(token: &str) -> String {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token.as_bytes());
+    let tag = ring::hmac::sign(&key, b"reelsmith session cookie v1");
+    tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The `Set-Cookie` value that gives a browser the session cookie for `token` (or, for `None`,
+/// removes it). Scoped to the API, kept from scripts, sent only with same-site requests; it lasts
+/// the browser's session, and the page asks for it again at each load.
+pub(crate) fn session_cookie(token: Option<&str>) -> String {
+    let attrs = "Path=/api/; HttpOnly; SameSite=Strict";
+    match token {
+        Some(t) => format!("{SESSION_COOKIE}={}; {attrs}", session_value(t)),
+        None => format!("{SESSION_COOKIE}=; {attrs}; Max-Age=0"),
+    }
+}
 
 fn check_token<B>(cfg: &Config, req: &Request<B>) -> Result<(), ApiError> {
     let token = cfg.server.api_token.expose();
@@ -176,10 +197,10 @@ fn check_token<B>(cfg: &Config, req: &Request<B>) -> Result<(), ApiError> {
         )),
         // The cookie opens reads only: a request that changes state needs the header, which no
         // other page can make a browser send (a cookie rides along with any same-site request).
-        None if !changes_state(req.method()) => match token_cookie(req.headers()) {
-            Some(c) if constant_time_eq(c.as_bytes(), token.as_bytes()) => Ok(()),
+        None if !changes_state(req.method()) => match session_cookie_of(req.headers()) {
+            Some(c) if constant_time_eq(c.as_bytes(), session_value(token).as_bytes()) => Ok(()),
             Some(_) => Err(ApiError::Unauthorized(format!(
-                "The `{TOKEN_COOKIE}` cookie does not hold this daemon's server.api_token: enter the token again."
+                "The `{SESSION_COOKIE}` cookie was not made from this daemon's server.api_token: enter the token again."
             ))),
             None => Err(no_token()),
         },
@@ -193,8 +214,8 @@ fn no_token() -> ApiError {
     )
 }
 
-/// The token cookie's value, percent-decoded, from any `Cookie` header of the request.
-fn token_cookie(headers: &HeaderMap) -> Option<String> {
+/// The session cookie's value from any `Cookie` header of the request.
+fn session_cookie_of(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -202,7 +223,7 @@ fn token_cookie(headers: &HeaderMap) -> Option<String> {
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            (name.trim() == TOKEN_COOKIE).then(|| crate::percent::decode(value.trim()))
+            (name.trim() == SESSION_COOKIE).then(|| value.trim())
         })
 }
 

@@ -319,6 +319,24 @@ fn operation(route: &Route) -> Value {
                     error("404", "Job not found."),
                 ],
             ),
+            Endpoint::OpenSession => (
+                "Give this browser the session cookie (reelsmith_session: HttpOnly, SameSite=Strict, Path=/api/) that opens GET and HEAD for what it fetches without a header: event streams, video, thumbnail, subtitles. Needs the bearer token",
+                vec![],
+                None,
+                vec![
+                    ok_json("The cookie is set (Set-Cookie), or the daemon has no token and sets none.", "SessionAnswer"),
+                    error("401", "No bearer token, or not this daemon's server.api_token."),
+                ],
+            ),
+            Endpoint::EndSession => (
+                "Remove this browser's session cookie (Set-Cookie with Max-Age=0)",
+                vec![],
+                None,
+                vec![
+                    ok_json("The cookie is removed.", "SessionAnswer"),
+                    error("401", "No bearer token, or not this daemon's server.api_token."),
+                ],
+            ),
             Endpoint::Page => (
                 "The web page (form, job list, job page), from assets compiled into the daemon",
                 vec![],
@@ -523,6 +541,15 @@ fn schemas() -> Value {
                 "status": { "const": "success" },
                 "message": { "const": "Cancellation requested." },
                 "jobId": { "type": "string" },
+            },
+        },
+        "SessionAnswer": {
+            "type": "object",
+            "required": ["status", "message"],
+            "additionalProperties": false,
+            "properties": {
+                "status": { "const": "success" },
+                "message": { "type": "string" },
             },
         },
         "RetryAnswer": {

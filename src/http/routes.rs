@@ -86,7 +86,7 @@ fn preflight(req: &Request<Incoming>) -> Response<Body> {
     let h = r.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, OPTIONS"),
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
     );
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
     h.insert(
@@ -145,6 +145,8 @@ pub(crate) enum Endpoint {
     JobStream,
     AllStream,
     Retry,
+    OpenSession,
+    EndSession,
     Page,
     Asset,
 }
@@ -190,6 +192,8 @@ pub(crate) const ROUTES: &[Route] = &[
     r("GET", "/api/jobs/:id/events/stream", Endpoint::JobStream),
     r("GET", "/api/events/stream", Endpoint::AllStream),
     r("POST", "/api/jobs/:id/retry", Endpoint::Retry),
+    r("POST", "/api/session", Endpoint::OpenSession),
+    r("DELETE", "/api/session", Endpoint::EndSession),
     r("GET", "/", Endpoint::Page),
     r("GET", "/assets/:name", Endpoint::Asset),
 ];
@@ -278,6 +282,8 @@ async fn route(st: &Core, req: Request<Incoming>) -> Result<Response<Body>, ApiE
         Endpoint::JobStream => sse::job_stream(st, &req, id, &query).await,
         Endpoint::AllStream => sse::all_stream(st, &req, &query).await,
         Endpoint::Retry => retry(st, id).await,
+        Endpoint::OpenSession => session(st, true),
+        Endpoint::EndSession => session(st, false),
         Endpoint::Page => page::page(),
         Endpoint::Asset => page::assets(id),
     }
@@ -599,6 +605,40 @@ async fn cancel_active(st: &Core) -> Result<Response<Body>, ApiError> {
     ok(
         json!({ "status": "success", "message": "Cancellation requested.", "jobId": job.to_string() }),
     )
+}
+
+/// `POST /api/session` gives this browser the session cookie (the guard has checked the bearer
+/// token, which a cookie alone cannot pass for); `DELETE` takes it back. Only a browser needs it: for
+/// what it fetches without a script (streams, `<video>`, links), which carries no header.
+fn session(st: &Core, open: bool) -> Result<Response<Body>, ApiError> {
+    let config = st.config();
+    let token = config.server.api_token.expose();
+    let (cookie, message) = match (open, token.is_empty()) {
+        (true, true) => (
+            None,
+            "This daemon has no API token: every request is served without one.",
+        ),
+        (true, false) => (
+            Some(super::guard::session_cookie(Some(token))),
+            "This browser may now follow the event streams and fetch the media.",
+        ),
+        (false, _) => (
+            Some(super::guard::session_cookie(None)),
+            "This browser's session cookie is removed.",
+        ),
+    };
+    let mut r = json_response(
+        StatusCode::OK,
+        &json!({ "status": "success", "message": message }),
+    );
+    if let Some(c) = cookie {
+        let value = HeaderValue::try_from(c)
+            .map_err(|e| ApiError::Internal(format!("session cookie: {e}")))?;
+        r.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
 }
 
 async fn models(st: &Core) -> Result<Response<Body>, ApiError> {

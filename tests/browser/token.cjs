@@ -58,6 +58,11 @@ async function main() {
     null, { timeout: STEP });
   const modelsHelp = await page.textContent("#aiModel-help");
   const forgetShown = await page.$eval("#forget", (b) => !b.hidden);
+  // The session cookie the daemon set, and what a script of the page can see of cookies.
+  const session = {
+    cookies: (await context.cookies()).map((c) => ({ name: c.name, value: c.value, httpOnly: c.httpOnly, sameSite: c.sameSite, path: c.path })),
+    scriptSees: await page.evaluate(() => document.cookie),
+  };
 
   await page.getByLabel("Subject").fill("Tokens keep strangers out");
   await page.getByLabel("Your own script").fill("A token guards the daemon. The page asks for it once.");
@@ -109,7 +114,7 @@ async function main() {
   await browser.close();
   const unexpected = problems.filter((p) => !/Failed to load resource/.test(p));
   console.log(JSON.stringify({
-    locked, wrong, stillLocked, authHidden, modelsHelp, forgetShown, jobId, duration, played, log, listRow,
+    locked, wrong, stillLocked, authHidden, modelsHelp, forgetShown, session, jobId, duration, played, log, listRow,
     srt, afterReload, forgotten, answers, problems: unexpected,
   }));
 }

@@ -3,8 +3,9 @@
 // daemon. Streams reconnect by themselves (EventSource resumes after the last id it saw); while
 // the daemon is unreachable a banner says so and a probe of /healthz brings the page back. When the
 // daemon has an API token (server.api_token), a 401 locks the page behind a token form; the token is
-// kept in localStorage, sent as `Authorization: Bearer` by fetch, and in the `reelsmith_token` cookie
-// for what the browser fetches by itself (EventSource, <video>, download links: GETs only).
+// kept in localStorage (this origin's only) and sent as `Authorization: Bearer` by fetch. For what the
+// browser fetches by itself (EventSource, <video>, download links: GETs only) the page asks the
+// daemon for its session cookie (POST /api/session), which no script can read.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -44,28 +45,40 @@ let locked = false; // the daemon refused this page's token (or it has none)
 // ---------------------------------------------------------------- the API token
 
 const TOKEN_KEY = "reelsmith.apiToken";
-const TOKEN_COOKIE = "reelsmith_token";
 
 function token() {
   try {
-    return localStorage.getItem(TOKEN_KEY) || "";
+    return localStorage.getItem(TOKEN_KEY) || sessionToken;
   } catch (e) {
-    return "";
+    return sessionToken;
   }
 }
 
+let sessionToken = ""; // the token of this page, when storage is refused (private mode)
+
 function setToken(t) {
+  sessionToken = t;
   try {
     if (t) localStorage.setItem(TOKEN_KEY, t);
     else localStorage.removeItem(TOKEN_KEY);
   } catch (e) {
-    /* private mode: the cookie still carries it for this session */
+    /* private mode: kept for this page only */
   }
-  const secure = location.protocol === "https:" ? "; Secure" : "";
-  document.cookie = t
-    ? `${TOKEN_COOKIE}=${encodeURIComponent(t)}; Path=/api/; SameSite=Strict${secure}`
-    : `${TOKEN_COOKIE}=; Path=/api/; Max-Age=0; SameSite=Strict${secure}`;
   $("forget").hidden = !t;
+}
+
+// Asks the daemon for the session cookie with token `t`: its answer's status, or 0 unanswered.
+async function openSession(t) {
+  try {
+    const res = await fetch("/api/session", {
+      method: "POST",
+      cache: "no-store",
+      headers: { Authorization: `Bearer ${t}` },
+    });
+    return res.status;
+  } catch (e) {
+    return 0;
+  }
 }
 
 function withToken(headers) {
@@ -104,14 +117,12 @@ async function unlock(e) {
     say("Enter the token: server.api_token in the daemon's config, or its REELSMITH_API_TOKEN.");
     return;
   }
-  let res;
-  try {
-    res = await fetch("/api/jobs?limit=1", { cache: "no-store", headers: { Authorization: `Bearer ${t}` } });
-  } catch (x) {
+  const status = await openSession(t);
+  if (status === 0) {
     say("The daemon is not answering.");
     return;
   }
-  if (res.status === 401) {
+  if (status === 401) {
     say("The daemon refused this token: it is not its server.api_token.");
     return;
   }
@@ -594,10 +605,16 @@ async function act(kind) {
   }
 }
 
-document.addEventListener("DOMContentLoaded", () => {
-  setToken(token()); // the cookie lives for the browser's session; the stored token renews it
+document.addEventListener("DOMContentLoaded", async () => {
+  const t = token();
+  setToken(t);
   $("auth-form").addEventListener("submit", unlock);
-  $("forget").addEventListener("click", () => {
+  $("forget").addEventListener("click", async () => {
+    try {
+      await fetch("/api/session", { method: "DELETE", cache: "no-store", headers: withToken({}) });
+    } catch (e) {
+      /* the daemon is gone: the cookie ends with the browser's session */
+    }
     setToken("");
     location.reload();
   });
@@ -605,6 +622,12 @@ document.addEventListener("DOMContentLoaded", () => {
   $("cancel").addEventListener("click", () => act("cancel"));
   $("retry").addEventListener("click", () => act("retry"));
   window.addEventListener("hashchange", route);
+  // The session cookie lasts the browser's session: a stored token asks for it again at each load
+  // (a 401 here locks the page, as any later one does).
+  if (t && (await openSession(t)) === 401) {
+    lock("The daemon refused the stored token: it is no longer its server.api_token.");
+    return;
+  }
   loadModels();
   loadJobs();
   openListStream();
