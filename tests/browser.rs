@@ -442,6 +442,24 @@ fn the_page_asks_for_the_api_token_then_streams_and_plays_with_it() {
         r["afterReload"], true,
         "the reload asked for the token again"
     );
+    // A lost cookie: the refused stream made the page ask for a new one, and it streams again.
+    let seen = &r["renewed"]["seen"];
+    for want in [
+        json!(["/api/events/stream", 401]),
+        json!(["/api/session", 200]),
+    ] {
+        assert!(
+            seen.as_array().unwrap().contains(&want),
+            "no {want} in {seen}"
+        );
+    }
+    assert_eq!(
+        r["renewed"]["cookies"],
+        json!(["reelsmith_session"]),
+        "{}",
+        r["renewed"]
+    );
+    assert_eq!(r["renewed"]["authHidden"], true, "{}", r["renewed"]);
     assert_eq!(r["forgotten"]["stored"], Value::Null);
     assert_eq!(r["forgotten"]["cookies"], json!([]), "{}", r["forgotten"]);
 }

@@ -103,6 +103,24 @@ async function main() {
   await page.reload();
   await page.waitForSelector("#conn.live", { timeout: STEP }).catch(() => fail("a reload asked for the token again"));
   const afterReload = await page.$eval("#auth", (a) => a.hidden);
+  // The session cookie gone while the page is open (the browser's session ended): the next stream
+  // is refused, the page finds its token still good and asks for the cookie again.
+  unlocked = false; // the refusal below is the point: kept apart from `answers`
+  const seen = [];
+  const onRenew = (r) => {
+    if (r.url().startsWith(BASE + "/api/")) seen.push([r.url().slice(BASE.length), r.status()]);
+  };
+  page.on("response", onRenew);
+  await context.clearCookies();
+  await page.evaluate(() => openListStream());
+  await page.waitForFunction(() => listStream.readyState === EventSource.OPEN, null, { timeout: STEP })
+    .catch(() => fail(`the list stream did not reopen after the cookie was lost: ${JSON.stringify(seen.slice(0, 8))}`));
+  page.off("response", onRenew);
+  const renewed = {
+    seen,
+    cookies: (await context.cookies()).map((c) => c.name),
+    authHidden: await page.$eval("#auth", (a) => a.hidden),
+  };
   unlocked = false;
   await page.click("#forget");
   await page.waitForSelector("#auth:not([hidden])", { timeout: STEP }).catch(() => fail("forgetting the token did not lock the page"));
@@ -115,7 +133,7 @@ async function main() {
   const unexpected = problems.filter((p) => !/Failed to load resource/.test(p));
   console.log(JSON.stringify({
     locked, wrong, stillLocked, authHidden, modelsHelp, forgetShown, session, jobId, duration, played, log, listRow,
-    srt, afterReload, forgotten, answers, problems: unexpected,
+    srt, afterReload, renewed, forgotten, answers, problems: unexpected,
   }));
 }
 

@@ -349,6 +349,9 @@ async function streamRefused() {
     if (!locked) setOnline(false);
     return;
   }
+  // The token is good: the stream lacked the session cookie (the daemon was down when the page
+  // loaded, or the browser's session ended), so ask for it again.
+  if (token()) await openSession(token());
   setTimeout(() => {
     loadJobs();
     ensureStreams();
