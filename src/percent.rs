@@ -1,6 +1,6 @@
 //! Percent-encoding of URL query and form components (RFC 3986: unreserved characters stay), and its
 //! decoding. A leaf: the HTTP client and the secret redactor (which also hides a secret's encoded
-//! form) encode; the API's query strings (and the fake providers' tests) decode.
+//! form) encode; the API's query strings and the fake providers' servers decode.
 
 /// Percent-encodes a query or form component.
 pub fn encode(s: &str) -> String {
@@ -16,7 +16,7 @@ pub fn encode(s: &str) -> String {
     out
 }
 
-/// Percent-decodes a query, form or cookie component (`+` is a space; a `%` not followed by two hex
+/// Percent-decodes a query or form component (`+` is a space; a `%` not followed by two hex
 /// digits stays as it is; bytes that are not UTF-8 become U+FFFD).
 pub fn decode(s: &str) -> String {
     let b = s.as_bytes();
